@@ -1,0 +1,238 @@
+//! Flow identity: the oriented [`FlowTuple`] and the direction-normalised [`FlowKey`].
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::wire::transport::proto;
+
+/// A flow as its initiator opened it: the first packet's source and destination.
+///
+/// For ICMP echo flows both ports hold the echo identifier; for protocols without ports both
+/// are zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowTuple {
+    /// IP protocol number.
+    pub proto: u8,
+    /// Initiator address.
+    pub src: IpAddr,
+    /// Initiator port.
+    pub sport: u16,
+    /// Responder address.
+    pub dst: IpAddr,
+    /// Responder port.
+    pub dport: u16,
+}
+
+impl FlowTuple {
+    /// The tuple seen from the other side.
+    #[must_use]
+    pub fn reversed(&self) -> FlowTuple {
+        FlowTuple {
+            proto: self.proto,
+            src: self.dst,
+            sport: self.dport,
+            dst: self.src,
+            dport: self.sport,
+        }
+    }
+
+    /// The key both directions of this flow share.
+    pub fn key(&self) -> FlowKey {
+        FlowKey::new(self.proto, (self.src, self.sport), (self.dst, self.dport))
+    }
+
+    /// The direction of a packet from `(src, sport)` within this flow.
+    pub fn direction_of(&self, src: IpAddr, sport: u16) -> Direction {
+        if src == self.src && sport == self.sport {
+            Direction::Original
+        } else {
+            Direction::Reply
+        }
+    }
+}
+
+/// Lower-case protocol name for output: `tcp`, `udp`, `icmp`, `icmpv6`, or the number.
+pub fn proto_name(proto: u8) -> ProtoName {
+    ProtoName(proto)
+}
+
+/// Displays an IP protocol number by name where it has one.
+#[derive(Clone, Copy, Debug)]
+pub struct ProtoName(u8);
+
+impl fmt::Display for ProtoName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            proto::TCP => f.write_str("tcp"),
+            proto::UDP => f.write_str("udp"),
+            proto::ICMP => f.write_str("icmp"),
+            proto::ICMPV6 => f.write_str("icmpv6"),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+impl Serialize for ProtoName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// An address and port written the way people read them: `192.0.2.1:21`, `[2001:db8::1]:21`.
+pub(crate) struct SocketDisplay(pub(crate) IpAddr, pub(crate) u16);
+
+impl fmt::Display for SocketDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpAddr::V4(a) => write!(f, "{a}:{}", self.1),
+            IpAddr::V6(a) => write!(f, "[{a}]:{}", self.1),
+        }
+    }
+}
+
+impl fmt::Display for FlowTuple {
+    /// `tcp 198.51.100.10:40000 -> 192.0.2.10:21`; `icmp 198.51.100.10 -> 192.0.2.10 id 7`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.proto {
+            proto::TCP | proto::UDP => write!(
+                f,
+                "{} {} -> {}",
+                proto_name(self.proto),
+                SocketDisplay(self.src, self.sport),
+                SocketDisplay(self.dst, self.dport)
+            ),
+            proto::ICMP | proto::ICMPV6 => write!(
+                f,
+                "{} {} -> {} id {}",
+                proto_name(self.proto),
+                self.src,
+                self.dst,
+                self.sport
+            ),
+            other => write!(f, "proto {other} {} -> {}", self.src, self.dst),
+        }
+    }
+}
+
+impl Serialize for FlowTuple {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Which way a packet travels within its flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the initiator to the responder.
+    Original,
+    /// From the responder back to the initiator.
+    Reply,
+}
+
+impl Direction {
+    /// Index for per-direction arrays: 0 original, 1 reply.
+    pub const fn index(self) -> usize {
+        match self {
+            Direction::Original => 0,
+            Direction::Reply => 1,
+        }
+    }
+
+    /// The other direction.
+    #[must_use]
+    pub const fn opposite(self) -> Direction {
+        match self {
+            Direction::Original => Direction::Reply,
+            Direction::Reply => Direction::Original,
+        }
+    }
+}
+
+/// Direction-normalised flow identity: both directions of a flow map to the same key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    proto: u8,
+    lo: (IpAddr, u16),
+    hi: (IpAddr, u16),
+}
+
+impl FlowKey {
+    /// The key of a packet from `a` to `b` (or from `b` to `a`: same key).
+    pub fn new(proto: u8, a: (IpAddr, u16), b: (IpAddr, u16)) -> Self {
+        if a <= b {
+            FlowKey {
+                proto,
+                lo: a,
+                hi: b,
+            }
+        } else {
+            FlowKey {
+                proto,
+                lo: b,
+                hi: a,
+            }
+        }
+    }
+
+    /// IP protocol number.
+    pub fn proto(&self) -> u8 {
+        self.proto
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple() -> FlowTuple {
+        FlowTuple {
+            proto: proto::TCP,
+            src: "198.51.100.10".parse().unwrap(),
+            sport: 40000,
+            dst: "192.0.2.10".parse().unwrap(),
+            dport: 21,
+        }
+    }
+
+    #[test]
+    fn both_directions_share_a_key() {
+        let t = tuple();
+        assert_eq!(t.key(), t.reversed().key());
+        assert_ne!(t.key(), FlowTuple { dport: 22, ..t }.key());
+    }
+
+    #[test]
+    fn direction_of_packets() {
+        let t = tuple();
+        assert_eq!(t.direction_of(t.src, t.sport), Direction::Original);
+        assert_eq!(t.direction_of(t.dst, t.dport), Direction::Reply);
+    }
+
+    #[test]
+    fn displays_flows() {
+        assert_eq!(
+            tuple().to_string(),
+            "tcp 198.51.100.10:40000 -> 192.0.2.10:21"
+        );
+        let v6 = FlowTuple {
+            proto: proto::UDP,
+            src: "2001:db8:100::10".parse().unwrap(),
+            sport: 1000,
+            dst: "2001:db8:2::10".parse().unwrap(),
+            dport: 69,
+        };
+        assert_eq!(
+            v6.to_string(),
+            "udp [2001:db8:100::10]:1000 -> [2001:db8:2::10]:69"
+        );
+        let echo = FlowTuple {
+            proto: proto::ICMP,
+            sport: 7,
+            dport: 7,
+            ..tuple()
+        };
+        assert_eq!(echo.to_string(), "icmp 198.51.100.10 -> 192.0.2.10 id 7");
+    }
+}

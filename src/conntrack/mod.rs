@@ -1,0 +1,15 @@
+//! Connection tracking: flow identity, the flow table, TCP state, and the pinhole table.
+
+pub mod flow;
+pub mod key;
+pub mod pinhole;
+pub mod table;
+pub mod tcp;
+
+pub use flow::{Flow, FlowOrigin, FlowState};
+pub use key::{Direction, FlowKey, FlowTuple};
+pub use pinhole::{
+    OpenOutcome, ParentRef, Pinhole, PinholeError, PinholeId, PinholeSpec, PinholeTable, PortMatch,
+};
+pub use table::{FlowHandle, FlowTable};
+pub use tcp::{TcpState, TcpTracker, TcpVerdict};

@@ -1,0 +1,572 @@
+//! The pinhole (expectation) table: exact, short-lived, single-use openings for connections an
+//! inspector saw negotiated.
+//!
+//! A pinhole names the protocol, the one peer allowed to connect (exact address; source port
+//! any, exact or a range), the exact destination address and port, the control flow that
+//! negotiated it, and an expiry. The first new flow that matches consumes it. Pinholes close
+//! with their parent, the oldest of a parent is evicted when the parent exceeds its quota, and
+//! the table as a whole has a hard cap beyond which new pinholes are refused.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+
+use hashbrown::HashMap;
+use serde::Serialize;
+
+use crate::alg::Alg;
+use crate::conntrack::key::FlowTuple;
+use crate::conntrack::table::FlowHandle;
+use crate::time::Instant;
+
+/// Which source ports a pinhole admits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PortMatch {
+    /// Any port.
+    Any,
+    /// Exactly this port.
+    Exact(u16),
+    /// A port within this inclusive range.
+    Range(u16, u16),
+}
+
+impl PortMatch {
+    /// True when `port` is admitted.
+    pub fn matches(self, port: u16) -> bool {
+        match self {
+            PortMatch::Any => true,
+            PortMatch::Exact(p) => p == port,
+            PortMatch::Range(lo, hi) => (lo..=hi).contains(&port),
+        }
+    }
+
+    /// The exact port, if there is one (the JSON `sport` field; `null` otherwise).
+    pub fn exact(self) -> Option<u16> {
+        match self {
+            PortMatch::Exact(p) => Some(p),
+            PortMatch::Any | PortMatch::Range(..) => None,
+        }
+    }
+}
+
+impl fmt::Display for PortMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortMatch::Any => f.write_str("*"),
+            PortMatch::Exact(p) => write!(f, "{p}"),
+            PortMatch::Range(lo, hi) => write!(f, "{lo}-{hi}"),
+        }
+    }
+}
+
+/// Identifies a pinhole for the lifetime of an engine (never reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct PinholeId(pub u64);
+
+/// The control flow that negotiated a pinhole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParentRef {
+    /// Its handle in the flow table.
+    pub handle: FlowHandle,
+    /// Its tuple, for events after it is gone.
+    pub flow: FlowTuple,
+}
+
+/// What an inspector asks to open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinholeSpec {
+    /// The inspector that negotiated it.
+    pub alg: Alg,
+    /// IP protocol of the expected connection.
+    pub proto: u8,
+    /// The only peer allowed to connect.
+    pub src: IpAddr,
+    /// Its source port.
+    pub sport: PortMatch,
+    /// Where it may connect to.
+    pub dst: IpAddr,
+    /// The destination port.
+    pub dport: u16,
+    /// The control flow that negotiated it.
+    pub parent: Option<ParentRef>,
+    /// When it closes unused.
+    pub expires: Instant,
+}
+
+impl PinholeSpec {
+    fn same_opening(&self, other: &PinholeSpec) -> bool {
+        self.alg == other.alg
+            && self.proto == other.proto
+            && self.src == other.src
+            && self.sport == other.sport
+            && self.dst == other.dst
+            && self.dport == other.dport
+            && self.parent.map(|p| p.handle) == other.parent.map(|p| p.handle)
+    }
+}
+
+/// An open pinhole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pinhole {
+    /// Its id.
+    pub id: PinholeId,
+    /// What it admits.
+    pub spec: PinholeSpec,
+    /// When it was opened.
+    pub opened: Instant,
+}
+
+/// Why a pinhole could not be opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinholeError {
+    /// The table is at its cap.
+    TableFull,
+}
+
+/// The result of [`PinholeTable::open`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenOutcome {
+    /// The pinhole now open (an existing one when `refreshed`).
+    pub id: PinholeId,
+    /// An identical pinhole was already open; its expiry was extended instead.
+    pub refreshed: bool,
+    /// The parent's oldest pinhole, closed to stay within its quota.
+    pub evicted: Option<Pinhole>,
+}
+
+type Hasher = foldhash::fast::RandomState;
+
+/// The pinholes of one engine.
+pub struct PinholeTable {
+    pinholes: HashMap<PinholeId, Pinhole, Hasher>,
+    /// (protocol, destination, destination port) to the pinholes expecting it, oldest first.
+    by_destination: HashMap<(u8, IpAddr, u16), Vec<PinholeId>, Hasher>,
+    /// Parent flow to its pinholes, oldest first.
+    by_parent: HashMap<FlowHandle, Vec<PinholeId>, Hasher>,
+    timers: BTreeSet<(Instant, PinholeId)>,
+    next_id: u64,
+    max: usize,
+}
+
+impl PinholeTable {
+    /// An empty table holding at most `max` pinholes.
+    pub fn new(max: usize) -> Self {
+        PinholeTable {
+            pinholes: HashMap::with_hasher(Hasher::default()),
+            by_destination: HashMap::with_hasher(Hasher::default()),
+            by_parent: HashMap::with_hasher(Hasher::default()),
+            timers: BTreeSet::new(),
+            next_id: 1,
+            max,
+        }
+    }
+
+    /// Number of open pinholes.
+    pub fn len(&self) -> usize {
+        self.pinholes.len()
+    }
+
+    /// True when none is open.
+    pub fn is_empty(&self) -> bool {
+        self.pinholes.is_empty()
+    }
+
+    /// Changes the cap (for a policy reload); existing pinholes stay.
+    pub fn set_capacity(&mut self, max: usize) {
+        self.max = max;
+    }
+
+    /// Number of pinholes `parent` has open.
+    pub fn count_for_parent(&self, parent: FlowHandle) -> usize {
+        self.by_parent.get(&parent).map_or(0, Vec::len)
+    }
+
+    /// Opens a pinhole at `now`. A parent holds at most `per_parent` pinholes; opening one
+    /// more closes its oldest. An identical pending pinhole is refreshed instead of duplicated.
+    pub fn open(
+        &mut self,
+        spec: PinholeSpec,
+        per_parent: usize,
+        now: Instant,
+    ) -> Result<OpenOutcome, PinholeError> {
+        let dest = (spec.proto, spec.dst, spec.dport);
+        if let Some(ids) = self.by_destination.get(&dest) {
+            let existing = ids.iter().copied().find(|id| {
+                self.pinholes
+                    .get(id)
+                    .is_some_and(|p| p.spec.same_opening(&spec))
+            });
+            if let Some(id) = existing {
+                if let Some(pinhole) = self.pinholes.get_mut(&id) {
+                    self.timers.remove(&(pinhole.spec.expires, id));
+                    pinhole.spec.expires = spec.expires;
+                    self.timers.insert((spec.expires, id));
+                }
+                return Ok(OpenOutcome {
+                    id,
+                    refreshed: true,
+                    evicted: None,
+                });
+            }
+        }
+        let evicted = match spec.parent.map(|p| p.handle) {
+            Some(parent) if per_parent > 0 && self.count_for_parent(parent) >= per_parent => {
+                let oldest = self
+                    .by_parent
+                    .get(&parent)
+                    .and_then(|ids| ids.first().copied());
+                oldest.and_then(|id| self.remove(id))
+            }
+            _ => None,
+        };
+        if self.pinholes.len() >= self.max {
+            return Err(PinholeError::TableFull);
+        }
+        let id = PinholeId(self.next_id);
+        self.next_id += 1;
+        self.timers.insert((spec.expires, id));
+        self.by_destination.entry(dest).or_default().push(id);
+        if let Some(parent) = spec.parent {
+            self.by_parent.entry(parent.handle).or_default().push(id);
+        }
+        self.pinholes.insert(
+            id,
+            Pinhole {
+                id,
+                spec,
+                opened: now,
+            },
+        );
+        Ok(OpenOutcome {
+            id,
+            refreshed: false,
+            evicted,
+        })
+    }
+
+    /// Finds the oldest unexpired pinhole admitting a new flow from `src:sport` to
+    /// `dst:dport`, removes it and returns it.
+    pub fn match_and_consume(
+        &mut self,
+        proto: u8,
+        src: IpAddr,
+        sport: u16,
+        dst: IpAddr,
+        dport: u16,
+        now: Instant,
+    ) -> Option<Pinhole> {
+        let ids = self.by_destination.get(&(proto, dst, dport))?;
+        let id = ids.iter().copied().find(|id| {
+            self.pinholes.get(id).is_some_and(|p| {
+                p.spec.src == src && p.spec.sport.matches(sport) && p.spec.expires > now
+            })
+        })?;
+        self.remove(id)
+    }
+
+    /// The pinhole with this id.
+    pub fn get(&self, id: PinholeId) -> Option<&Pinhole> {
+        self.pinholes.get(&id)
+    }
+
+    /// Removes a pinhole, returning it.
+    pub fn remove(&mut self, id: PinholeId) -> Option<Pinhole> {
+        let pinhole = self.pinholes.remove(&id)?;
+        self.timers.remove(&(pinhole.spec.expires, id));
+        let dest = (pinhole.spec.proto, pinhole.spec.dst, pinhole.spec.dport);
+        remove_from(&mut self.by_destination, &dest, id);
+        if let Some(parent) = pinhole.spec.parent {
+            remove_from(&mut self.by_parent, &parent.handle, id);
+        }
+        Some(pinhole)
+    }
+
+    /// Closes every pinhole of `parent` (its control flow ended), appending them to `out`.
+    pub fn close_with_parent(&mut self, parent: FlowHandle, out: &mut Vec<Pinhole>) {
+        let Some(ids) = self.by_parent.remove(&parent) else {
+            return;
+        };
+        for id in ids {
+            if let Some(pinhole) = self.remove(id) {
+                out.push(pinhole);
+            }
+        }
+    }
+
+    /// When the next pinhole expires.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    /// Removes every pinhole expiring at or before `now`, appending them to `out`.
+    pub fn expire(&mut self, now: Instant, out: &mut Vec<Pinhole>) {
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            if let Some(pinhole) = self.remove(id) {
+                out.push(pinhole);
+            } else {
+                self.timers.pop_first();
+            }
+        }
+    }
+
+    /// Every open pinhole, oldest id first.
+    pub fn iter(&self) -> impl Iterator<Item = &Pinhole> {
+        let mut all: Vec<&Pinhole> = self.pinholes.values().collect();
+        all.sort_by_key(|p| p.id);
+        all.into_iter()
+    }
+}
+
+fn remove_from<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Vec<PinholeId>, Hasher>,
+    key: &K,
+    id: PinholeId,
+) {
+    if let Some(ids) = map.get_mut(key) {
+        ids.retain(|x| *x != id);
+        if ids.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::table::FlowTable;
+    use crate::conntrack::{Flow, FlowOrigin, FlowState, FlowTuple};
+    use crate::wire::transport::proto;
+
+    fn addr(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn parents() -> (ParentRef, ParentRef) {
+        let mut table = FlowTable::new(10);
+        let mut handles = Vec::new();
+        for port in [1, 2] {
+            let tuple = FlowTuple {
+                proto: proto::TCP,
+                src: addr("198.51.100.10"),
+                sport: port,
+                dst: addr("192.0.2.10"),
+                dport: 21,
+            };
+            let flow = Flow::new(
+                tuple,
+                FlowState::Datagram { replied: true },
+                FlowOrigin::Rule("r".into()),
+                None,
+                Instant::ZERO,
+            );
+            handles.push(ParentRef {
+                handle: table.insert(flow, Instant::from_secs(100)).unwrap().handle,
+                flow: tuple,
+            });
+        }
+        (handles[0], handles[1])
+    }
+
+    fn passive(parent: ParentRef, port: u16, expires: u64) -> PinholeSpec {
+        PinholeSpec {
+            alg: Alg::Ftp,
+            proto: proto::TCP,
+            src: addr("198.51.100.10"),
+            sport: PortMatch::Any,
+            dst: addr("192.0.2.10"),
+            dport: port,
+            parent: Some(parent),
+            expires: Instant::from_secs(expires),
+        }
+    }
+
+    #[test]
+    fn open_match_consume_once() {
+        let (p, _) = parents();
+        let mut table = PinholeTable::new(10);
+        let opened = table.open(passive(p, 50000, 60), 4, Instant::ZERO).unwrap();
+        assert!(!opened.refreshed);
+        let now = Instant::from_secs(1);
+        // Wrong peer, wrong port, wrong protocol: nothing.
+        assert!(
+            table
+                .match_and_consume(
+                    proto::TCP,
+                    addr("203.0.113.9"),
+                    4000,
+                    addr("192.0.2.10"),
+                    50000,
+                    now
+                )
+                .is_none()
+        );
+        assert!(
+            table
+                .match_and_consume(
+                    proto::TCP,
+                    addr("198.51.100.10"),
+                    4000,
+                    addr("192.0.2.10"),
+                    50001,
+                    now
+                )
+                .is_none()
+        );
+        assert!(
+            table
+                .match_and_consume(
+                    proto::UDP,
+                    addr("198.51.100.10"),
+                    4000,
+                    addr("192.0.2.10"),
+                    50000,
+                    now
+                )
+                .is_none()
+        );
+        let hit = table
+            .match_and_consume(
+                proto::TCP,
+                addr("198.51.100.10"),
+                4000,
+                addr("192.0.2.10"),
+                50000,
+                now,
+            )
+            .unwrap();
+        assert_eq!(hit.id, opened.id);
+        // Single use.
+        assert!(
+            table
+                .match_and_consume(
+                    proto::TCP,
+                    addr("198.51.100.10"),
+                    4001,
+                    addr("192.0.2.10"),
+                    50000,
+                    now
+                )
+                .is_none()
+        );
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn source_port_ranges() {
+        let (p, _) = parents();
+        let mut table = PinholeTable::new(10);
+        let mut spec = passive(p, 50000, 60);
+        spec.sport = PortMatch::Range(30000, 30009);
+        table.open(spec, 4, Instant::ZERO).unwrap();
+        let now = Instant::from_secs(1);
+        assert!(
+            table
+                .match_and_consume(
+                    proto::TCP,
+                    addr("198.51.100.10"),
+                    30010,
+                    addr("192.0.2.10"),
+                    50000,
+                    now
+                )
+                .is_none()
+        );
+        assert!(
+            table
+                .match_and_consume(
+                    proto::TCP,
+                    addr("198.51.100.10"),
+                    30009,
+                    addr("192.0.2.10"),
+                    50000,
+                    now
+                )
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn expired_pinholes_do_not_match_and_are_reaped() {
+        let (p, _) = parents();
+        let mut table = PinholeTable::new(10);
+        table.open(passive(p, 50000, 60), 4, Instant::ZERO).unwrap();
+        let late = Instant::from_secs(60);
+        assert!(
+            table
+                .match_and_consume(
+                    proto::TCP,
+                    addr("198.51.100.10"),
+                    1,
+                    addr("192.0.2.10"),
+                    50000,
+                    late
+                )
+                .is_none()
+        );
+        assert_eq!(table.next_deadline(), Some(late));
+        let mut out = Vec::new();
+        table.expire(late, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(table.is_empty());
+        assert_eq!(table.next_deadline(), None);
+    }
+
+    #[test]
+    fn per_parent_quota_evicts_the_oldest() {
+        let (p, q) = parents();
+        let mut table = PinholeTable::new(10);
+        let first = table
+            .open(passive(p, 50000, 60), 2, Instant::ZERO)
+            .unwrap()
+            .id;
+        table.open(passive(p, 50001, 60), 2, Instant::ZERO).unwrap();
+        table.open(passive(q, 50005, 60), 2, Instant::ZERO).unwrap();
+        let third = table.open(passive(p, 50002, 60), 2, Instant::ZERO).unwrap();
+        assert_eq!(third.evicted.unwrap().id, first);
+        assert_eq!(table.count_for_parent(p.handle), 2);
+        assert_eq!(table.count_for_parent(q.handle), 1);
+    }
+
+    #[test]
+    fn global_cap_refuses() {
+        let (p, q) = parents();
+        let mut table = PinholeTable::new(2);
+        table.open(passive(p, 50000, 60), 4, Instant::ZERO).unwrap();
+        table.open(passive(q, 50001, 60), 4, Instant::ZERO).unwrap();
+        assert_eq!(
+            table.open(passive(p, 50002, 60), 4, Instant::ZERO),
+            Err(PinholeError::TableFull)
+        );
+    }
+
+    #[test]
+    fn identical_pinhole_is_refreshed_not_duplicated() {
+        let (p, _) = parents();
+        let mut table = PinholeTable::new(10);
+        let a = table.open(passive(p, 50000, 60), 4, Instant::ZERO).unwrap();
+        let b = table
+            .open(passive(p, 50000, 90), 4, Instant::from_secs(30))
+            .unwrap();
+        assert!(b.refreshed);
+        assert_eq!(a.id, b.id);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.next_deadline(), Some(Instant::from_secs(90)));
+    }
+
+    #[test]
+    fn close_with_parent_closes_only_its_pinholes() {
+        let (p, q) = parents();
+        let mut table = PinholeTable::new(10);
+        table.open(passive(p, 50000, 60), 4, Instant::ZERO).unwrap();
+        table.open(passive(p, 50001, 60), 4, Instant::ZERO).unwrap();
+        table.open(passive(q, 50002, 60), 4, Instant::ZERO).unwrap();
+        let mut out = Vec::new();
+        table.close_with_parent(p.handle, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.iter().next().unwrap().spec.dport, 50002);
+    }
+}

@@ -1,0 +1,257 @@
+//! What the engine decides about a packet, and why.
+//!
+//! Every drop carries a [`Reason`]: one variant per specific misbehaviour (the rustls
+//! `PeerMisbehaved` habit), with a stable snake_case name that appears in the JSON output, the
+//! counters and the logs. Names are part of the public contract: add new ones, never rename.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::conntrack::FlowTuple;
+use crate::event::Event;
+
+/// Defines [`Reason`] with its stable names and one-line explanations in one place.
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, $help:literal; )*) => {
+        /// Why a packet was dropped. The names are the public contract (see the README).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[non_exhaustive]
+        pub enum Reason {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Reason {
+            /// Every reason, in declaration order (used for counters and documentation).
+            pub const ALL: &'static [Reason] = &[ $( Reason::$variant, )* ];
+
+            /// The stable snake_case name of this reason.
+            pub const fn as_str(self) -> &'static str {
+                match self { $( Reason::$variant => $name, )* }
+            }
+
+            /// A one-line explanation for people reading a report.
+            pub const fn help(self) -> &'static str {
+                match self { $( Reason::$variant => $help, )* }
+            }
+        }
+    };
+}
+
+reasons! {
+    // ---- link and IP decoding -----------------------------------------------------------
+    /// The frame is shorter than its link-layer header.
+    TruncatedLink = "truncated_link", "frame shorter than its link-layer header";
+    /// The capture's link type is not one pinhole decodes.
+    UnsupportedLink = "unsupported_link", "link type not supported";
+    /// The frame carries something other than IPv4 or IPv6 (ARP, LLDP, ...).
+    NotIp = "not_ip", "not an IPv4 or IPv6 packet";
+    /// The IP header or the datagram its length field announces is cut off.
+    TruncatedIp = "truncated_ip", "IP header or datagram cut off";
+    /// The IP version nibble is neither 4 nor 6 (or does not match the link layer).
+    BadIpVersion = "bad_ip_version", "IP version is not 4 or 6";
+    /// IPv4 IHL below 5 or options that do not fit.
+    BadIpHeaderLength = "bad_ip_header_length", "IPv4 header length field is invalid";
+    /// IPv4 total length smaller than the header, or an IPv6 jumbogram (unsupported).
+    BadIpTotalLength = "bad_ip_total_length", "IP total/payload length field is invalid";
+    /// An IPv6 extension header is cut off.
+    TruncatedIpExtension = "truncated_ip_extension", "IPv6 extension header cut off";
+    /// IPv6 extension headers out of order, repeated fragment headers or too many of them.
+    BadIpExtension = "bad_ip_extension", "invalid IPv6 extension header chain";
+    /// Source address that no host may use (unspecified, multicast, limited broadcast).
+    MartianSource = "martian_source", "source address is unspecified, multicast or broadcast";
+    // ---- fragments -----------------------------------------------------------------------
+    /// A fragment overlaps another one of the same datagram (RFC 5722; teardrop-style evasion).
+    FragmentOverlap = "fragment_overlap", "overlapping IP fragments";
+    /// A non-final fragment whose length is not a multiple of 8, or an empty fragment.
+    FragmentMalformed = "fragment_malformed", "malformed IP fragment";
+    /// Fragments that would reassemble into more than 65535 bytes.
+    FragmentTooBig = "fragment_too_big", "reassembled datagram would exceed 65535 bytes";
+    /// More fragments for one datagram than the configured limit.
+    FragmentLimit = "fragment_limit", "too many fragments for one datagram";
+    /// A datagram was not complete before the reassembly timeout.
+    FragmentTimeout = "fragment_timeout", "datagram not reassembled before the timeout";
+    /// A partly reassembled datagram was evicted because the reassembly memory cap was reached.
+    FragmentEvicted = "fragment_evicted", "reassembly memory cap reached; datagram evicted";
+    // ---- transport decoding ------------------------------------------------------------
+    /// TCP header cut off.
+    TruncatedTcp = "truncated_tcp", "TCP header cut off";
+    /// TCP data offset below 5 or beyond the segment.
+    BadTcpHeader = "bad_tcp_header", "invalid TCP header length";
+    /// UDP header cut off.
+    TruncatedUdp = "truncated_udp", "UDP header cut off";
+    /// UDP length field below 8 or beyond the IP payload.
+    BadUdpLength = "bad_udp_length", "invalid UDP length field";
+    /// ICMP/ICMPv6 message shorter than its fixed header.
+    TruncatedIcmp = "truncated_icmp", "ICMP message cut off";
+    // ---- TCP state -----------------------------------------------------------------------
+    /// Flag combination no conforming stack sends (SYN+FIN, SYN+RST, no flags, FIN without ACK...).
+    TcpInvalidFlags = "tcp_invalid_flags", "invalid TCP flag combination";
+    /// A segment other than a SYN for a connection that was never set up ("permit established" gap).
+    TcpNoHandshake = "tcp_no_handshake", "TCP segment without a handshake";
+    /// Sequence or acknowledgement number outside the window the peers negotiated.
+    TcpOutOfWindow = "tcp_out_of_window", "TCP segment outside the window";
+    /// A RST whose sequence number is not in the receiver's window (RFC 5961 section 3).
+    TcpRstOutOfWindow = "tcp_rst_out_of_window", "TCP RST outside the window";
+    /// A SYN on a connection that is already established (RFC 5961 section 4).
+    TcpSynInEstablished = "tcp_syn_in_established", "TCP SYN on an established connection";
+    /// A SYN-ACK that does not acknowledge the initiator's SYN.
+    TcpBadSynAck = "tcp_bad_synack", "TCP SYN-ACK does not acknowledge the SYN";
+    /// A handshake segment in the wrong place (SYN from the responder, ACK before SYN-ACK).
+    TcpHandshakeViolation = "tcp_handshake_violation", "TCP handshake out of order";
+    /// New data after the sender's FIN.
+    TcpDataAfterFin = "tcp_data_after_fin", "TCP data after FIN";
+    /// A segment for a connection that was reset.
+    TcpAfterReset = "tcp_after_reset", "TCP segment after the connection was reset";
+    // ---- ICMP ----------------------------------------------------------------------------
+    /// An ICMP error whose quoted packet cannot be read (too short, a non-first fragment).
+    IcmpErrorMalformed = "icmp_error_malformed", "ICMP error quotes an unreadable packet";
+    /// An ICMP error that quotes no tracked flow.
+    IcmpErrorUntracked = "icmp_error_untracked", "ICMP error quotes no tracked flow";
+    /// An ICMP error whose quoted packet does not fit the flow it names (wrong direction,
+    /// sequence number outside the window).
+    IcmpErrorMismatch = "icmp_error_mismatch", "ICMP error does not fit the flow it quotes";
+    /// An ICMP echo reply with no matching request.
+    IcmpNoRequest = "icmp_no_request", "ICMP echo reply without a request";
+    /// An ICMP echo request from the responder side of an echo flow (it would ride the
+    /// initiator's permission).
+    IcmpEchoWrongDirection = "icmp_echo_wrong_direction", "ICMP echo request against its flow's direction";
+    // ---- policy and tables ---------------------------------------------------------------
+    /// A new flow matched a rule whose action is deny.
+    PolicyDeny = "policy_deny", "new flow denied by a rule";
+    /// A new flow matched no rule and the default action is deny.
+    DefaultDeny = "default_deny", "new flow matched no rule (default deny)";
+    /// The flow table is full and nothing could be evicted.
+    FlowLimit = "flow_limit", "flow table full";
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// The verdict on one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Let the packet through.
+    Accept,
+    /// Discard the packet.
+    Drop,
+    /// Keep the packet until its datagram is reassembled; its verdict arrives later in
+    /// [`Decision::released`] or [`Expired::released`] under the same handle.
+    Held,
+}
+
+/// The verdict on a packet that was [`Verdict::Held`] earlier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Released {
+    /// The handle the caller passed with the held packet.
+    pub handle: u64,
+    /// [`Verdict::Accept`] or [`Verdict::Drop`], never [`Verdict::Held`].
+    pub verdict: Verdict,
+    /// Why it was dropped; `None` when accepted.
+    pub reason: Option<Reason>,
+    /// The flow the reassembled datagram belongs to, if any.
+    pub flow: Option<FlowTuple>,
+}
+
+/// Everything the engine decided about one packet.
+///
+/// `reason` is `Some` exactly when `verdict` is [`Verdict::Drop`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// What to do with the packet.
+    pub verdict: Verdict,
+    /// Why it was dropped.
+    pub reason: Option<Reason>,
+    /// The flow the packet belongs to (initiator first), if it belongs to one.
+    pub flow: Option<FlowTuple>,
+    /// What happened because of this packet (pinholes opened or used, violations, flows).
+    pub events: Vec<Event>,
+    /// Verdicts for packets held earlier, resolved by this one (IP fragments).
+    pub released: Vec<Released>,
+}
+
+impl Decision {
+    /// An accept verdict for a packet of `flow`.
+    pub fn accept(flow: Option<FlowTuple>) -> Self {
+        Decision {
+            verdict: Verdict::Accept,
+            reason: None,
+            flow,
+            events: Vec::new(),
+            released: Vec::new(),
+        }
+    }
+
+    /// A drop verdict.
+    pub fn drop(reason: Reason, flow: Option<FlowTuple>) -> Self {
+        Decision {
+            verdict: Verdict::Drop,
+            reason: Some(reason),
+            flow,
+            events: Vec::new(),
+            released: Vec::new(),
+        }
+    }
+
+    /// The packet is held for reassembly.
+    pub fn held() -> Self {
+        Decision {
+            verdict: Verdict::Held,
+            reason: None,
+            flow: None,
+            events: Vec::new(),
+            released: Vec::new(),
+        }
+    }
+
+    /// True when the packet may pass.
+    pub fn is_accept(&self) -> bool {
+        self.verdict == Verdict::Accept
+    }
+}
+
+/// What [`crate::Engine::expire`] found: timers that fired, and held packets that now have a
+/// verdict (fragments whose datagram timed out).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// Flows closed, pinholes expired.
+    pub events: Vec<Event>,
+    /// Held packets that are now dropped.
+    pub released: Vec<Released>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn reason_names_are_unique_snake_case() {
+        let mut seen = HashSet::new();
+        for reason in Reason::ALL {
+            let name = reason.as_str();
+            assert!(seen.insert(name), "duplicate reason name {name}");
+            assert!(
+                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{name} is not snake_case"
+            );
+            assert!(!reason.help().is_empty());
+        }
+    }
+
+    #[test]
+    fn reason_serializes_as_its_name() {
+        let json = serde_json::to_string(&Reason::TcpOutOfWindow).unwrap();
+        assert_eq!(json, "\"tcp_out_of_window\"");
+    }
+}

@@ -1,0 +1,157 @@
+//! Events: what happened because of a packet or a timer, beyond its verdict.
+//!
+//! Events are plain data. Adapters add context (file, packet index, timestamp) and serialize
+//! them; the JSON forms are the public contract described in the README.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::alg::Alg;
+use crate::conntrack::{FlowTuple, Pinhole, PinholeId, PortMatch};
+use crate::decision::Reason;
+use crate::time::Instant;
+
+/// Something that happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A new flow is tracked.
+    FlowOpened {
+        /// The flow.
+        flow: FlowTuple,
+        /// The rule that allowed it (`None` when a pinhole admitted it).
+        rule: Option<Arc<str>>,
+        /// The inspector following it.
+        alg: Option<Alg>,
+        /// A pinhole of this inspector admitted it.
+        via_pinhole: bool,
+        /// Picked up mid-stream.
+        pickup: bool,
+    },
+    /// A flow is no longer tracked.
+    FlowClosed {
+        /// The flow.
+        flow: FlowTuple,
+        /// Why.
+        cause: CloseCause,
+        /// Packets seen, both directions.
+        packets: u64,
+        /// IP bytes seen, both directions.
+        bytes: u64,
+    },
+    /// A pinhole opened, was used, expired or closed.
+    Pinhole {
+        /// Which of those.
+        action: PinholeAction,
+        /// The pinhole.
+        pinhole: PinholeInfo,
+        /// For [`PinholeAction::Use`], the flow it admitted.
+        child: Option<FlowTuple>,
+    },
+    /// A protocol action an inspector refused (FTP bounce, a malformed TFTP request, ...).
+    Violation {
+        /// The inspector.
+        alg: Alg,
+        /// What was wrong.
+        reason: Reason,
+        /// The flow it happened on.
+        flow: Option<FlowTuple>,
+        /// Specifics for people (the offending command, address, ...).
+        detail: String,
+    },
+}
+
+/// Why a flow stopped being tracked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseCause {
+    /// It was idle until its state's timeout.
+    Timeout,
+    /// It ended with FINs, and the time-wait period passed.
+    Fin,
+    /// It ended with a RST.
+    Reset,
+    /// The table was full and it was evicted for a new flow.
+    Evicted,
+    /// A new connection reused its tuple.
+    Reused,
+    /// Its control connection ended and children do not outlive their parent.
+    ParentClosed,
+}
+
+impl CloseCause {
+    /// Stable lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CloseCause::Timeout => "timeout",
+            CloseCause::Fin => "fin",
+            CloseCause::Reset => "reset",
+            CloseCause::Evicted => "evicted",
+            CloseCause::Reused => "reused",
+            CloseCause::ParentClosed => "parent_closed",
+        }
+    }
+}
+
+/// What happened to a pinhole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PinholeAction {
+    /// Opened after a positive reply.
+    Open,
+    /// Consumed by the connection it expected.
+    Use,
+    /// Timed out unused.
+    Expire,
+    /// Closed unused: its control connection ended, or newer pinholes displaced it.
+    Close,
+}
+
+impl PinholeAction {
+    /// Stable lower-case name (the JSON `event` field).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PinholeAction::Open => "open",
+            PinholeAction::Use => "use",
+            PinholeAction::Expire => "expire",
+            PinholeAction::Close => "close",
+        }
+    }
+}
+
+/// A pinhole as events describe it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinholeInfo {
+    /// Its id.
+    pub id: PinholeId,
+    /// The inspector.
+    pub alg: Alg,
+    /// IP protocol.
+    pub proto: u8,
+    /// The peer allowed to connect.
+    pub src: IpAddr,
+    /// Its source port(s).
+    pub sport: PortMatch,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Destination port.
+    pub dport: u16,
+    /// The control flow that negotiated it.
+    pub parent: Option<FlowTuple>,
+    /// When it expires.
+    pub expires: Instant,
+}
+
+impl PinholeInfo {
+    /// Describes `pinhole`.
+    pub fn new(pinhole: &Pinhole) -> Self {
+        PinholeInfo {
+            id: pinhole.id,
+            alg: pinhole.spec.alg,
+            proto: pinhole.spec.proto,
+            src: pinhole.spec.src,
+            sport: pinhole.spec.sport,
+            dst: pinhole.spec.dst,
+            dport: pinhole.spec.dport,
+            parent: pinhole.spec.parent.map(|p| p.flow),
+            expires: pinhole.spec.expires,
+        }
+    }
+}

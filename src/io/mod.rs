@@ -1,0 +1,3 @@
+//! I/O adapters: everything that touches files, sockets or clocks lives here.
+
+pub mod pcap;

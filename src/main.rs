@@ -1,0 +1,121 @@
+//! The `pinhole` binary: parses the command line and runs an adapter.
+
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use pinhole::cli::{Cli, Command, LogFormat, ReplayArgs};
+use pinhole::output::{Format, RecordWriter};
+use pinhole::policy::{DEFAULT_RULES, Policy};
+use pinhole::replay::{ReplayOptions, replay_file};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, cli.verbose);
+    match cli.command {
+        Command::Replay(args) => replay(&args),
+        Command::CheckRules { files } => check_rules(&files),
+        Command::DefaultRules => {
+            print!("{DEFAULT_RULES}");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_policy(rules: Option<&std::path::Path>) -> Result<Arc<Policy>, ExitCode> {
+    match rules {
+        None => Ok(Arc::new(Policy::embedded_default())),
+        Some(path) => Policy::from_file(path).map(Arc::new).map_err(|errors| {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }),
+    }
+}
+
+fn replay(args: &ReplayArgs) -> ExitCode {
+    let policy = match load_policy(args.rules.as_deref()) {
+        Ok(policy) => policy,
+        Err(code) => return code,
+    };
+    let stdout = io::stdout();
+    let format = args.format.unwrap_or(if stdout.is_terminal() {
+        Format::Text
+    } else {
+        Format::Json
+    });
+    let mut lock = io::BufWriter::new(stdout.lock());
+    let options = ReplayOptions {
+        verdicts: args.verdicts,
+        flows: args.flows,
+    };
+    let mut failed = false;
+    for path in &args.pcaps {
+        let name = path.display().to_string();
+        let mut writer = RecordWriter::new(&mut lock, format);
+        if let Err(err) = replay_file(path, &name, &policy, options, &mut writer) {
+            if let pinhole::replay::ReplayError::Output(io_err) = &err
+                && io_err.kind() == io::ErrorKind::BrokenPipe
+            {
+                return ExitCode::SUCCESS;
+            }
+            let _ = lock.flush();
+            eprintln!("pinhole replay: {err}");
+            failed = true;
+        }
+    }
+    if lock.flush().is_err() {
+        return ExitCode::FAILURE;
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn check_rules(files: &[std::path::PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for path in files {
+        match Policy::from_file(path) {
+            Ok(policy) => println!(
+                "{}: ok ({} zones, {} rules, default {})",
+                path.display(),
+                policy.zones.len(),
+                policy.rules.len(),
+                match policy.default_action {
+                    pinhole::policy::Action::Allow => "allow",
+                    pinhole::policy::Action::Deny => "deny",
+                }
+            ),
+            Err(errors) => {
+                eprintln!("{errors}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

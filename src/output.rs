@@ -1,0 +1,366 @@
+//! The replay output contract: JSON Lines records and the readable text form.
+//!
+//! The JSON records are public (users and tests script against them); the README documents
+//! them. Fields are only ever added, never renamed or removed.
+
+use std::io::{self, Write};
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::alg::Alg;
+use crate::conntrack::FlowTuple;
+use crate::conntrack::PortMatch;
+use crate::conntrack::key::{ProtoName, proto_name};
+use crate::counters::DropCounts;
+use crate::decision::{Reason, Verdict};
+use crate::event::Event;
+
+/// Output format of `pinhole replay`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// JSON Lines: one object per line (the default when stdout is not a terminal).
+    Json,
+    /// A readable table (the default on a terminal).
+    Text,
+}
+
+/// One output record.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record<'a> {
+    /// `{"type":"verdict","file":F,"packet":N,"verdict":"accept"|"drop","reason":R|null,"flow":S|null}`
+    Verdict {
+        /// Capture file.
+        file: &'a str,
+        /// 0-based packet index in the file.
+        packet: u64,
+        /// `accept` or `drop`.
+        verdict: Verdict,
+        /// Drop reason, or null.
+        reason: Option<Reason>,
+        /// The flow, or null.
+        flow: Option<FlowTuple>,
+    },
+    /// A pinhole opened, was used, expired or closed.
+    Pinhole {
+        /// Capture file.
+        file: &'a str,
+        /// `open`, `use`, `expire` or `close`.
+        event: &'static str,
+        /// `ftp` or `tftp`.
+        alg: Alg,
+        /// `tcp` or `udp`.
+        proto: ProtoName,
+        /// The peer allowed to connect.
+        src: IpAddr,
+        /// Its port, or null for any port (or a range, given in `sport_range`).
+        sport: Option<u16>,
+        /// Destination address.
+        dst: IpAddr,
+        /// Destination port.
+        dport: u16,
+        /// The packet that caused it.
+        packet: u64,
+        /// Pinhole id, unique within the file.
+        id: u64,
+        /// The control flow that negotiated it.
+        parent: Option<FlowTuple>,
+        /// For `use`: the flow it admitted.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        child: Option<FlowTuple>,
+        /// Allowed source port range, when the pinhole has one (TFTP `--port-range`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sport_range: Option<[u16; 2]>,
+    },
+    /// A refused protocol action.
+    Violation {
+        /// Capture file.
+        file: &'a str,
+        /// The inspector.
+        alg: Alg,
+        /// What was wrong.
+        reason: Reason,
+        /// The packet.
+        packet: u64,
+        /// The flow.
+        flow: Option<FlowTuple>,
+        /// Specifics.
+        detail: &'a str,
+    },
+    /// A flow opened or closed (only with `--flows`).
+    Flow {
+        /// Capture file.
+        file: &'a str,
+        /// `open` or `close`.
+        event: &'static str,
+        /// The flow.
+        flow: FlowTuple,
+        /// The packet that opened it, or whose time closed it.
+        packet: u64,
+        /// For `open`: the rule that allowed it (null when a pinhole did).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rule: Option<&'a str>,
+        /// For `open`: the inspector attached, or `pinhole` when a pinhole admitted it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        via: Option<&'static str>,
+        /// For `close`: why.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cause: Option<&'static str>,
+        /// For `close`: packets seen.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        packets: Option<u64>,
+        /// For `close`: bytes seen.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bytes: Option<u64>,
+    },
+    /// One per file, last.
+    Summary {
+        /// Capture file.
+        file: &'a str,
+        /// Packets in the file.
+        packets: u64,
+        /// Packets accepted.
+        accepted: u64,
+        /// Packets dropped.
+        dropped: u64,
+        /// Flows created.
+        flows: u64,
+        /// Pinholes opened.
+        pinholes_opened: u64,
+        /// Pinholes used.
+        pinholes_used: u64,
+        /// Violations.
+        violations: u64,
+        /// Drops by reason (nonzero only).
+        drops: &'a DropCounts,
+        /// The file ended inside a record.
+        truncated: bool,
+    },
+}
+
+/// Converts an engine event into its record, for packet `packet` of `file`.
+pub fn event_record<'a>(file: &'a str, packet: u64, event: &'a Event) -> Record<'a> {
+    match event {
+        Event::Pinhole {
+            action,
+            pinhole,
+            child,
+        } => Record::Pinhole {
+            file,
+            event: action.as_str(),
+            alg: pinhole.alg,
+            proto: proto_name(pinhole.proto),
+            src: pinhole.src,
+            sport: pinhole.sport.exact(),
+            dst: pinhole.dst,
+            dport: pinhole.dport,
+            packet,
+            id: pinhole.id.0,
+            parent: pinhole.parent,
+            child: *child,
+            sport_range: match pinhole.sport {
+                PortMatch::Range(lo, hi) => Some([lo, hi]),
+                PortMatch::Any | PortMatch::Exact(_) => None,
+            },
+        },
+        Event::Violation {
+            alg,
+            reason,
+            flow,
+            detail,
+        } => Record::Violation {
+            file,
+            alg: *alg,
+            reason: *reason,
+            packet,
+            flow: *flow,
+            detail,
+        },
+        Event::FlowOpened {
+            flow,
+            rule,
+            alg,
+            via_pinhole,
+            pickup,
+        } => Record::Flow {
+            file,
+            event: "open",
+            flow: *flow,
+            packet,
+            rule: rule.as_deref(),
+            via: Some(match (via_pinhole, pickup, alg) {
+                (true, _, _) => "pinhole",
+                (false, true, _) => "pickup",
+                (false, false, Some(alg)) => alg.as_str(),
+                (false, false, None) => "rule",
+            }),
+            cause: None,
+            packets: None,
+            bytes: None,
+        },
+        Event::FlowClosed {
+            flow,
+            cause,
+            packets,
+            bytes,
+        } => Record::Flow {
+            file,
+            event: "close",
+            flow: *flow,
+            packet,
+            rule: None,
+            via: None,
+            cause: Some(cause.as_str()),
+            packets: Some(*packets),
+            bytes: Some(*bytes),
+        },
+    }
+}
+
+/// True for events shown without `--flows`.
+pub fn is_contract_event(event: &Event) -> bool {
+    matches!(event, Event::Pinhole { .. } | Event::Violation { .. })
+}
+
+/// Writes `record` as one JSON line.
+pub fn write_json(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, record)?;
+    out.write_all(b"\n")
+}
+
+/// Writes `record` as one readable line.
+pub fn write_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
+    match record {
+        Record::Verdict {
+            packet,
+            verdict,
+            reason,
+            flow,
+            ..
+        } => {
+            let verdict = match verdict {
+                Verdict::Accept => "accept",
+                Verdict::Drop => "DROP",
+                Verdict::Held => "held",
+            };
+            let reason = reason.map_or("", Reason::as_str);
+            let flow = flow.map(|f| f.to_string()).unwrap_or_default();
+            writeln!(out, "#{packet:<6} {verdict:<6} {reason:<24} {flow}")
+        }
+        Record::Pinhole {
+            event,
+            alg,
+            proto,
+            src,
+            sport,
+            dst,
+            dport,
+            packet,
+            sport_range,
+            ..
+        } => {
+            let sport = match (sport, sport_range) {
+                (Some(p), _) => p.to_string(),
+                (None, Some([lo, hi])) => format!("{lo}-{hi}"),
+                (None, None) => "*".to_owned(),
+            };
+            writeln!(
+                out,
+                "#{packet:<6} pinhole {event:<6} {alg} {proto} {} -> {}",
+                endpoint(*src, &sport),
+                endpoint(*dst, &dport.to_string())
+            )
+        }
+        Record::Violation {
+            alg,
+            reason,
+            packet,
+            detail,
+            ..
+        } => {
+            writeln!(out, "#{packet:<6} VIOLATION {alg} {reason}: {detail}")
+        }
+        Record::Flow {
+            event,
+            flow,
+            packet,
+            rule,
+            via,
+            cause,
+            ..
+        } => {
+            let what = match (event, rule, via, cause) {
+                (&"open", rule, via, _) => format!(
+                    "opened ({}{})",
+                    via.unwrap_or("rule"),
+                    rule.map(|r| format!(" {r}")).unwrap_or_default()
+                ),
+                (_, _, _, cause) => format!("closed ({})", cause.unwrap_or("?")),
+            };
+            writeln!(out, "#{packet:<6} flow   {flow} {what}")
+        }
+        Record::Summary {
+            file,
+            packets,
+            accepted,
+            dropped,
+            flows,
+            pinholes_opened,
+            pinholes_used,
+            violations,
+            drops,
+            truncated,
+        } => {
+            writeln!(
+                out,
+                "{file}: {packets} packets, {accepted} accepted, {dropped} dropped, {flows} flows, {pinholes_opened} pinholes opened, {pinholes_used} used, {violations} violations{}",
+                if *truncated {
+                    " (capture truncated)"
+                } else {
+                    ""
+                }
+            )?;
+            for (reason, count) in drops.nonzero() {
+                writeln!(out, "    {count:>8}  {reason:<24} {}", reason.help())?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn endpoint(addr: IpAddr, port: &str) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// Writes records in one format.
+pub struct RecordWriter<'w> {
+    out: &'w mut dyn Write,
+    format: Format,
+}
+
+impl<'w> RecordWriter<'w> {
+    /// Writes to `out` in `format`.
+    pub fn new(out: &'w mut dyn Write, format: Format) -> Self {
+        RecordWriter { out, format }
+    }
+
+    /// Writes one record.
+    pub fn write(&mut self, record: &Record<'_>) -> io::Result<()> {
+        match self.format {
+            Format::Json => write_json(self.out, record),
+            Format::Text => write_text(self.out, record),
+        }
+    }
+
+    /// Writes a heading line (text format only).
+    pub fn heading(&mut self, file: &str) -> io::Result<()> {
+        match self.format {
+            Format::Json => Ok(()),
+            Format::Text => writeln!(self.out, "== {file}"),
+        }
+    }
+}
