@@ -15,6 +15,7 @@ pub mod io;
 pub mod output;
 pub mod policy;
 pub mod replay;
+pub mod testkit;
 pub mod time;
 pub mod wire;
 
