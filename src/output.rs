@@ -300,33 +300,44 @@ pub fn write_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
             };
             writeln!(out, "#{packet:<6} flow   {flow} {what}")
         }
-        Record::Summary {
-            file,
-            packets,
-            accepted,
-            dropped,
-            flows,
-            pinholes_opened,
-            pinholes_used,
-            violations,
-            drops,
-            truncated,
-        } => {
-            writeln!(
-                out,
-                "{file}: {packets} packets, {accepted} accepted, {dropped} dropped, {flows} flows, {pinholes_opened} pinholes opened, {pinholes_used} used, {violations} violations{}",
-                if *truncated {
-                    " (capture truncated)"
-                } else {
-                    ""
-                }
-            )?;
-            for (reason, count) in drops.nonzero() {
-                writeln!(out, "    {count:>8}  {reason:<24} {}", reason.help())?;
-            }
-            Ok(())
-        }
+        Record::Summary { .. } => write_summary_text(out, record),
     }
+}
+
+fn write_summary_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
+    let Record::Summary {
+        file,
+        packets,
+        accepted,
+        dropped,
+        flows,
+        pinholes_opened,
+        pinholes_used,
+        violations,
+        drops,
+        truncated,
+    } = record
+    else {
+        return Ok(());
+    };
+    let truncated = if *truncated {
+        " (capture truncated)"
+    } else {
+        ""
+    };
+    writeln!(
+        out,
+        "{file}: {packets} packets, {accepted} accepted, {dropped} dropped, {flows} flows, {pinholes_opened} pinholes opened, {pinholes_used} used, {violations} violations{truncated}"
+    )?;
+    for (reason, count) in drops.nonzero() {
+        writeln!(
+            out,
+            "    {count:>8}  {:<24} {}",
+            reason.as_str(),
+            reason.help()
+        )?;
+    }
+    Ok(())
 }
 
 fn endpoint(addr: IpAddr, port: &str) -> String {

@@ -65,6 +65,13 @@ pub fn replay_file(
         let decision = engine.process(now, &info, packet.data);
         emit_decision(out, name, packet.index, &decision, options)
     })??;
+    if summary.truncated {
+        tracing::warn!(
+            file = name,
+            packets = summary.packets,
+            "capture ends inside a record; replayed the complete packets"
+        );
+    }
     let flushed = engine.flush();
     emit_expired(out, name, last.unwrap_or(0), &flushed, options)?;
 

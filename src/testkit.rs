@@ -2,7 +2,14 @@
 //!
 //! Frames are Ethernet II with fixed MAC addresses. Nothing here is used by the engine.
 
-#![allow(clippy::missing_panics_doc)]
+// Test support: a builder given a malformed address or an impossible frame is a bug in the test
+// that called it, so it panics with a message instead of returning errors nobody could handle.
+#![allow(
+    clippy::missing_panics_doc,
+    clippy::panic,
+    clippy::expect_used,
+    clippy::cast_sign_loss
+)]
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -68,7 +75,14 @@ pub struct TcpBuilder {
 
 impl TcpBuilder {
     /// A segment from `src` to `dst` with these flags, numbers and window.
-    pub fn new(src: SocketAddr, dst: SocketAddr, flag_bits: u8, seq: u32, ack: u32, window: u16) -> Self {
+    pub fn new(
+        src: SocketAddr,
+        dst: SocketAddr,
+        flag_bits: u8,
+        seq: u32,
+        ack: u32,
+        window: u16,
+    ) -> Self {
         let mut header = TcpHeader::new(src.port(), dst.port(), seq, window);
         header.fin = flag_bits & flags::FIN != 0;
         header.syn = flag_bits & flags::SYN != 0;
@@ -111,7 +125,14 @@ impl TcpBuilder {
 }
 
 /// A TCP segment frame.
-pub fn tcp(src: SocketAddr, dst: SocketAddr, flag_bits: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+pub fn tcp(
+    src: SocketAddr,
+    dst: SocketAddr,
+    flag_bits: u8,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
     TcpBuilder::new(src, dst, flag_bits, seq, ack, 64_240).build(payload)
 }
 
@@ -142,24 +163,42 @@ pub fn icmp_echo(src: IpAddr, dst: IpAddr, id: u16, seq: u16, request: bool) -> 
 
 /// An ICMP error of `icmp_type`/`code` from `src` to `dst`, quoting `quoted_frame` (an
 /// Ethernet frame built here; its IP header and first 8 transport bytes are quoted).
-pub fn icmp_error(src: IpAddr, dst: IpAddr, icmp_type: u8, code: u8, quoted_frame: &[u8]) -> Vec<u8> {
+pub fn icmp_error(
+    src: IpAddr,
+    dst: IpAddr,
+    icmp_type: u8,
+    code: u8,
+    quoted_frame: &[u8],
+) -> Vec<u8> {
     let ip = &quoted_frame[ETHERNET_LEN..];
-    let header_len = if src.is_ipv6() { 40 } else { usize::from(ip[0] & 0x0f) * 4 };
+    let header_len = if src.is_ipv6() {
+        40
+    } else {
+        usize::from(ip[0] & 0x0f) * 4
+    };
     let quote = &ip[..(header_len + 8).min(ip.len())];
     let mut out = Vec::new();
     let step = ip_step(src, dst, 64);
     if src.is_ipv6() {
-        step.icmpv6_raw(icmp_type, code, [0; 4]).write(&mut out, quote).expect("frame builds");
+        step.icmpv6_raw(icmp_type, code, [0; 4])
+            .write(&mut out, quote)
+            .expect("frame builds");
     } else {
-        step.icmpv4_raw(icmp_type, code, [0; 4]).write(&mut out, quote).expect("frame builds");
+        step.icmpv4_raw(icmp_type, code, [0; 4])
+            .write(&mut out, quote)
+            .expect("frame builds");
     }
     out
 }
 
 /// A frame of IP protocol `proto` with a raw payload (GRE, ESP, ...). IPv4 only.
 pub fn raw_ipv4(src: IpAddr, dst: IpAddr, proto: u8, payload: &[u8]) -> Vec<u8> {
-    let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else { panic!("raw_ipv4 needs IPv4") };
-    let mut header = etherparse::Ipv4Header::new(0, 64, etherparse::IpNumber(proto), s.octets(), d.octets()).expect("header");
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else {
+        panic!("raw_ipv4 needs IPv4")
+    };
+    let mut header =
+        etherparse::Ipv4Header::new(0, 64, etherparse::IpNumber(proto), s.octets(), d.octets())
+            .expect("header");
     header.set_payload_len(payload.len()).expect("length fits");
     let mut out = Vec::new();
     etherparse::Ethernet2Header {
@@ -193,7 +232,11 @@ pub fn fragment(frame: &[u8], chunk: usize, id: u32) -> Vec<Vec<u8>> {
     let (eth, ip) = frame.split_at(ETHERNET_LEN);
     let chunk = (chunk / 8).max(1) * 8;
     let v6 = ip[0] >> 4 == 6;
-    let header_len = if v6 { 40 } else { usize::from(ip[0] & 0x0f) * 4 };
+    let header_len = if v6 {
+        40
+    } else {
+        usize::from(ip[0] & 0x0f) * 4
+    };
     let (header, data) = ip.split_at(header_len);
     let pieces: Vec<&[u8]> = data.chunks(chunk).collect();
     let last = pieces.len() - 1;
@@ -212,13 +255,16 @@ pub fn fragment(frame: &[u8], chunk: usize, id: u32) -> Vec<Vec<u8>> {
                 out.extend_from_slice(&h);
                 out.push(next);
                 out.push(0);
-                out.extend_from_slice(&(((offset / 8) as u16) << 3 | u16::from(more)).to_be_bytes());
+                out.extend_from_slice(
+                    &(((offset / 8) as u16) << 3 | u16::from(more)).to_be_bytes(),
+                );
                 out.extend_from_slice(&id.to_be_bytes());
             } else {
                 let mut h = header.to_vec();
                 h[2..4].copy_from_slice(&((header_len + piece.len()) as u16).to_be_bytes());
                 h[4..6].copy_from_slice(&(id as u16).to_be_bytes());
-                h[6..8].copy_from_slice(&(u16::from(more) << 13 | (offset / 8) as u16).to_be_bytes());
+                h[6..8]
+                    .copy_from_slice(&(u16::from(more) << 13 | (offset / 8) as u16).to_be_bytes());
                 h[10..12].copy_from_slice(&[0, 0]);
                 let sum = checksum(&h);
                 h[10..12].copy_from_slice(&sum.to_be_bytes());
@@ -251,8 +297,16 @@ impl TcpSession {
     /// A session from `client` to `server` with these initial sequence numbers.
     pub fn new(client: SocketAddr, server: SocketAddr, client_isn: u32, server_isn: u32) -> Self {
         TcpSession {
-            client: Side { addr: client, next: client_isn, window: 64_240 },
-            server: Side { addr: server, next: server_isn, window: 65_160 },
+            client: Side {
+                addr: client,
+                next: client_isn,
+                window: 64_240,
+            },
+            server: Side {
+                addr: server,
+                next: server_isn,
+                window: 65_160,
+            },
         }
     }
 
@@ -278,18 +332,32 @@ impl TcpSession {
 
     /// The client's SYN.
     pub fn syn(&mut self) -> Vec<u8> {
-        let frame = TcpBuilder::new(self.client.addr, self.server.addr, flags::SYN, self.client.next, 0, self.client.window)
-            .syn_options(Some(7))
-            .build(&[]);
+        let frame = TcpBuilder::new(
+            self.client.addr,
+            self.server.addr,
+            flags::SYN,
+            self.client.next,
+            0,
+            self.client.window,
+        )
+        .syn_options(Some(7))
+        .build(&[]);
         self.client.next = self.client.next.wrapping_add(1);
         frame
     }
 
     /// The server's SYN-ACK.
     pub fn syn_ack(&mut self) -> Vec<u8> {
-        let frame = TcpBuilder::new(self.server.addr, self.client.addr, flags::SYN | flags::ACK, self.server.next, self.client.next, self.server.window)
-            .syn_options(Some(7))
-            .build(&[]);
+        let frame = TcpBuilder::new(
+            self.server.addr,
+            self.client.addr,
+            flags::SYN | flags::ACK,
+            self.server.next,
+            self.client.next,
+            self.server.window,
+        )
+        .syn_options(Some(7))
+        .build(&[]);
         self.server.next = self.server.next.wrapping_add(1);
         frame
     }
@@ -300,11 +368,27 @@ impl TcpSession {
     }
 
     fn send(&mut self, from_client: bool, flag_bits: u8, payload: &[u8]) -> Vec<u8> {
-        let (src, dst) = if from_client { (self.client, self.server) } else { (self.server, self.client) };
+        let (src, dst) = if from_client {
+            (self.client, self.server)
+        } else {
+            (self.server, self.client)
+        };
         // Windows after the handshake are scaled by 7 (both SYNs offered it).
-        let frame = TcpBuilder::new(src.addr, dst.addr, flag_bits, src.next, dst.next, src.window >> 7).build(payload);
+        let frame = TcpBuilder::new(
+            src.addr,
+            dst.addr,
+            flag_bits,
+            src.next,
+            dst.next,
+            src.window >> 7,
+        )
+        .build(payload);
         let advance = payload.len() as u32 + u32::from(flag_bits & flags::FIN != 0);
-        let side = if from_client { &mut self.client } else { &mut self.server };
+        let side = if from_client {
+            &mut self.client
+        } else {
+            &mut self.server
+        };
         side.next = side.next.wrapping_add(advance);
         frame
     }
@@ -348,13 +432,29 @@ impl TcpSession {
     /// send next (for out-of-window and injection cases); does not advance state.
     pub fn client_raw(&self, flag_bits: u8, seq_offset: i64, payload: &[u8]) -> Vec<u8> {
         let seq = (i64::from(self.client.next) + seq_offset) as u32;
-        TcpBuilder::new(self.client.addr, self.server.addr, flag_bits, seq, self.server.next, self.client.window >> 7).build(payload)
+        TcpBuilder::new(
+            self.client.addr,
+            self.server.addr,
+            flag_bits,
+            seq,
+            self.server.next,
+            self.client.window >> 7,
+        )
+        .build(payload)
     }
 
     /// Like [`TcpSession::client_raw`], from the server.
     pub fn server_raw(&self, flag_bits: u8, seq_offset: i64, payload: &[u8]) -> Vec<u8> {
         let seq = (i64::from(self.server.next) + seq_offset) as u32;
-        TcpBuilder::new(self.server.addr, self.client.addr, flag_bits, seq, self.client.next, self.server.window >> 7).build(payload)
+        TcpBuilder::new(
+            self.server.addr,
+            self.client.addr,
+            flag_bits,
+            seq,
+            self.client.next,
+            self.server.window >> 7,
+        )
+        .build(payload)
     }
 }
 
@@ -369,7 +469,10 @@ pub struct Timeline {
 impl Timeline {
     /// An empty timeline starting at `start`.
     pub fn starting(start: Instant) -> Self {
-        Timeline { frames: Vec::new(), now: start }
+        Timeline {
+            frames: Vec::new(),
+            now: start,
+        }
     }
 
     /// Appends a frame `millis` after the previous one.
@@ -387,7 +490,9 @@ impl Timeline {
 
     /// The pcap bytes of this timeline (Ethernet link type).
     pub fn to_pcap(&self) -> Vec<u8> {
-        let mut writer = crate::io::pcap::PcapWriter::new(Vec::new(), crate::wire::LinkType::Ethernet).expect("in memory");
+        let mut writer =
+            crate::io::pcap::PcapWriter::new(Vec::new(), crate::wire::LinkType::Ethernet)
+                .expect("in memory");
         for (at, frame) in &self.frames {
             writer.write(*at, frame).expect("in memory");
         }
@@ -403,7 +508,10 @@ mod tests {
     fn decode(frame: &[u8]) -> (ip::IpPacket<'_>, Option<Transport<'_>>) {
         let bytes = link::ip_bytes(crate::wire::LinkType::Ethernet, frame).unwrap();
         let packet = ip::decode(bytes).unwrap();
-        let t = packet.fragment.is_none().then(|| transport::decode(packet.proto, packet.is_ipv6(), packet.payload).unwrap());
+        let t = packet
+            .fragment
+            .is_none()
+            .then(|| transport::decode(packet.proto, packet.is_ipv6(), packet.payload).unwrap());
         (packet, t)
     }
 
@@ -411,20 +519,32 @@ mod tests {
     fn session_frames_decode_with_the_right_numbers() {
         let mut s = TcpSession::new(sock("198.51.100.10:40000"), sock("192.0.2.10:21"), 100, 900);
         let syn = s.syn();
-        let (_, Some(Transport::Tcp(seg))) = decode(&syn) else { panic!() };
+        let (_, Some(Transport::Tcp(seg))) = decode(&syn) else {
+            panic!()
+        };
         assert!(seg.flags.syn() && seg.wscale == Some(7) && seg.seq == 100);
         let synack = s.syn_ack();
-        let (_, Some(Transport::Tcp(seg))) = decode(&synack) else { panic!() };
+        let (_, Some(Transport::Tcp(seg))) = decode(&synack) else {
+            panic!()
+        };
         assert_eq!((seg.seq, seg.ack), (900, 101));
         let data = s.client_data(b"USER x\r\n");
-        let (_, Some(Transport::Tcp(seg))) = decode(&data) else { panic!() };
-        assert_eq!((seg.seq, seg.ack, seg.payload), (101, 901, &b"USER x\r\n"[..]));
+        let (_, Some(Transport::Tcp(seg))) = decode(&data) else {
+            panic!()
+        };
+        assert_eq!(
+            (seg.seq, seg.ack, seg.payload),
+            (101, 901, &b"USER x\r\n"[..])
+        );
         assert_eq!(s.client_next(), 109);
     }
 
     #[test]
     fn fragments_have_consistent_offsets_v4_and_v6() {
-        for (client, server) in [("198.51.100.10:1000", "192.0.2.10:69"), ("[2001:db8:100::10]:1000", "[2001:db8:2::10]:69")] {
+        for (client, server) in [
+            ("198.51.100.10:1000", "192.0.2.10:69"),
+            ("[2001:db8:100::10]:1000", "[2001:db8:2::10]:69"),
+        ] {
             let frame = udp(sock(client), sock(server), &[7u8; 100]);
             let pieces = fragment(&frame, 40, 77);
             assert_eq!(pieces.len(), 3);
@@ -443,10 +563,18 @@ mod tests {
 
     #[test]
     fn icmp_error_quotes_header_and_8_bytes() {
-        let original = udp(sock("198.51.100.10:1000"), sock("192.0.2.10:5999"), b"hello");
+        let original = udp(
+            sock("198.51.100.10:1000"),
+            sock("192.0.2.10:5999"),
+            b"hello",
+        );
         let error = icmp_error(addr("192.0.2.10"), addr("198.51.100.10"), 3, 3, &original);
-        let (_, Some(Transport::Icmp(msg))) = decode(&error) else { panic!() };
-        let crate::wire::IcmpKind::Error { quoted } = msg.kind else { panic!() };
+        let (_, Some(Transport::Icmp(msg))) = decode(&error) else {
+            panic!()
+        };
+        let crate::wire::IcmpKind::Error { quoted } = msg.kind else {
+            panic!()
+        };
         assert_eq!(quoted.len(), 28);
     }
 }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test of pinhole: formatting, lints, unit, property, golden-replay and CLI tests.
+# Usage: scripts/test.sh        (from anywhere; as root it may install missing tools with apt)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+
+# The peer captures are read in place from ../shared (never copied into the repository).
+if [ ! -d ../shared/pcaps/suricata-verify ]; then
+    echo "error: ../shared/pcaps/suricata-verify not found beside the checkout" >&2
+    exit 1
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy (all targets, warnings are errors)"
+cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo test (unit, integration, golden replays, property tests)"
+cargo test --locked --all-targets
+echo "== doc tests"
+cargo test --locked --doc
+echo "== all tests passed"

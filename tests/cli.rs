@@ -1,0 +1,173 @@
+//! The command line as users run it: exit codes, error messages, output formats.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pinhole(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pinhole"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pinhole-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn check_rules_accepts_the_shipped_rules() {
+    let out = pinhole(&[
+        "check-rules",
+        "rules/edge-router.toml",
+        "rules/default.toml",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "rules/edge-router.toml: ok (3 zones, 6 rules, default deny)\nrules/default.toml: ok (0 zones, 2 rules, default deny)\n"
+    );
+}
+
+#[test]
+fn check_rules_names_file_line_and_fix() {
+    let path = temp_file(
+        "bad.toml",
+        "[zones.outside]\ninterfaces = [\"wan0\"]\n\n[[rule]]\nname = \"ftp-in\"\nfrom = \"outsde\"\naction = \"allow\"\ninspect = \"ftp\"\n",
+    );
+    let out = pinhole(&["check-rules", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "{}:6:8: error: rule \"ftp-in\": zone \"outsde\" is not defined\n  help: define it under [zones.outsde], or use one of: any, outside\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn check_rules_reports_a_missing_file() {
+    let out = pinhole(&["check-rules", "no/such/rules.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("no/such/rules.toml: error: cannot read the rules file:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn default_rules_prints_the_embedded_policy() {
+    let out = pinhole(&["default-rules"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text,
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/default.toml"))
+            .unwrap()
+    );
+}
+
+#[test]
+fn replay_writes_json_lines_when_piped() {
+    let out = pinhole(&["replay", "pcaps/tcp-refused-v4.pcap"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "summary");
+    assert_eq!(last["packets"], 2);
+    assert_eq!(last["dropped"], 2);
+}
+
+#[test]
+fn replay_text_format_is_a_table() {
+    let out = pinhole(&[
+        "replay",
+        "--format",
+        "text",
+        "--verdicts",
+        "pcaps/crafted/invalid-flags.pcap",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("== pcaps/crafted/invalid-flags.pcap\n#0      DROP   tcp_invalid_flags"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pcaps/crafted/invalid-flags.pcap: 4 packets, 0 accepted, 4 dropped"),
+        "{text}"
+    );
+}
+
+#[test]
+fn replay_of_several_files_uses_a_fresh_engine_each() {
+    let out = pinhole(&[
+        "replay",
+        "pcaps/crafted/handshake-timeout.pcap",
+        "pcaps/crafted/handshake-timeout.pcap",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let summaries: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"type\":\"summary\""))
+        .collect();
+    assert_eq!(summaries.len(), 2);
+    assert_eq!(summaries[0], summaries[1]);
+}
+
+#[test]
+fn replay_reports_unreadable_captures_and_continues() {
+    let garbage = temp_file("garbage.pcap", "this is not a capture");
+    let out = pinhole(&[
+        "replay",
+        garbage.to_str().unwrap(),
+        "pcaps/tcp-refused-v4.pcap",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("not a pcap or pcapng capture"), "{stderr}");
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("tcp-refused-v4.pcap\",\"packets\":2")
+    );
+}
+
+#[test]
+fn replay_refuses_a_bad_rules_file() {
+    let bad = temp_file("typo.toml", "[[rule]]\naction = \"alow\"\n");
+    let out = pinhole(&[
+        "replay",
+        "--rules",
+        bad.to_str().unwrap(),
+        "pcaps/tcp-refused-v4.pcap",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains(":2:10: error: action \"alow\" is not allow or deny")
+    );
+}
+
+#[test]
+fn readme_documents_every_drop_reason() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    for reason in pinhole::Reason::ALL {
+        assert!(
+            readme.contains(&format!("| `{}` |", reason.as_str())),
+            "README.md lacks drop reason {}",
+            reason.as_str()
+        );
+    }
+}
