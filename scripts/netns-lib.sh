@@ -67,6 +67,12 @@ PH_NS_SERVER="${PH_PREFIX}server"
 : "${PH_LAN_V6:=2001:db8:2::1}"
 : "${PH_SERVER_V6:=2001:db8:2::10}"
 
+# vsftpd's passive-mode data port range (pasv_min_port / pasv_max_port).
+# Every 227 / 229 reply announces a port in PH_PASV_MIN..PH_PASV_MAX, so
+# tests can assert on it (and a firewall policy could pin it).
+: "${PH_PASV_MIN:=40000}"
+: "${PH_PASV_MAX:=40100}"
+
 # Capture filter: drop ARP, IPv6 neighbour discovery / router discovery
 # (ICMPv6 types 133..137), MLDv2 reports (143) and anything carried behind a
 # hop-by-hop header (in practice MLD), but keep ICMPv6 echo and errors.
@@ -513,8 +519,11 @@ write_enable=YES
 anon_upload_enable=YES
 anon_mkdir_write_enable=YES
 anon_umask=022
-# Both data connection modes; active mode connects from port 20.
+# Both data connection modes; active mode connects from port 20, passive
+# mode listens on a port in the fixed range PH_PASV_MIN..PH_PASV_MAX.
 pasv_enable=YES
+pasv_min_port=$PH_PASV_MIN
+pasv_max_port=$PH_PASV_MAX
 port_enable=YES
 connect_from_port_20=YES
 # Handle ABOR sent as Telnet IP + Synch (urgent data) during a transfer.

@@ -27,7 +27,8 @@
 #
 # After each scenario the capture is checked with tshark (if installed)
 # against a few display filters (CHECKS below) and the result printed.
-# pcaps/manifest.toml is regenerated at the end for every capture present.
+# pcaps/manifest.toml is regenerated at the end from the whole scenario
+# table (not only the scenarios run), one entry for every capture present.
 
 set -uo pipefail
 
@@ -67,6 +68,20 @@ check() {      # check NAME "<op><n> <filter>"
     CHECKS[$1]+="$2"$'\n'
 }
 
+# vsftpd's fixed passive port range (netns-lib.sh), e.g. "40000-40100".
+PASV_RANGE="$PH_PASV_MIN-$PH_PASV_MAX"
+
+# check_pasv NAME: every 227/229 reply announces a port in the passive range
+# and every data connection (a client SYN not to port 21) goes to such a
+# port.  The SYN checks also cover FTPS, where the replies are encrypted.
+check_pasv() {
+    local lo=$PH_PASV_MIN hi=$PH_PASV_MAX
+    local syn='tcp.flags.syn==1 && tcp.flags.ack==0'
+    check "$1" "==0 ftp.passive.port<$lo || ftp.passive.port>$hi || ftp.epsv.port<$lo || ftp.epsv.port>$hi"
+    check "$1" ">=1 $syn && tcp.dstport>=$lo && tcp.dstport<=$hi"
+    check "$1" "==0 $syn && tcp.dstport!=21 && (tcp.dstport<$lo || tcp.dstport>$hi)"
+}
+
 # --- core TCP / UDP / ICMP -------------------------------------------------
 scenario tcp-http-v4 "curl GET http://192.0.2.10/small.txt from the outside client to python http.server on the inside server over IPv4, captured on the firewall's lan0"
 check tcp-http-v4 '==1 tcp.flags.syn==1 && tcp.flags.ack==0'
@@ -103,78 +118,85 @@ check tcp-http-v4-pcapng '==1 http.request.method=="GET"'
 check tcp-http-v4-pcapng '==1 http.response.code==200'
 
 # --- FTP (vsftpd) --------------------------------------------------------
-scenario ftp-pasv-curl "curl --disable-epsv downloads small.txt anonymously from vsftpd on the inside server using PASV (227 reply announcing 192.0.2.10) over IPv4, captured on lan0"
+scenario ftp-pasv-curl "curl --disable-epsv downloads small.txt anonymously from vsftpd on the inside server using PASV (227 reply announcing 192.0.2.10 and a port in vsftpd's passive range $PASV_RANGE) over IPv4, captured on lan0"
 check ftp-pasv-curl '==1 ftp.request.command=="PASV"'
 check ftp-pasv-curl '==1 ftp.response.code==227'
 check ftp-pasv-curl '==1 ftp.request.command=="RETR"'
 check ftp-pasv-curl '>=1 ftp-data'
 check ftp-pasv-curl '==2 tcp.flags.syn==1 && tcp.flags.ack==0'
+check_pasv ftp-pasv-curl
 
-scenario ftp-epsv-curl "curl downloads small.txt anonymously from vsftpd on the inside server using EPSV (229 reply) over IPv4, captured on lan0"
+scenario ftp-epsv-curl "curl downloads small.txt anonymously from vsftpd on the inside server using EPSV (229 reply with a port in vsftpd's passive range $PASV_RANGE) over IPv4, captured on lan0"
 check ftp-epsv-curl '==1 ftp.request.command=="EPSV"'
 check ftp-epsv-curl '==1 ftp.response.code==229'
 check ftp-epsv-curl '>=1 ftp-data'
 check ftp-epsv-curl '==2 tcp.flags.syn==1 && tcp.flags.ack==0'
+check_pasv ftp-epsv-curl
 
-scenario ftp-port-curl "curl -P - --disable-eprt downloads small.txt anonymously from vsftpd on the inside server in active mode (PORT 198,51,100,10,...; the server connects back from port 20) over IPv4, captured on lan0"
+scenario ftp-port-curl "curl -P - --disable-eprt downloads small.txt anonymously from vsftpd on the inside server in active mode (PORT 198,51,100,10,...; the server connects back from port 20; vsftpd's passive range $PASV_RANGE is not used) over IPv4, captured on lan0"
 check ftp-port-curl '==1 ftp.request.command=="PORT"'
 check ftp-port-curl '==1 ftp.active.cip==198.51.100.10'
 check ftp-port-curl '==1 tcp.srcport==20 && tcp.flags.syn==1 && tcp.flags.ack==0'
 check ftp-port-curl '>=1 ftp-data'
 
-scenario ftp-eprt-curl "curl -P - downloads small.txt anonymously from vsftpd on the inside server in active mode using EPRT |1|198.51.100.10|port| (the server connects back from port 20) over IPv4, captured on lan0"
+scenario ftp-eprt-curl "curl -P - downloads small.txt anonymously from vsftpd on the inside server in active mode using EPRT |1|198.51.100.10|port| (the server connects back from port 20; vsftpd's passive range $PASV_RANGE is not used) over IPv4, captured on lan0"
 check ftp-eprt-curl '==1 ftp.request.command=="EPRT"'
 check ftp-eprt-curl '==1 ftp.eprt.ip==198.51.100.10'
 check ftp-eprt-curl '==1 tcp.srcport==20 && tcp.flags.syn==1 && tcp.flags.ack==0'
 check ftp-eprt-curl '>=1 ftp-data'
 
-scenario ftp-epsv-v6-curl "curl downloads small.txt anonymously from vsftpd on the inside server ftp://[2001:db8:2::10] using EPSV (229 reply) over IPv6, captured on lan0"
+scenario ftp-epsv-v6-curl "curl downloads small.txt anonymously from vsftpd on the inside server ftp://[2001:db8:2::10] using EPSV (229 reply with a port in vsftpd's passive range $PASV_RANGE) over IPv6, captured on lan0"
 check ftp-epsv-v6-curl '==1 ipv6 && ftp.request.command=="EPSV"'
 check ftp-epsv-v6-curl '==1 ftp.response.code==229'
 check ftp-epsv-v6-curl '>=1 ftp-data'
 check ftp-epsv-v6-curl '==0 ip'
+check_pasv ftp-epsv-v6-curl
 
-scenario ftp-eprt-v6-curl "curl -P - downloads small.txt anonymously from vsftpd on the inside server ftp://[2001:db8:2::10] in active mode using EPRT |2|2001:db8:100::10|port| (the server connects back from port 20) over IPv6, captured on lan0"
+scenario ftp-eprt-v6-curl "curl -P - downloads small.txt anonymously from vsftpd on the inside server ftp://[2001:db8:2::10] in active mode using EPRT |2|2001:db8:100::10|port| (the server connects back from port 20; vsftpd's passive range $PASV_RANGE is not used) over IPv6, captured on lan0"
 check ftp-eprt-v6-curl '==1 ipv6 && ftp.request.command=="EPRT"'
 check ftp-eprt-v6-curl '==1 ftp.eprt.ipv6==2001:db8:100::10'
 check ftp-eprt-v6-curl '==1 tcp.srcport==20 && tcp.flags.syn==1 && tcp.flags.ack==0'
 check ftp-eprt-v6-curl '>=1 ftp-data'
 
-scenario ftp-lftp-session "lftp runs one passive-mode session against vsftpd on the inside server with several data connections (ls, cls, nlist, get small.txt, get medium.bin, put into upload/, ls upload) over IPv4, captured on lan0"
+scenario ftp-lftp-session "lftp runs one passive-mode session against vsftpd on the inside server with several data connections (ls, cls, nlist, get small.txt, get medium.bin, put into upload/, ls upload), each to a port in vsftpd's passive range $PASV_RANGE, over IPv4, captured on lan0"
 check ftp-lftp-session '>=5 ftp.request.command=="PASV"'
 check ftp-lftp-session '>=2 ftp.request.command=="LIST"'
 check ftp-lftp-session '>=1 ftp.request.command=="NLST"'
 check ftp-lftp-session '==2 ftp.request.command=="RETR"'
 check ftp-lftp-session '==1 ftp.request.command=="STOR"'
 check ftp-lftp-session '==1 tcp.flags.syn==1 && tcp.flags.ack==0 && tcp.dstport==21'
+check_pasv ftp-lftp-session
 
-scenario ftp-lftp-active "lftp with ftp:passive-mode false runs ls and get small.txt against vsftpd on the inside server using PORT (active mode, the server connects back from port 20) over IPv4, captured on lan0"
+scenario ftp-lftp-active "lftp with ftp:passive-mode false runs ls and get small.txt against vsftpd on the inside server using PORT (active mode, the server connects back from port 20; vsftpd's passive range $PASV_RANGE is not used) over IPv4, captured on lan0"
 check ftp-lftp-active '==2 ftp.request.command=="PORT"'
 check ftp-lftp-active '==1 ftp.request.command=="LIST"'
 check ftp-lftp-active '==1 ftp.request.command=="RETR"'
 check ftp-lftp-active '==2 tcp.srcport==20 && tcp.flags.syn==1 && tcp.flags.ack==0'
 
-scenario ftp-abort-restart "A python ftplib client logs in to vsftpd on the inside server, starts PASV RETR medium.bin, reads a little, aborts per RFC 959 4.1.3 (Telnet IAC IP, then IAC DM sent as TCP urgent data, then ABOR; replies 426 and 226) and then downloads medium.bin completely over a new PASV data connection, IPv4, captured on lan0"
+scenario ftp-abort-restart "A python ftplib client logs in to vsftpd on the inside server, starts PASV RETR medium.bin, reads a little, aborts per RFC 959 4.1.3 (Telnet IAC IP, then IAC DM sent as TCP urgent data, then ABOR; replies 426 and 226) and then downloads medium.bin completely over a new PASV data connection (both data ports in vsftpd's passive range $PASV_RANGE), IPv4, captured on lan0"
 check ftp-abort-restart '>=1 tcp.flags.urg==1 && tcp.dstport==21'
 check ftp-abort-restart '==2 ftp.request.command=="RETR"'
 check ftp-abort-restart '==1 ftp.response.code==426'
 check ftp-abort-restart '==2 ftp.response.code==226'
 check ftp-abort-restart '==3 tcp.flags.syn==1 && tcp.flags.ack==0'
+check_pasv ftp-abort-restart
 
 # curl 7.88 has no command-line switch for CURLOPT_FTPSSLAUTH and by default
 # tries "AUTH SSL" first (vsftpd accepts it); ftp-auth-tls-lftp below shows
 # the literal "AUTH TLS".
-scenario ftp-auth-tls "curl --ssl-reqd -k downloads small.txt from the TLS-enabled vsftpd on the inside server: explicit FTPS where curl sends AUTH SSL (234), then login, PBSZ/PROT P, EPSV and RETR all run inside TLS and the data connection is TLS too, so the data port is invisible, IPv4, captured on lan0"
+scenario ftp-auth-tls "curl --ssl-reqd -k downloads small.txt from the TLS-enabled vsftpd on the inside server: explicit FTPS where curl sends AUTH SSL (234), then login, PBSZ/PROT P, EPSV and RETR all run inside TLS and the data connection is TLS too, so the data port is invisible in the payload (it is in vsftpd's passive range $PASV_RANGE), IPv4, captured on lan0"
 check ftp-auth-tls '==1 ftp.request.command=="AUTH" && ftp.request.arg=="SSL"'
 check ftp-auth-tls '==1 ftp.response.code==234'
 check ftp-auth-tls '==2 tcp.flags.syn==1 && tcp.flags.ack==0'
 check ftp-auth-tls '>=1 tls.handshake.type==1'
+check_pasv ftp-auth-tls
 
-scenario ftp-auth-tls-lftp "lftp with ftp:ssl-force downloads small.txt from the TLS-enabled vsftpd on the inside server: AUTH TLS (234), then the encrypted control channel negotiates PBSZ/PROT P and a passive TLS data connection, IPv4, captured on lan0"
+scenario ftp-auth-tls-lftp "lftp with ftp:ssl-force downloads small.txt from the TLS-enabled vsftpd on the inside server: AUTH TLS (234), then the encrypted control channel negotiates PBSZ/PROT P and a passive TLS data connection to a port in vsftpd's passive range $PASV_RANGE, IPv4, captured on lan0"
 check ftp-auth-tls-lftp '==1 ftp.request.command=="AUTH" && ftp.request.arg=="TLS"'
 check ftp-auth-tls-lftp '==1 ftp.response.code==234'
 check ftp-auth-tls-lftp '==2 tcp.flags.syn==1 && tcp.flags.ack==0'
 check ftp-auth-tls-lftp '>=1 tls.handshake.type==1'
+check_pasv ftp-auth-tls-lftp
 
 # --- TFTP (tftpd-hpa) ----------------------------------------------------
 scenario tftp-read-hpa "The tftp-hpa client reads small.txt (netascii, no options) from tftpd-hpa on the inside server, which answers from a new ephemeral port, IPv4, captured on lan0"
@@ -684,7 +706,8 @@ write_manifest() {
         echo "# Reference captures recorded by scripts/record-pcaps.sh (real servers and"
         echo "# clients in network namespaces: client 198.51.100.10 / 2001:db8:100::10,"
         echo "# firewall wan0 198.51.100.1 + lan0 192.0.2.1, server 192.0.2.10 /"
-        echo "# 2001:db8:2::10).  Regenerated by every run; do not edit by hand."
+        echo "# 2001:db8:2::10; vsftpd passive ports $PASV_RANGE).  Regenerated by every"
+        echo "# run from the full scenario table; do not edit by hand."
         for name in "${SCENARIOS[@]}"; do
             for f in "${FILE[$name]}" "${FILE[$name]}.gz"; do
                 [ -f "$PCAP_DIR/$f" ] || continue

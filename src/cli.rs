@@ -62,6 +62,11 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub flows: bool,
 
+    /// Drop packets with wrong TCP/UDP checksums, as the inline firewall does. Off by default:
+    /// captures taken on an end host carry the unfinished checksums of offloading NICs.
+    #[arg(long)]
+    pub verify_checksums: bool,
+
     /// Output format (default: json when stdout is not a terminal, text when it is).
     #[arg(long, value_enum)]
     pub format: Option<Format>,

@@ -68,7 +68,7 @@ impl Counters {
     pub fn verdict(&mut self, verdict: Verdict, reason: Option<Reason>) {
         match verdict {
             Verdict::Accept => self.accepted += 1,
-            Verdict::Drop => {
+            Verdict::Drop | Verdict::Reject => {
                 self.dropped += 1;
                 if let Some(reason) = reason {
                     self.drops.0[reason as usize] += 1;

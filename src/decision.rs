@@ -63,6 +63,8 @@ reasons! {
     // ---- fragments -----------------------------------------------------------------------
     /// A fragment overlaps another one of the same datagram (RFC 5722; teardrop-style evasion).
     FragmentOverlap = "fragment_overlap", "overlapping IP fragments";
+    /// An exact copy of a fragment already held (the original is forwarded with its datagram).
+    FragmentDuplicate = "fragment_duplicate", "duplicate IP fragment";
     /// A non-final fragment whose length is not a multiple of 8, or an empty fragment.
     FragmentMalformed = "fragment_malformed", "malformed IP fragment";
     /// Fragments that would reassemble into more than 65535 bytes.
@@ -84,6 +86,9 @@ reasons! {
     BadUdpLength = "bad_udp_length", "invalid UDP length field";
     /// ICMP/ICMPv6 message shorter than its fixed header.
     TruncatedIcmp = "truncated_icmp", "ICMP message cut off";
+    /// A TCP or UDP checksum that does not match: the receiver discards the packet, so it must
+    /// not change the firewall's state either (an insertion attack otherwise).
+    BadChecksum = "bad_checksum", "TCP/UDP checksum wrong";
     // ---- TCP state -----------------------------------------------------------------------
     /// Flag combination no conforming stack sends (SYN+FIN, SYN+RST, no flags, FIN without ACK...).
     TcpInvalidFlags = "tcp_invalid_flags", "invalid TCP flag combination";
@@ -116,7 +121,43 @@ reasons! {
     /// An ICMP echo request from the responder side of an echo flow (it would ride the
     /// initiator's permission).
     IcmpEchoWrongDirection = "icmp_echo_wrong_direction", "ICMP echo request against its flow's direction";
+    // ---- FTP inspection (RFC 959, 2428, 1639, 2228) ---------------------------------------
+    /// PORT/EPRT/LPRT names an address other than the client's own (FTP bounce, RFC 2577).
+    FtpBounce = "ftp_bounce", "FTP PORT/EPRT/LPRT names an address other than the client's";
+    /// 227/228/229 names an address other than the server's own.
+    FtpPassiveAddressMismatch = "ftp_passive_address_mismatch", "FTP passive reply names an address other than the server's";
+    /// A data port below the configured minimum (1024 by default).
+    FtpPrivilegedPort = "ftp_privileged_port", "FTP data port below the allowed minimum";
+    /// A data address that does not parse or is out of range (octet > 255, port 0 or > 65535,
+    /// unknown family).
+    FtpBadAddress = "ftp_bad_address", "FTP data address malformed or out of range";
+    /// Reply text from the client, or a data command from the server.
+    FtpWrongDirection = "ftp_wrong_direction", "FTP command or reply sent by the wrong side";
+    /// A 227/228/229 reply that answers no pending PASV/LPSV/EPSV.
+    FtpUnexpectedReply = "ftp_unexpected_reply", "FTP passive reply without a matching command";
+    /// Active or passive mode, disabled by policy.
+    FtpModeNotAllowed = "ftp_mode_not_allowed", "FTP data mode not allowed by policy";
+    /// The pinhole table is full; the negotiated connection cannot be opened.
+    FtpPinholeLimit = "ftp_pinhole_limit", "FTP pinhole refused: pinhole table full";
+    /// A control line longer than the configured limit.
+    FtpLineTooLong = "ftp_line_too_long", "FTP control line too long";
+    /// A NUL byte in a control line.
+    FtpNulInLine = "ftp_nul_in_line", "NUL byte in an FTP control line";
+    /// A CR not followed by LF in a control line.
+    FtpBareCr = "ftp_bare_cr", "bare CR in an FTP control line";
+    /// A retransmission or out-of-order segment that disagrees with bytes already seen.
+    FtpStreamConflict = "ftp_stream_conflict", "FTP control stream bytes rewritten by an overlapping segment";
+    /// More commands pipelined without replies than tracked.
+    FtpPipelineLimit = "ftp_pipeline_limit", "too many FTP commands without replies";
+    /// AUTH TLS/SSL on a rule with `ftps = "deny"`.
+    FtpTlsDenied = "ftp_tls_denied", "FTP AUTH TLS/SSL refused by policy";
+    /// The control connection was blocked after a violation (`on_violation = "drop"`).
+    FtpBlocked = "ftp_blocked", "FTP control connection blocked after a violation";
+    /// The control stream's reassembly buffer is full; TCP will retransmit.
+    FtpReassemblyLimit = "ftp_reassembly_limit", "FTP control stream reassembly buffer full";
     // ---- policy and tables ---------------------------------------------------------------
+    /// A new flow aimed at an open pinhole, from a peer the pinhole does not admit.
+    PinholeWrongPeer = "pinhole_wrong_peer", "connection to a pinhole from the wrong peer";
     /// A new flow matched a rule whose action is deny.
     PolicyDeny = "policy_deny", "new flow denied by a rule";
     /// A new flow matched no rule and the default action is deny.
@@ -145,6 +186,9 @@ pub enum Verdict {
     Accept,
     /// Discard the packet.
     Drop,
+    /// Discard the packet and answer its sender with a TCP reset (the inline dataplane has the
+    /// kernel send it); replay writes it as `"verdict":"drop"` with `"reset":true`.
+    Reject,
     /// Keep the packet until its datagram is reassembled; its verdict arrives later in
     /// [`Decision::released`] or [`Expired::released`] under the same handle.
     Held,
@@ -165,7 +209,7 @@ pub struct Released {
 
 /// Everything the engine decided about one packet.
 ///
-/// `reason` is `Some` exactly when `verdict` is [`Verdict::Drop`].
+/// `reason` is `Some` exactly when `verdict` is [`Verdict::Drop`] or [`Verdict::Reject`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     /// What to do with the packet.
@@ -211,6 +255,14 @@ impl Decision {
             flow: None,
             events: Vec::new(),
             released: Vec::new(),
+        }
+    }
+
+    /// A drop that resets the sender.
+    pub fn reject(reason: Reason, flow: Option<FlowTuple>) -> Self {
+        Decision {
+            verdict: Verdict::Reject,
+            ..Decision::drop(reason, flow)
         }
     }
 

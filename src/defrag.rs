@@ -33,6 +33,8 @@ pub struct DefragLimits {
     pub max_bytes: usize,
     /// Fragments of one datagram.
     pub max_fragments: usize,
+    /// Fragments held in all.
+    pub max_held: usize,
     /// Time from the first fragment to giving up.
     pub timeout: Duration,
 }
@@ -110,6 +112,8 @@ pub struct Defragmenter {
     datagrams: HashMap<DatagramKey, Datagram, foldhash::fast::RandomState>,
     timers: BTreeSet<(Instant, DatagramKey)>,
     bytes: usize,
+    /// Fragments held in all datagrams.
+    held: usize,
     limits: DefragLimits,
 }
 
@@ -120,6 +124,7 @@ impl Defragmenter {
             datagrams: HashMap::with_hasher(foldhash::fast::RandomState::default()),
             timers: BTreeSet::new(),
             bytes: 0,
+            held: 0,
             limits,
         }
     }
@@ -169,6 +174,9 @@ impl Defragmenter {
             proto: if ip.is_ipv6() { 0 } else { ip.proto },
         };
         let shape = check_shape(frag, data.len());
+        if self.held >= self.limits.max_held {
+            self.make_room_for_held(key, evicted);
+        }
         if !self.datagrams.contains_key(&key) {
             if let Err(reason) = shape {
                 return Outcome::dropped(reason);
@@ -195,25 +203,23 @@ impl Defragmenter {
         }
         match datagram.place(frag, data, self.limits.max_fragments) {
             Err(reason) => return self.poison(key, reason),
-            Ok(Placement::Duplicate) => {
-                if let Some(datagram) = self.datagrams.get_mut(&key) {
-                    datagram.held.push(handle);
-                }
-                return Outcome::Held;
-            }
+            // The original is held and forwarded with its datagram; a copy adds nothing but
+            // queue slots (and would let a flood of copies past the fragment limit).
+            Ok(Placement::Duplicate) => return Outcome::dropped(Reason::FragmentDuplicate),
             Ok(Placement::New) => {}
         }
         if self.bytes + data.len() > self.limits.max_bytes {
             self.make_room(data.len(), Some(key), evicted);
-            if self.bytes + data.len() > self.limits.max_bytes {
-                return self.poison(key, Reason::FragmentEvicted);
-            }
+        }
+        if self.bytes + data.len() > self.limits.max_bytes || self.held >= self.limits.max_held {
+            return self.poison(key, Reason::FragmentEvicted);
         }
         let Some(datagram) = self.datagrams.get_mut(&key) else {
             return Outcome::dropped(Reason::FragmentEvicted);
         };
         datagram.insert(frag, data, ip.proto, handle);
         self.bytes += data.len();
+        self.held += 1;
         if is_complete(datagram) {
             self.take_complete(key, handle, ip.proto)
         } else {
@@ -228,6 +234,7 @@ impl Defragmenter {
         };
         self.timers.remove(&(datagram.deadline, key));
         self.bytes -= datagram.bytes;
+        self.held -= datagram.held.len();
         let mut payload = Vec::with_capacity(datagram.bytes);
         for (_, piece) in &datagram.pieces {
             payload.extend_from_slice(piece);
@@ -254,6 +261,7 @@ impl Defragmenter {
         datagram.pieces = Vec::new();
         datagram.poisoned = Some(reason);
         let released = std::mem::take(&mut datagram.held);
+        self.held -= released.len();
         Outcome::Dropped { reason, released }
     }
 
@@ -273,9 +281,30 @@ impl Defragmenter {
             self.timers.remove(&(at, key));
             if let Some(datagram) = self.datagrams.remove(&key) {
                 self.bytes -= datagram.bytes;
+                self.held -= datagram.held.len();
                 evicted.extend(datagram.held);
             }
         }
+    }
+
+    /// Evicts the oldest datagrams other than `keep` until fewer than the cap are held.
+    fn make_room_for_held(&mut self, keep: DatagramKey, evicted: &mut Vec<u64>) {
+        while self.held >= self.limits.max_held {
+            let Some(&(at, key)) = self.timers.iter().find(|(_, k)| *k != keep) else {
+                return;
+            };
+            self.timers.remove(&(at, key));
+            if let Some(datagram) = self.datagrams.remove(&key) {
+                self.bytes -= datagram.bytes;
+                self.held -= datagram.held.len();
+                evicted.extend(datagram.held);
+            }
+        }
+    }
+
+    /// Fragments held.
+    pub fn held(&self) -> usize {
+        self.held
     }
 
     /// When the oldest datagram times out.
@@ -293,6 +322,7 @@ impl Defragmenter {
             self.timers.pop_first();
             if let Some(datagram) = self.datagrams.remove(&key) {
                 self.bytes -= datagram.bytes;
+                self.held -= datagram.held.len();
                 released.extend(datagram.held);
             }
         }
@@ -326,7 +356,13 @@ impl Datagram {
         for (offset, piece) in &self.pieces {
             let piece_end = offset + piece.len() as u32;
             if frag.offset < piece_end && *offset < end {
-                return if *offset == frag.offset && piece.as_slice() == data {
+                // A copy must also agree on being the last fragment (MF), which decides the
+                // datagram's length at the receiver.
+                let was_last = self.total == Some(piece_end);
+                return if *offset == frag.offset
+                    && piece.as_slice() == data
+                    && was_last != frag.more
+                {
                     Ok(Placement::Duplicate)
                 } else {
                     Err(Reason::FragmentOverlap)
@@ -373,7 +409,7 @@ fn check_shape(frag: FragmentInfo, len: usize) -> Result<(), Reason> {
     let len = u32::try_from(len).unwrap_or(u32::MAX);
     if len == 0 || (frag.more && len % 8 != 0) {
         Err(Reason::FragmentMalformed)
-    } else if frag.offset.saturating_add(len) > MAX_DATAGRAM {
+    } else if frag.offset.saturating_add(len) > frag.max_payload.min(MAX_DATAGRAM) {
         Err(Reason::FragmentTooBig)
     } else {
         Ok(())
@@ -403,6 +439,7 @@ mod tests {
             max_datagrams: 4,
             max_bytes: 4096,
             max_fragments: 8,
+            max_held: 16,
             timeout: Duration::from_secs(30),
         }
     }
@@ -413,7 +450,12 @@ mod tests {
             dst: "192.0.2.10".parse().unwrap(),
             proto: 17,
             ttl: 64,
-            fragment: Some(FragmentInfo { id, offset, more }),
+            fragment: Some(FragmentInfo {
+                id,
+                offset,
+                more,
+                max_payload: 65_515,
+            }),
             payload: data,
         }
     }
@@ -447,35 +489,70 @@ mod tests {
     }
 
     #[test]
-    fn exact_duplicates_are_held_overlaps_poison() {
+    fn duplicates_are_dropped_overlaps_poison() {
         let mut d = Defragmenter::new(limits());
+        let drop = |reason, released| Outcome::Dropped { reason, released };
         assert_eq!(
             d.add(now(), 1, &frag(7, 0, true, &A)).outcome,
             Outcome::Held
         );
         assert_eq!(
             d.add(now(), 2, &frag(7, 0, true, &A)).outcome,
-            Outcome::Held
+            drop(Reason::FragmentDuplicate, vec![])
         );
-        // Same offset, different bytes: the classic overlap rewrite.
+        // The same bytes claiming to be the last fragment: the datagram's length changes.
         assert_eq!(
-            d.add(now(), 3, &frag(7, 8, true, &B)).outcome,
-            Outcome::Dropped {
-                reason: Reason::FragmentOverlap,
-                released: vec![1, 2]
-            }
+            d.add(now(), 3, &frag(7, 0, false, &A)).outcome,
+            drop(Reason::FragmentOverlap, vec![1])
         );
         // The rest of the datagram is dropped too, until the timeout.
         assert_eq!(
             d.add(now(), 4, &frag(7, 16, false, b"end")).outcome,
+            drop(Reason::FragmentOverlap, vec![])
+        );
+        // Same offset, other bytes: the classic overlap rewrite.
+        assert_eq!(
+            d.add(now(), 5, &frag(8, 0, true, &A)).outcome,
+            Outcome::Held
+        );
+        assert_eq!(
+            d.add(now(), 6, &frag(8, 8, true, &B)).outcome,
+            drop(Reason::FragmentOverlap, vec![5])
+        );
+        assert_eq!(d.bytes(), 0);
+        assert_eq!(d.held(), 0);
+        assert!(d.expire(now() + Duration::from_secs(30)).is_empty());
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn held_fragments_are_capped_across_datagrams() {
+        let mut d = Defragmenter::new(limits());
+        for i in 0..16u32 {
+            let id = i / 4;
+            assert_eq!(
+                d.add(now(), u64::from(i), &frag(id, (i % 4) * 16, true, &A))
+                    .outcome,
+                Outcome::Held
+            );
+        }
+        let result = d.add(now(), 99, &frag(9, 0, true, &A));
+        assert_eq!(result.outcome, Outcome::Held);
+        assert_eq!(result.evicted, vec![0, 1, 2, 3]);
+        assert_eq!(d.held(), 13);
+    }
+
+    #[test]
+    fn ipv4_reassembly_stops_at_65535_bytes_with_the_header() {
+        let mut d = Defragmenter::new(limits());
+        // max_payload 65515 = 65535 - a 20-byte header: 65512 + 8 is one byte-block too many.
+        assert_eq!(
+            d.add(now(), 1, &frag(1, 65_512, false, &A[..8])).outcome,
             Outcome::Dropped {
-                reason: Reason::FragmentOverlap,
+                reason: Reason::FragmentTooBig,
                 released: vec![]
             }
         );
-        assert_eq!(d.bytes(), 0);
-        assert!(d.expire(now() + Duration::from_secs(30)).is_empty());
-        assert!(d.is_empty());
     }
 
     #[test]

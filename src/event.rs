@@ -58,6 +58,18 @@ pub enum Event {
         /// Specifics for people (the offending command, address, ...).
         detail: String,
     },
+    /// Something an inspector did that is not a refusal but should be known (a session went
+    /// encrypted and uninspected, an address was replaced).
+    Notice {
+        /// The inspector.
+        alg: Alg,
+        /// The flow.
+        flow: Option<FlowTuple>,
+        /// A stable lower-case name: `tls_uninspected`, `passive_address_replaced`.
+        kind: &'static str,
+        /// Specifics for people.
+        detail: String,
+    },
 }
 
 /// Why a flow stopped being tracked.

@@ -67,6 +67,7 @@ fn replay(args: &ReplayArgs) -> ExitCode {
     let options = ReplayOptions {
         verdicts: args.verdicts,
         flows: args.flows,
+        verify_checksums: args.verify_checksums,
     };
     let mut failed = false;
     for path in &args.pcaps {

@@ -36,11 +36,14 @@ pub enum Record<'a> {
         /// 0-based packet index in the file.
         packet: u64,
         /// `accept` or `drop`.
-        verdict: Verdict,
+        verdict: &'static str,
         /// Drop reason, or null.
         reason: Option<Reason>,
         /// The flow, or null.
         flow: Option<FlowTuple>,
+        /// Present (true) when the drop also reset the sender's connection.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        reset: bool,
     },
     /// A pinhole opened, was used, expired or closed.
     Pinhole {
@@ -81,6 +84,22 @@ pub enum Record<'a> {
         alg: Alg,
         /// What was wrong.
         reason: Reason,
+        /// The packet.
+        packet: u64,
+        /// The flow.
+        flow: Option<FlowTuple>,
+        /// Specifics.
+        detail: &'a str,
+    },
+    /// Something an inspector did that is not a refusal (TLS left uninspected, an address
+    /// replaced).
+    Notice {
+        /// Capture file.
+        file: &'a str,
+        /// The inspector.
+        alg: Alg,
+        /// What happened: `tls_uninspected`, `passive_address_replaced`.
+        event: &'static str,
         /// The packet.
         packet: u64,
         /// The flow.
@@ -139,6 +158,15 @@ pub enum Record<'a> {
     },
 }
 
+/// The contract's name for a verdict: `accept` or `drop` (a reject is a drop with `reset`).
+pub fn verdict_name(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Accept => "accept",
+        Verdict::Drop | Verdict::Reject => "drop",
+        Verdict::Held => "held",
+    }
+}
+
 /// Converts an engine event into its record, for packet `packet` of `file`.
 pub fn event_record<'a>(file: &'a str, packet: u64, event: &'a Event) -> Record<'a> {
     match event {
@@ -173,6 +201,19 @@ pub fn event_record<'a>(file: &'a str, packet: u64, event: &'a Event) -> Record<
             file,
             alg: *alg,
             reason: *reason,
+            packet,
+            flow: *flow,
+            detail,
+        },
+        Event::Notice {
+            alg,
+            flow,
+            kind,
+            detail,
+        } => Record::Notice {
+            file,
+            alg: *alg,
+            event: kind,
             packet,
             flow: *flow,
             detail,
@@ -220,7 +261,10 @@ pub fn event_record<'a>(file: &'a str, packet: u64, event: &'a Event) -> Record<
 
 /// True for events shown without `--flows`.
 pub fn is_contract_event(event: &Event) -> bool {
-    matches!(event, Event::Pinhole { .. } | Event::Violation { .. })
+    matches!(
+        event,
+        Event::Pinhole { .. } | Event::Violation { .. } | Event::Notice { .. }
+    )
 }
 
 /// Writes `record` as one JSON line.
@@ -237,12 +281,13 @@ pub fn write_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
             verdict,
             reason,
             flow,
+            reset,
             ..
         } => {
-            let verdict = match verdict {
-                Verdict::Accept => "accept",
-                Verdict::Drop => "DROP",
-                Verdict::Held => "held",
+            let verdict = match (*verdict, *reset) {
+                ("accept", _) => "accept",
+                (_, true) => "RESET",
+                _ => "DROP",
             };
             let reason = reason.map_or("", Reason::as_str);
             let flow = flow.map(|f| f.to_string()).unwrap_or_default();
@@ -278,9 +323,18 @@ pub fn write_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
             packet,
             detail,
             ..
-        } => {
-            writeln!(out, "#{packet:<6} VIOLATION {alg} {reason}: {detail}")
-        }
+        } => writeln!(
+            out,
+            "#{packet:<6} VIOLATION {alg} {}: {detail}",
+            reason.as_str()
+        ),
+        Record::Notice {
+            alg,
+            event,
+            packet,
+            detail,
+            ..
+        } => writeln!(out, "#{packet:<6} notice {alg} {event}: {detail}"),
         Record::Flow {
             event,
             flow,

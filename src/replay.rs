@@ -9,7 +9,7 @@ use crate::counters::Counters;
 use crate::decision::{Decision, Expired, Released, Verdict};
 use crate::engine::{Engine, PacketInfo};
 use crate::io::pcap::{CaptureError, read_capture};
-use crate::output::{Record, RecordWriter, event_record, is_contract_event};
+use crate::output::{Record, RecordWriter, event_record, is_contract_event, verdict_name};
 use crate::policy::Policy;
 
 /// What to report.
@@ -19,6 +19,9 @@ pub struct ReplayOptions {
     pub verdicts: bool,
     /// `flow` records for flows opening and closing.
     pub flows: bool,
+    /// Verify TCP/UDP checksums (off by default: captures taken on an end host carry the
+    /// unfinished checksums of offloading NICs).
+    pub verify_checksums: bool,
 }
 
 /// A replay failed.
@@ -62,6 +65,7 @@ pub fn replay_file(
         }
         let mut info = PacketInfo::new(packet.index, packet.link);
         info.ingress = packet.interface;
+        info.verify_checksums = options.verify_checksums;
         let decision = engine.process(now, &info, packet.data);
         emit_decision(out, name, packet.index, &decision, options)
     })??;
@@ -109,9 +113,10 @@ fn emit_released(
         out.write(&Record::Verdict {
             file,
             packet: r.handle,
-            verdict: r.verdict,
+            verdict: verdict_name(r.verdict),
             reason: r.reason,
             flow: r.flow,
+            reset: r.verdict == Verdict::Reject,
         })?;
     }
     Ok(())
@@ -145,9 +150,10 @@ fn emit_decision(
         out.write(&Record::Verdict {
             file,
             packet,
-            verdict: decision.verdict,
+            verdict: verdict_name(decision.verdict),
             reason: decision.reason,
             flow: decision.flow,
+            reset: decision.verdict == Verdict::Reject,
         })?;
     }
     for event in &decision.events {

@@ -425,6 +425,350 @@ fn syn_flood() -> Timeline {
     t
 }
 
+// ---- FTP ----------------------------------------------------------------------------------------
+
+/// An FTP control connection from the client's port `port`, through the banner and login.
+fn ftp_login(t: &mut Timeline, port: u16) -> TcpSession {
+    let mut s = TcpSession::new(
+        sock(&format!("198.51.100.10:{port}")),
+        sock("192.0.2.10:21"),
+        1_000_000 + u32::from(port),
+        7_000_000,
+    );
+    t.extend(s.handshake());
+    ftp_reply(t, &mut s, "220 (vsFTPd 3.0.3)");
+    ftp_command(t, &mut s, "USER anonymous");
+    ftp_reply(t, &mut s, "331 Please specify the password.");
+    ftp_command(t, &mut s, "PASS guest");
+    ftp_reply(t, &mut s, "230 Login successful.");
+    s
+}
+
+fn ftp_command(t: &mut Timeline, s: &mut TcpSession, line: &str) {
+    t.push(1, s.client_data(format!("{line}\r\n").as_bytes()));
+}
+
+fn ftp_reply(t: &mut Timeline, s: &mut TcpSession, line: &str) {
+    t.push(1, s.server_data(format!("{line}\r\n").as_bytes()));
+}
+
+/// A short data connection: handshake, some data from `from`, FIN both ways.
+fn data_connection(t: &mut Timeline, from: &str, to: &str) {
+    let mut d = TcpSession::new(sock(from), sock(to), 500, 900);
+    t.extend(d.handshake());
+    t.push(
+        1,
+        d.client_data(b"-rw-r--r-- 1 ftp ftp 39 Jan 01 00:00 small.txt\r\n"),
+    );
+    t.push(1, d.server_ack());
+    t.push(1, d.client_fin());
+    t.push(1, d.server_fin());
+    t.push(1, d.client_ack());
+}
+
+/// PORT, EPRT and LPRT naming a third host (FTP bounce, RFC 2577), each on its own session.
+fn ftp_bounce() -> Timeline {
+    let mut t = timeline();
+    for (port, line) in [
+        (40001, "PORT 10,0,0,5,0,25"),
+        (40002, "EPRT |1|203.0.113.9|8080|"),
+        (40003, "LPRT 4,4,10,0,0,5,2,0,80"),
+    ] {
+        let mut s = ftp_login(&mut t, port);
+        ftp_command(&mut t, &mut s, line);
+        ftp_reply(
+            &mut t,
+            &mut s,
+            "200 PORT command successful. Consider using PASV.",
+        );
+        ftp_command(&mut t, &mut s, "RETR small.txt");
+    }
+    t
+}
+
+/// A 227 naming a host other than the server (replayed with passive_address refuse and control).
+fn ftp_passive_address() -> Timeline {
+    let mut t = timeline();
+    let mut s = ftp_login(&mut t, 40010);
+    ftp_command(&mut t, &mut s, "PASV");
+    ftp_reply(
+        &mut t,
+        &mut s,
+        "227 Entering Passive Mode (10,0,0,5,156,64).",
+    );
+    data_connection(&mut t, "198.51.100.10:41010", "192.0.2.10:40000");
+    t
+}
+
+/// Data ports below 1024, active and passive.
+fn ftp_privileged_port() -> Timeline {
+    let mut t = timeline();
+    let mut s = ftp_login(&mut t, 40020);
+    ftp_command(&mut t, &mut s, "PORT 198,51,100,10,0,25");
+    let mut s = ftp_login(&mut t, 40021);
+    ftp_command(&mut t, &mut s, "PASV");
+    ftp_reply(
+        &mut t,
+        &mut s,
+        "227 Entering Passive Mode (192,0,2,10,0,22).",
+    );
+    t
+}
+
+/// Numbers out of range: an octet above 255, port 0, a decimal port above 65535, a bad family.
+fn ftp_out_of_range() -> Timeline {
+    let mut t = timeline();
+    for (port, line) in [
+        (40030, "PORT 198,51,100,256,195,80"),
+        (40031, "PORT 198,51,100,10,0,0"),
+        (40032, "EPRT |1|198.51.100.10|70000|"),
+        (40033, "EPRT |9|198.51.100.10|50000|"),
+    ] {
+        let mut s = ftp_login(&mut t, port);
+        ftp_command(&mut t, &mut s, line);
+    }
+    t
+}
+
+/// 227 text from the client, PORT text from the server, and PORT inside a USER argument (which
+/// is only an argument).
+fn ftp_wrong_direction() -> Timeline {
+    let mut t = timeline();
+    let mut s = ftp_login(&mut t, 40040);
+    ftp_command(
+        &mut t,
+        &mut s,
+        "227 Entering Passive Mode (192,0,2,10,156,64).",
+    );
+    let mut s = ftp_login(&mut t, 40041);
+    ftp_command(&mut t, &mut s, "NOOP");
+    ftp_reply(&mut t, &mut s, "PORT 192,0,2,10,156,64");
+    let mut s = TcpSession::new(sock("198.51.100.10:40042"), sock("192.0.2.10:21"), 5, 6);
+    t.extend(s.handshake());
+    ftp_reply(&mut t, &mut s, "220 (vsFTPd 3.0.3)");
+    ftp_command(&mut t, &mut s, "USER PORT 198,51,100,10,195,80");
+    ftp_reply(&mut t, &mut s, "331 Please specify the password.");
+    data_connection(&mut t, "192.0.2.10:20", "198.51.100.10:50000");
+    t
+}
+
+/// A 227 that answers no PASV.
+fn ftp_unexpected_reply() -> Timeline {
+    let mut t = timeline();
+    let mut s = ftp_login(&mut t, 40050);
+    ftp_command(&mut t, &mut s, "NOOP");
+    ftp_reply(
+        &mut t,
+        &mut s,
+        "227 Entering Passive Mode (192,0,2,10,156,64).",
+    );
+    t
+}
+
+/// Six passive negotiations on one connection: four stay pending, the oldest close
+/// (replayed again with a pinhole table of 2: the table fills).
+fn ftp_pinhole_flood() -> Timeline {
+    let mut t = timeline();
+    let mut s = ftp_login(&mut t, 40060);
+    for i in 0..6 {
+        ftp_command(&mut t, &mut s, "PASV");
+        ftp_reply(
+            &mut t,
+            &mut s,
+            &format!("227 Entering Passive Mode (192,0,2,10,156,{}).", 64 + i),
+        );
+    }
+    t
+}
+
+/// PORT split across segments, then PORT one byte per segment, each followed by its transfer.
+fn ftp_split_command() -> Timeline {
+    let mut t = timeline();
+    let mut s = ftp_login(&mut t, 40070);
+    for part in [&b"PO"[..], b"RT 198,51,", b"100,10,195,80\r\n"] {
+        t.push(1, s.client_data(part));
+    }
+    ftp_reply(&mut t, &mut s, "200 PORT command successful.");
+    ftp_command(&mut t, &mut s, "LIST");
+    data_connection(&mut t, "192.0.2.10:20", "198.51.100.10:50000");
+    ftp_reply(&mut t, &mut s, "226 Directory send OK.");
+    for b in b"PORT 198,51,100,10,195,81\r\n" {
+        t.push(1, s.client_data(&[*b]));
+    }
+    ftp_reply(&mut t, &mut s, "200 PORT command successful.");
+    ftp_command(&mut t, &mut s, "LIST");
+    data_connection(&mut t, "192.0.2.10:20", "198.51.100.10:50001");
+    ftp_reply(&mut t, &mut s, "226 Directory send OK.");
+    t
+}
+
+/// A forged 227 outside the window (never parsed), then the real one.
+fn ftp_out_of_window_reply() -> Timeline {
+    let mut t = timeline();
+    let mut s = ftp_login(&mut t, 40080);
+    ftp_command(&mut t, &mut s, "PASV");
+    t.push(
+        1,
+        s.server_raw(
+            flags::ACK | flags::PSH,
+            3_000_000,
+            b"227 Entering Passive Mode (192,0,2,10,156,99).\r\n",
+        ),
+    );
+    ftp_reply(
+        &mut t,
+        &mut s,
+        "227 Entering Passive Mode (192,0,2,10,156,64).",
+    );
+    data_connection(&mut t, "198.51.100.10:41080", "192.0.2.10:40000");
+    data_connection(&mut t, "198.51.100.10:41081", "192.0.2.10:40035");
+    t
+}
+
+/// A pinhole used once, then tried again; tried by another host; and one left to expire.
+fn ftp_pinhole_misuse() -> Timeline {
+    let mut t = timeline();
+    let mut s = ftp_login(&mut t, 40090);
+    ftp_command(&mut t, &mut s, "PASV");
+    ftp_reply(
+        &mut t,
+        &mut s,
+        "227 Entering Passive Mode (192,0,2,10,156,64).",
+    );
+    // Another host races the client to the port.
+    t.push(
+        1,
+        TcpSession::new(sock("203.0.113.9:41000"), sock("192.0.2.10:40000"), 9, 0).syn(),
+    );
+    data_connection(&mut t, "198.51.100.10:41090", "192.0.2.10:40000");
+    // The same pinhole again.
+    t.push(
+        1,
+        TcpSession::new(sock("198.51.100.10:41091"), sock("192.0.2.10:40000"), 9, 0).syn(),
+    );
+    ftp_command(&mut t, &mut s, "PASV");
+    ftp_reply(
+        &mut t,
+        &mut s,
+        "227 Entering Passive Mode (192,0,2,10,156,65).",
+    );
+    // 61 s later the second pinhole has expired.
+    t.push(
+        61_000,
+        TcpSession::new(sock("198.51.100.10:41092"), sock("192.0.2.10:40001"), 9, 0).syn(),
+    );
+    t
+}
+
+/// A retransmission that rewrites NOOP into a bounce PORT.
+fn ftp_stream_conflict() -> Timeline {
+    let mut t = timeline();
+    let mut s = ftp_login(&mut t, 40100);
+    let seq = s.client_next();
+    ftp_command(&mut t, &mut s, "NOOP");
+    t.push(
+        1,
+        TcpBuilder::new(
+            s.client(),
+            s.server(),
+            flags::ACK | flags::PSH,
+            seq,
+            s.server_next(),
+            501,
+        )
+        .build(b"PORT 10,0,0,5,0,25\r\n"),
+    );
+    t
+}
+
+/// The field note's upgrade: RETR, abort with Telnet IP and Synch (urgent DM), then PASV
+/// and the whole transfer again.
+fn ftp_telnet_abort() -> Timeline {
+    let mut t = timeline();
+    let mut s = ftp_login(&mut t, 40110);
+    ftp_command(&mut t, &mut s, "TYPE I");
+    ftp_reply(&mut t, &mut s, "200 Switching to Binary mode.");
+    ftp_command(&mut t, &mut s, "PASV");
+    ftp_reply(
+        &mut t,
+        &mut s,
+        "227 Entering Passive Mode (192,0,2,10,156,64).",
+    );
+    ftp_command(&mut t, &mut s, "RETR c2600-ik9o3s3-mz.bin");
+    let mut d = TcpSession::new(
+        sock("198.51.100.10:41110"),
+        sock("192.0.2.10:40000"),
+        500,
+        900,
+    );
+    t.extend(d.handshake());
+    ftp_reply(
+        &mut t,
+        &mut s,
+        "150 Opening BINARY mode data connection for c2600-ik9o3s3-mz.bin (16777216 bytes).",
+    );
+    t.push(1, d.server_data(&[0x5a; 1400]));
+    t.push(1, s.client_data(b"\xff\xf4"));
+    t.push(
+        1,
+        TcpBuilder::new(
+            s.client(),
+            s.server(),
+            flags::ACK | flags::PSH | flags::URG,
+            s.client_next(),
+            s.server_next(),
+            501,
+        )
+        .urgent(2)
+        .build(b"\xff\xf2"),
+    );
+    let _ = s.client_data(b"\xff\xf2");
+    ftp_command(&mut t, &mut s, "ABOR");
+    t.push(1, d.server_fin());
+    t.push(1, d.client_ack());
+    ftp_reply(&mut t, &mut s, "426 Failure writing network stream.");
+    ftp_reply(&mut t, &mut s, "226 ABOR successful.");
+    ftp_command(&mut t, &mut s, "PASV");
+    ftp_reply(
+        &mut t,
+        &mut s,
+        "227 Entering Passive Mode (192,0,2,10,156,65).",
+    );
+    ftp_command(&mut t, &mut s, "RETR c2600-ik9o3s3-mz.bin");
+    data_connection(&mut t, "198.51.100.10:41111", "192.0.2.10:40001");
+    ftp_reply(&mut t, &mut s, "226 Transfer complete.");
+    t
+}
+
+/// An overlong line, a NUL and a bare CR, each on its own session.
+fn ftp_line_violations() -> Timeline {
+    let mut t = timeline();
+    let mut s = ftp_login(&mut t, 40120);
+    ftp_command(&mut t, &mut s, &format!("RETR {}", "A".repeat(1200)));
+    let mut s = ftp_login(&mut t, 40121);
+    t.push(1, s.client_data(b"NOOP\0PORT 10,0,0,5,0,25\r\n"));
+    let mut s = ftp_login(&mut t, 40122);
+    t.push(1, s.client_data(b"NOOP\rPORT 10,0,0,5,0,25\r\n"));
+    t
+}
+
+/// AUTH TLS and the encrypted session after 234 (replayed with ftps deny and allow-uninspected).
+fn ftp_tls() -> Timeline {
+    let mut t = timeline();
+    let mut s = ftp_login(&mut t, 40130);
+    ftp_command(&mut t, &mut s, "AUTH TLS");
+    ftp_reply(&mut t, &mut s, "234 Proceed with negotiation.");
+    t.push(
+        1,
+        s.client_data(b"\x16\x03\x01\x00\x2a PASV\r\n227 (1,2,3,4,5,6)\r\n"),
+    );
+    t.push(
+        1,
+        s.server_data(b"\x16\x03\x03\x00\x2a 227 Entering Passive Mode (192,0,2,10,156,64).\r\n"),
+    );
+    t
+}
+
 fn scenarios() -> Vec<(&'static str, Timeline)> {
     vec![
         ("unsolicited-ack", unsolicited_ack()),
@@ -441,6 +785,20 @@ fn scenarios() -> Vec<(&'static str, Timeline)> {
         ("malformed", malformed()),
         ("midstream", midstream()),
         ("syn-flood", syn_flood()),
+        ("ftp-bounce", ftp_bounce()),
+        ("ftp-passive-address", ftp_passive_address()),
+        ("ftp-privileged-port", ftp_privileged_port()),
+        ("ftp-out-of-range", ftp_out_of_range()),
+        ("ftp-wrong-direction", ftp_wrong_direction()),
+        ("ftp-unexpected-reply", ftp_unexpected_reply()),
+        ("ftp-pinhole-flood", ftp_pinhole_flood()),
+        ("ftp-split-command", ftp_split_command()),
+        ("ftp-out-of-window-reply", ftp_out_of_window_reply()),
+        ("ftp-pinhole-misuse", ftp_pinhole_misuse()),
+        ("ftp-stream-conflict", ftp_stream_conflict()),
+        ("ftp-telnet-abort", ftp_telnet_abort()),
+        ("ftp-line-violations", ftp_line_violations()),
+        ("ftp-tls", ftp_tls()),
     ]
 }
 

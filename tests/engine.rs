@@ -3,73 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use pinhole::conntrack::{ParentRef, PinholeSpec, PortMatch};
 use pinhole::event::{CloseCause, Event, PinholeAction};
-use pinhole::policy::Policy;
 use pinhole::testkit::{self, TcpBuilder, TcpSession, addr, flags, sock};
-use pinhole::wire::LinkType;
-use pinhole::{Decision, Engine, Instant, PacketInfo, Reason, Verdict};
+use pinhole::{Instant, Reason, Verdict};
 
-/// An engine with a clock and packet numbering.
-struct Harness {
-    engine: Engine,
-    now: Instant,
-    next: u64,
-}
-
-impl Harness {
-    fn new(policy: &str) -> Self {
-        let policy = Policy::parse(policy, "test").unwrap();
-        Harness {
-            engine: Engine::new(Arc::new(policy)),
-            now: Instant::from_secs(1000),
-            next: 0,
-        }
-    }
-
-    fn default_policy() -> Self {
-        Harness {
-            engine: Engine::new(Arc::new(Policy::embedded_default())),
-            now: Instant::from_secs(1000),
-            next: 0,
-        }
-    }
-
-    fn send(&mut self, frame: &[u8]) -> Decision {
-        self.now = self.now + Duration::from_millis(1);
-        let info = PacketInfo::new(self.next, LinkType::Ethernet);
-        self.next += 1;
-        self.engine.process(self.now, &info, frame)
-    }
-
-    fn accept(&mut self, frame: &[u8]) -> Decision {
-        let d = self.send(frame);
-        assert_eq!(
-            (d.verdict, d.reason),
-            (Verdict::Accept, None),
-            "expected accept: {d:?}"
-        );
-        d
-    }
-
-    fn drop(&mut self, frame: &[u8], reason: Reason) -> Decision {
-        let d = self.send(frame);
-        assert_eq!(
-            (d.verdict, d.reason),
-            (Verdict::Drop, Some(reason)),
-            "expected drop {reason}: {d:?}"
-        );
-        d
-    }
-
-    fn advance(&mut self, secs: u64) -> pinhole::Expired {
-        self.now = self.now + Duration::from_secs(secs);
-        self.engine.expire(self.now)
-    }
-}
+mod common;
+use common::Harness;
 
 const CLIENT: &str = "198.51.100.10:40000";
 const SERVER: &str = "192.0.2.10:21";
@@ -375,13 +317,43 @@ fn midstream_pickup_is_off_by_default_and_works_when_on() {
     let mut h = Harness::new(
         "[[rule]]\ninspect = \"ftp\"\naction = \"allow\"\n[tcp]\nmidstream_pickup = true\n",
     );
-    // The server's segment (source port 21): the flow is oriented client -> server:21.
-    let d = h.accept(&mid);
+    // The rules are read from the sender's side only: the server's segment (source port 21)
+    // opens nothing, as an outsider's ACK must not ride an inside-to-outside rule.
+    h.drop(&mid, Reason::TcpNoHandshake);
+    // The client's segment does, and the server's answer confirms the flow.
+    let d = h.accept(&s.client_data(b"NOOP\r\n"));
     assert_eq!(d.flow.unwrap().dport, 21);
+    let tuple = d.flow.unwrap();
+    let handle = h.engine.flows().lookup(&tuple.key()).unwrap();
+    assert!(h.engine.flows().get(handle).unwrap().state.is_embryonic());
+    h.accept(&s.server_data(b"200 NOOP ok.\r\n"));
+    assert!(!h.engine.flows().get(handle).unwrap().state.is_embryonic());
     h.accept(&s.client_data(b"QUIT\r\n"));
     h.drop(
         &s.client_raw(flags::SYN, 9, b""),
         Reason::TcpSynInEstablished,
+    );
+}
+
+#[test]
+fn unconfirmed_pickup_flows_time_out_like_handshakes() {
+    let mut h = Harness::new(
+        "[[rule]]\nproto = \"tcp\"\naction = \"allow\"\n[tcp]\nmidstream_pickup = true\n",
+    );
+    // A spoofed ACK from outside: picked up, but never answered.
+    h.accept(&testkit::tcp(
+        sock("203.0.113.66:443"),
+        sock("192.0.2.50:3389"),
+        flags::ACK,
+        5,
+        5,
+        b"",
+    ));
+    assert_eq!(h.engine.flows().embryonic_len(), 1);
+    assert_eq!(
+        h.advance(31).events.len(),
+        1,
+        "gone after the handshake timeout, not an hour"
     );
 }
 
@@ -686,10 +658,10 @@ fn pinhole_admits_one_exact_connection_and_closes_with_its_parent() {
         }]
     ));
 
-    // A third host cannot use it.
+    // A third host cannot use it, and the drop says why.
     h.drop(
         &TcpSession::new(sock("203.0.113.5:41000"), sock("192.0.2.10:50000"), 1, 2).syn(),
-        Reason::DefaultDeny,
+        Reason::PinholeWrongPeer,
     );
     // The client can, once.
     let mut data = TcpSession::new(sock("198.51.100.10:41000"), sock("192.0.2.10:50000"), 1, 2);
@@ -713,17 +685,17 @@ fn pinhole_admits_one_exact_connection_and_closes_with_its_parent() {
         ..spec
     };
     h.engine.open_pinhole(spec2, 4, &mut events).unwrap();
-    h.accept(&control.client_rst());
-    let expired = h.advance(11);
+    // The RST ends the control connection: its pending pinhole closes with that packet.
+    let d = h.accept(&control.client_rst());
     assert!(
-        expired.events.iter().any(|e| matches!(
+        d.events.iter().any(|e| matches!(
             e,
             Event::Pinhole {
                 action: PinholeAction::Close,
                 ..
             }
         )),
-        "{expired:?}"
+        "{d:?}"
     );
     assert!(h.engine.pinholes().is_empty());
 }

@@ -24,6 +24,8 @@ struct Replay {
     verdicts: bool,
     #[serde(default = "yes")]
     flows: bool,
+    #[serde(default = "yes")]
+    checksums: bool,
 }
 
 fn yes() -> bool {
@@ -53,6 +55,9 @@ impl Replay {
         }
         if self.flows {
             cmd.arg("--flows");
+        }
+        if self.checksums {
+            cmd.arg("--verify-checksums");
         }
         if let Some(rules) = &self.rules {
             cmd.args(["--rules", rules]);

@@ -1,11 +1,25 @@
 //! Application-layer gateways: the protocol inspectors that open pinholes.
 //!
-//! A rule with `inspect = "ftp"` or `inspect = "tftp"` marks the flows it admits with an
-//! [`Alg`]; the engine hands their payloads to the matching inspector.
+//! A rule with `inspect = "ftp"` or `inspect = "tftp"` attaches an inspector to the flows it
+//! admits. The engine hands each accepted packet of such a flow to the inspector, which answers
+//! with an [`AlgOutcome`]: a verdict (it may stop the packet), pinholes to open, events.
+
+pub mod ftp;
+pub mod stream;
 
 use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::conntrack::PortMatch;
+use crate::conntrack::key::FlowTuple;
+use crate::decision::Reason;
+use crate::event::Event;
+
+pub use ftp::{FtpControl, FtpOptions};
 
 /// The protocols pinhole inspects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -31,4 +45,107 @@ impl fmt::Display for Alg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A rule's inspector with its options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inspect {
+    /// FTP, with `[rule.ftp]` options.
+    Ftp(Arc<FtpOptions>),
+    /// TFTP.
+    Tftp,
+}
+
+impl Inspect {
+    /// Which inspector.
+    pub fn alg(&self) -> Alg {
+        match self {
+            Inspect::Ftp(_) => Alg::Ftp,
+            Inspect::Tftp => Alg::Tftp,
+        }
+    }
+}
+
+/// An inspector's state for one flow.
+#[derive(Clone, Debug)]
+pub enum AlgState {
+    /// An FTP control connection.
+    Ftp(Box<FtpControl>),
+}
+
+impl AlgState {
+    /// The state for a new flow admitted by a rule with this inspector, if it keeps any.
+    pub fn for_new_flow(inspect: &Inspect, flow: FlowTuple) -> Option<AlgState> {
+        match inspect {
+            Inspect::Ftp(options) => Some(AlgState::Ftp(Box::new(FtpControl::new(
+                Arc::clone(options),
+                flow,
+            )))),
+            Inspect::Tftp => None,
+        }
+    }
+
+    /// The state for a flow picked up mid-stream: the inspector starts at the next line.
+    pub fn for_pickup(inspect: &Inspect, flow: FlowTuple) -> Option<AlgState> {
+        match inspect {
+            Inspect::Ftp(options) => Some(AlgState::Ftp(Box::new(FtpControl::midstream(
+                Arc::clone(options),
+                flow,
+            )))),
+            Inspect::Tftp => None,
+        }
+    }
+
+    /// Which inspector.
+    pub fn alg(&self) -> Alg {
+        match self {
+            AlgState::Ftp(_) => Alg::Ftp,
+        }
+    }
+}
+
+/// What an inspector decides about a packet it saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AlgVerdict {
+    /// Let it through.
+    #[default]
+    Pass,
+    /// Drop it.
+    Drop(Reason),
+    /// Drop it and reset the connection.
+    Reject(Reason),
+}
+
+/// A pinhole an inspector wants opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinholeRequest {
+    /// The inspector.
+    pub alg: Alg,
+    /// IP protocol of the expected connection.
+    pub proto: u8,
+    /// The only peer allowed to connect.
+    pub src: IpAddr,
+    /// Its source port(s).
+    pub sport: PortMatch,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Destination port.
+    pub dport: u16,
+    /// How long it stays open unused.
+    pub timeout: Duration,
+    /// Most pinholes pending per parent flow.
+    pub per_parent: usize,
+}
+
+/// An inspector's answer for one packet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AlgOutcome {
+    /// What to do with the packet.
+    pub verdict: AlgVerdict,
+    /// Pinholes to open (only when the packet passes).
+    pub pinholes: Vec<PinholeRequest>,
+    /// Pending pinholes of this flow to close (same peer, destination and port).
+    pub close: Vec<PinholeRequest>,
+    /// Violations and notices.
+    pub events: Vec<Event>,
 }

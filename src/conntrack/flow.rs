@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::alg::Alg;
+use crate::alg::{Alg, AlgState};
 use crate::conntrack::key::{Direction, FlowTuple};
 use crate::conntrack::table::FlowHandle;
 use crate::conntrack::tcp::TcpTracker;
@@ -25,7 +25,7 @@ impl FlowState {
     /// datagram unanswered). Such flows are evicted first when the table is full.
     pub fn is_embryonic(&self) -> bool {
         match self {
-            FlowState::Tcp(tcp) => tcp.state().is_embryonic(),
+            FlowState::Tcp(tcp) => tcp.is_embryonic(),
             FlowState::Datagram { replied } => !replied,
         }
     }
@@ -52,7 +52,7 @@ pub enum FlowOrigin {
 }
 
 /// A tracked flow.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Flow {
     /// Who opened it, to whom.
     pub tuple: FlowTuple,
@@ -60,8 +60,8 @@ pub struct Flow {
     pub state: FlowState,
     /// What admitted it.
     pub origin: FlowOrigin,
-    /// The inspector following it, if any.
-    pub alg: Option<Alg>,
+    /// The inspector following it and its state, if any.
+    pub alg: Option<AlgState>,
     /// The control flow whose pinhole admitted this one.
     pub parent: Option<FlowHandle>,
     /// When its first packet was seen.
@@ -80,7 +80,7 @@ impl Flow {
         tuple: FlowTuple,
         state: FlowState,
         origin: FlowOrigin,
-        alg: Option<Alg>,
+        alg: Option<AlgState>,
         now: Instant,
     ) -> Self {
         Flow {
@@ -104,6 +104,11 @@ impl Flow {
         if now > self.last_seen {
             self.last_seen = now;
         }
+    }
+
+    /// The inspector following the flow.
+    pub fn alg_kind(&self) -> Option<Alg> {
+        self.alg.as_ref().map(AlgState::alg)
     }
 
     /// Total packets both ways.

@@ -9,7 +9,8 @@ pub mod tcp;
 pub use flow::{Flow, FlowOrigin, FlowState};
 pub use key::{Direction, FlowKey, FlowTuple};
 pub use pinhole::{
-    OpenOutcome, ParentRef, Pinhole, PinholeError, PinholeId, PinholeSpec, PinholeTable, PortMatch,
+    OpenOutcome, ParentRef, Pinhole, PinholeError, PinholeId, PinholeMatch, PinholeSpec,
+    PinholeTable, PortMatch,
 };
 pub use table::{FlowHandle, FlowTable};
 pub use tcp::{TcpState, TcpTracker, TcpVerdict};

@@ -116,6 +116,27 @@ pub struct Pinhole {
     pub opened: Instant,
 }
 
+/// What [`PinholeTable::match_and_consume`] found for a new flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PinholeMatch {
+    /// No pinhole expects a connection to that destination.
+    None,
+    /// Pinholes expect a connection to that destination, from another peer or port.
+    WrongPeer,
+    /// This pinhole admitted the flow and is gone now.
+    Hit(Pinhole),
+}
+
+impl PinholeMatch {
+    /// The pinhole, if one admitted the flow.
+    pub fn hit(self) -> Option<Pinhole> {
+        match self {
+            PinholeMatch::Hit(p) => Some(p),
+            PinholeMatch::None | PinholeMatch::WrongPeer => None,
+        }
+    }
+}
+
 /// Why a pinhole could not be opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PinholeError {
@@ -209,39 +230,54 @@ impl PinholeTable {
                 });
             }
         }
-        let evicted = match spec.parent.map(|p| p.handle) {
-            Some(parent) if per_parent > 0 && self.count_for_parent(parent) >= per_parent => {
-                let oldest = self
-                    .by_parent
-                    .get(&parent)
-                    .and_then(|ids| ids.first().copied());
-                oldest.and_then(|id| self.remove(id))
-            }
-            _ => None,
-        };
-        if self.pinholes.len() >= self.max {
+        let over_quota = spec
+            .parent
+            .map(|p| p.handle)
+            .filter(|parent| per_parent > 0 && self.count_for_parent(*parent) >= per_parent);
+        // The quota's eviction makes room too; without it a full table refuses, and nothing
+        // is evicted for a pinhole that is not opened.
+        if self.pinholes.len() - usize::from(over_quota.is_some()) >= self.max {
             return Err(PinholeError::TableFull);
         }
+        let evicted = over_quota
+            .and_then(|parent| {
+                self.by_parent
+                    .get(&parent)
+                    .and_then(|ids| ids.first().copied())
+            })
+            .and_then(|id| self.remove(id));
         let id = PinholeId(self.next_id);
         self.next_id += 1;
-        self.timers.insert((spec.expires, id));
-        self.by_destination.entry(dest).or_default().push(id);
-        if let Some(parent) = spec.parent {
-            self.by_parent.entry(parent.handle).or_default().push(id);
-        }
-        self.pinholes.insert(
+        self.insert(Pinhole {
             id,
-            Pinhole {
-                id,
-                spec,
-                opened: now,
-            },
-        );
+            spec,
+            opened: now,
+        });
         Ok(OpenOutcome {
             id,
             refreshed: false,
             evicted,
         })
+    }
+
+    fn insert(&mut self, pinhole: Pinhole) {
+        let id = pinhole.id;
+        let spec = &pinhole.spec;
+        self.timers.insert((spec.expires, id));
+        self.by_destination
+            .entry((spec.proto, spec.dst, spec.dport))
+            .or_default()
+            .push(id);
+        if let Some(parent) = spec.parent {
+            self.by_parent.entry(parent.handle).or_default().push(id);
+        }
+        self.pinholes.insert(id, pinhole);
+    }
+
+    /// Puts back a pinhole taken by [`PinholeTable::match_and_consume`] whose connection could
+    /// not be admitted after all.
+    pub fn restore(&mut self, pinhole: Pinhole) {
+        self.insert(pinhole);
     }
 
     /// Finds the oldest unexpired pinhole admitting a new flow from `src:sport` to
@@ -254,14 +290,30 @@ impl PinholeTable {
         dst: IpAddr,
         dport: u16,
         now: Instant,
-    ) -> Option<Pinhole> {
-        let ids = self.by_destination.get(&(proto, dst, dport))?;
-        let id = ids.iter().copied().find(|id| {
-            self.pinholes.get(id).is_some_and(|p| {
-                p.spec.src == src && p.spec.sport.matches(sport) && p.spec.expires > now
-            })
-        })?;
-        self.remove(id)
+    ) -> PinholeMatch {
+        let Some(ids) = self.by_destination.get(&(proto, dst, dport)) else {
+            return PinholeMatch::None;
+        };
+        let mut expected = false;
+        let mut hit = None;
+        for id in ids {
+            let Some(p) = self.pinholes.get(id) else {
+                continue;
+            };
+            if p.spec.expires <= now {
+                continue;
+            }
+            expected = true;
+            if p.spec.src == src && p.spec.sport.matches(sport) {
+                hit = Some(*id);
+                break;
+            }
+        }
+        match hit.and_then(|id| self.remove(id)) {
+            Some(pinhole) => PinholeMatch::Hit(pinhole),
+            None if expected => PinholeMatch::WrongPeer,
+            None => PinholeMatch::None,
+        }
     }
 
     /// The pinhole with this id.
@@ -286,6 +338,41 @@ impl PinholeTable {
         let Some(ids) = self.by_parent.remove(&parent) else {
             return;
         };
+        for id in ids {
+            if let Some(pinhole) = self.remove(id) {
+                out.push(pinhole);
+            }
+        }
+    }
+
+    /// Closes `parent`'s pending pinholes that admit `src` to `dst:dport` over `proto`,
+    /// appending them to `out`.
+    pub fn close_matching(
+        &mut self,
+        parent: FlowHandle,
+        proto: u8,
+        src: IpAddr,
+        dst: IpAddr,
+        dport: u16,
+        out: &mut Vec<Pinhole>,
+    ) {
+        let ids: Vec<PinholeId> = self
+            .by_parent
+            .get(&parent)
+            .map(|ids| {
+                ids.iter()
+                    .copied()
+                    .filter(|id| {
+                        self.pinholes.get(id).is_some_and(|p| {
+                            p.spec.proto == proto
+                                && p.spec.src == src
+                                && p.spec.dst == dst
+                                && p.spec.dport == dport
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         for id in ids {
             if let Some(pinhole) = self.remove(id) {
                 out.push(pinhole);
@@ -401,6 +488,7 @@ mod tests {
                     50000,
                     now
                 )
+                .hit()
                 .is_none()
         );
         assert!(
@@ -413,6 +501,7 @@ mod tests {
                     50001,
                     now
                 )
+                .hit()
                 .is_none()
         );
         assert!(
@@ -425,6 +514,7 @@ mod tests {
                     50000,
                     now
                 )
+                .hit()
                 .is_none()
         );
         let hit = table
@@ -436,6 +526,7 @@ mod tests {
                 50000,
                 now,
             )
+            .hit()
             .unwrap();
         assert_eq!(hit.id, opened.id);
         // Single use.
@@ -449,6 +540,7 @@ mod tests {
                     50000,
                     now
                 )
+                .hit()
                 .is_none()
         );
         assert!(table.is_empty());
@@ -472,6 +564,7 @@ mod tests {
                     50000,
                     now
                 )
+                .hit()
                 .is_none()
         );
         assert!(
@@ -484,6 +577,7 @@ mod tests {
                     50000,
                     now
                 )
+                .hit()
                 .is_some()
         );
     }
@@ -504,6 +598,7 @@ mod tests {
                     50000,
                     late
                 )
+                .hit()
                 .is_none()
         );
         assert_eq!(table.next_deadline(), Some(late));

@@ -99,9 +99,18 @@ impl FlowTable {
         self.max
     }
 
-    /// Changes the cap; takes effect on the next insert (nothing is evicted now).
-    pub fn set_capacity(&mut self, max: usize) {
+    /// Changes the cap, evicting (embryonic flows first) down to it; returns the evicted
+    /// flows with the handles they had.
+    pub fn set_capacity(&mut self, max: usize) -> Vec<(FlowHandle, Flow)> {
         self.max = max;
+        let mut evicted = Vec::new();
+        while self.len() > self.max {
+            match self.evict_one() {
+                Some(flow) => evicted.push(flow),
+                None => break,
+            }
+        }
+        evicted
     }
 
     /// Number of flows in the embryonic timer set.
@@ -434,6 +443,21 @@ mod tests {
         assert_eq!(evicted.unwrap().1.tuple.sport, 2);
         assert!(table.get(a).is_some());
         assert!(table.get(b).is_none());
+    }
+
+    #[test]
+    fn shrinking_evicts_down_to_the_new_cap() {
+        let mut table = FlowTable::new(10);
+        for port in 0..6 {
+            table.insert(flow(port, port % 2 == 0), at(30)).unwrap();
+        }
+        let evicted = table.set_capacity(2);
+        assert_eq!(evicted.len(), 4);
+        assert_eq!(table.len(), 2);
+        assert!(
+            evicted[..3].iter().all(|(_, f)| f.state.is_embryonic()),
+            "embryonic first"
+        );
     }
 
     #[test]

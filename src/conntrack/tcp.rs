@@ -111,6 +111,8 @@ pub struct TcpTracker {
     scaled: bool,
     /// Picked up mid-stream: window checks are off.
     loose: bool,
+    /// For a picked-up flow: the other side answered with a plausible acknowledgement.
+    confirmed: bool,
 }
 
 /// `a < b` in sequence space (RFC 9293 section 3.4).
@@ -152,6 +154,7 @@ impl TcpTracker {
             peers: [Peer::default(); 2],
             scaled: false,
             loose: false,
+            confirmed: true,
         };
         tracker.init_syn(Direction::Original, seg);
         tracker
@@ -166,6 +169,7 @@ impl TcpTracker {
             peers: [Peer::default(); 2],
             scaled: false,
             loose: true,
+            confirmed: false,
         };
         tracker.init_loose(dir, seg);
         if seg.flags.fin() {
@@ -199,6 +203,30 @@ impl TcpTracker {
         self.loose
     }
 
+    /// True until the connection is confirmed: the handshake is not complete, or a picked-up
+    /// flow has not been answered yet. Such flows are evicted first and time out sooner.
+    pub fn is_embryonic(&self) -> bool {
+        self.state.is_embryonic() || !self.confirmed
+    }
+
+    /// Sequence number of the first data byte from `dir`: the one after the SYN, or for a
+    /// picked-up flow the first byte seen. `None` before that side was seen.
+    pub fn stream_start(&self, dir: Direction) -> Option<u32> {
+        let peer = &self.peers[dir.index()];
+        if !peer.seen {
+            None
+        } else if self.loose {
+            Some(peer.isn)
+        } else {
+            Some(peer.isn.wrapping_add(1))
+        }
+    }
+
+    /// Ends the connection as a RST would (an inspector rejected it).
+    pub fn reset(&mut self) {
+        self.state = TcpState::Closed;
+    }
+
     /// Judges `seg`, sent from `dir`, and advances the state when it fits.
     pub fn on_segment(&mut self, dir: Direction, seg: &TcpSegment<'_>) -> TcpVerdict {
         if !valid_flags(seg.flags) {
@@ -226,7 +254,8 @@ impl TcpTracker {
                     let retransmitted_synack = dir == Direction::Reply
                         && flags.ack()
                         && seg.seq == reply.isn
-                        && seg.ack == self.peers[0].isn.wrapping_add(1);
+                        && seq_gt(seg.ack, self.peers[0].isn)
+                        && seq_leq(seg.ack, self.peers[0].seqlo);
                     if retransmitted_synack && !self.loose {
                         // The third segment was lost after passing us; the responder repeats
                         // its SYN-ACK. Harmless, and the handshake needs it.
@@ -261,8 +290,12 @@ impl TcpTracker {
                 }
             }
             Direction::Reply => {
+                // RFC 9293 section 3.10.7.3: an ACK is acceptable when SND.UNA < SEG.ACK <=
+                // SND.NXT (a SYN carrying data, RFC 7413, may be acknowledged only in part).
+                let acks_syn =
+                    flags.ack() && seq_gt(seg.ack, orig.isn) && seq_leq(seg.ack, orig.seqlo);
                 if flags.syn() && flags.ack() {
-                    if seg.ack != orig.seqlo {
+                    if !acks_syn {
                         return TcpVerdict::Drop(Reason::TcpBadSynAck);
                     }
                     self.init_syn(Direction::Reply, seg);
@@ -271,7 +304,7 @@ impl TcpTracker {
                 } else if flags.rst() {
                     // RFC 9293 section 3.10.7.3 (SYN-SENT): a RST is acceptable if its ACK
                     // acknowledges the SYN: the connection was refused.
-                    if flags.ack() && seg.ack == orig.seqlo {
+                    if acks_syn {
                         self.state = TcpState::Closed;
                         TcpVerdict::Accept
                     } else {
@@ -293,7 +326,10 @@ impl TcpTracker {
             return match dir {
                 Direction::Original if !flags.ack() && seg.seq == orig.isn => TcpVerdict::Accept,
                 Direction::Reply
-                    if flags.ack() && seg.seq == reply.isn && seg.ack == orig.seqlo =>
+                    if flags.ack()
+                        && seg.seq == reply.isn
+                        && seq_gt(seg.ack, orig.isn)
+                        && seq_leq(seg.ack, orig.seqlo) =>
                 {
                     TcpVerdict::Accept
                 }
@@ -302,8 +338,9 @@ impl TcpTracker {
             };
         }
         if dir == Direction::Original && flags.ack() && !flags.rst() {
-            // The third segment must acknowledge the SYN-ACK exactly; data may ride along.
-            if seg.ack != reply.isn.wrapping_add(1) {
+            // The third segment acknowledges the SYN-ACK, and perhaps data the responder sent
+            // since (TFO); data may ride along.
+            if !(seq_gt(seg.ack, reply.isn) && seq_leq(seg.ack, reply.seqlo)) {
                 return TcpVerdict::Drop(Reason::TcpHandshakeViolation);
             }
             let verdict = self.track(dir, seg);
@@ -372,6 +409,15 @@ impl TcpTracker {
         let (s, d) = (dir.index(), dir.opposite().index());
         if self.loose && !self.peers[s].seen {
             self.init_loose(dir, seg);
+            // The answer confirms the picked-up flow if it acknowledges nothing the first side
+            // did not send.
+            let first = &self.peers[d];
+            if seg.flags.ack()
+                && seq_leq(seg.ack, first.seqlo)
+                && seq_geq(seg.ack, first.isn.wrapping_sub(1 << 30))
+            {
+                self.confirmed = true;
+            }
         }
         let flags = seg.flags;
         let win = u32::from(seg.window) << self.shift(dir, seg);
@@ -392,10 +438,13 @@ impl TcpTracker {
             let ack_slack = ACK_SLACK.max(src.max_win);
             let ack_ok = seq_leq(ack, dst.seqlo) && seq_geq(ack, dst.seqlo.wrapping_sub(ack_slack));
             if flags.rst() {
-                // RFC 9293 section 3.10.7.3 / RFC 5961 section 3: a RST must fall inside the
-                // receiver's window, i.e. between what the receiver acknowledged and what it
-                // may receive.
-                if !(seq_geq(seq, src.acked) && seq_leq(seq, seq_max(src.seqhi, src.seqlo))) {
+                // RFC 5961 section 3: only a RST whose sequence number is exactly the one the
+                // receiver expects resets the connection; any other (in the window or not) is
+                // what a blind attacker sends. The sender's next sequence number (pf's seqlo,
+                // +-1 for stacks that count the FIN), or the acknowledgement it was sent in
+                // answer to, is exact.
+                let near_next = seq.wrapping_sub(src.seqlo).cast_signed().abs() <= 1;
+                if !(near_next || seq == src.acked) {
                     return TcpVerdict::Drop(Reason::TcpRstOutOfWindow);
                 }
             } else if !in_window || !ack_ok {
@@ -486,6 +535,7 @@ mod tests {
             wscale: None,
             urgent: 0,
             payload,
+            bytes: payload,
         }
     }
 
@@ -653,6 +703,32 @@ mod tests {
     }
 
     #[test]
+    fn fast_open_synack_may_acknowledge_only_the_syn() {
+        // RFC 7413: the SYN carries data; the SYN-ACK acknowledges just the SYN.
+        let mut t = TcpTracker::from_syn(&seg(S, ISN_O, 0, b"USER a\r\n"));
+        assert_eq!(
+            t.on_segment(R, &seg(S | A, ISN_R, ISN_O + 1, b"")),
+            TcpVerdict::Accept
+        );
+        // The responder answers with data before the third segment, which acknowledges it.
+        assert_eq!(
+            t.on_segment(R, &seg(A | P, ISN_R + 1, ISN_O + 9, b"331 ok\r\n")),
+            TcpVerdict::Accept
+        );
+        assert_eq!(
+            t.on_segment(O, &seg(A, ISN_O + 9, ISN_R + 9, b"")),
+            TcpVerdict::Accept
+        );
+        assert_eq!(t.state(), TcpState::Established);
+        // But never beyond what was sent.
+        let mut t = TcpTracker::from_syn(&seg(S, ISN_O, 0, b"xy"));
+        assert_eq!(
+            t.on_segment(R, &seg(S | A, ISN_R, ISN_O + 4, b"")),
+            drop(Reason::TcpBadSynAck)
+        );
+    }
+
+    #[test]
     fn syn_received_rst_in_window_closes() {
         let mut t = TcpTracker::from_syn(&syn());
         t.on_segment(R, &synack());
@@ -758,6 +834,27 @@ mod tests {
             t.on_segment(O, &seg(A, ISN_O + 1, ISN_R + 1, b"x")),
             drop(Reason::TcpAfterReset)
         );
+    }
+
+    #[test]
+    fn inexact_rst_inside_the_window_is_refused() {
+        // RFC 5961 section 3: a blind attacker guessing within the window does not win.
+        let mut t = established();
+        assert_eq!(
+            t.on_segment(R, &seg(RST, ISN_R + 1 + 40_000, 0, b"")),
+            drop(Reason::TcpRstOutOfWindow)
+        );
+        assert_eq!(
+            t.on_segment(R, &seg(RST, ISN_R + 3, 0, b"")),
+            drop(Reason::TcpRstOutOfWindow)
+        );
+        assert_eq!(t.state(), TcpState::Established);
+        // One off is tolerated, as pf does.
+        assert_eq!(
+            t.on_segment(R, &seg(RST, ISN_R + 2, 0, b"")),
+            TcpVerdict::Accept
+        );
+        assert_eq!(t.state(), TcpState::Closed);
     }
 
     #[test]
@@ -912,6 +1009,13 @@ mod tests {
             t.on_segment(R, &seg(A, ISN_R + 1, 7, b"")),
             TcpVerdict::Accept
         );
+    }
+
+    #[test]
+    fn picked_up_flow_stays_unconfirmed_when_the_answer_acknowledges_unsent_data() {
+        let mut t = TcpTracker::picked_up(O, &seg(A, 5000, 1, b"x"));
+        assert_eq!(t.on_segment(R, &seg(A, 1, 9000, b"")), TcpVerdict::Accept);
+        assert!(t.is_embryonic());
     }
 
     #[test]

@@ -65,8 +65,32 @@ struct Interface {
     link: LinkType,
     name: Option<IfaceName>,
     /// Timestamp units per second.
-    resolution: u64,
-    offset: u64,
+    units_per_second: u128,
+    /// Seconds added to every timestamp (`if_tsoffset`).
+    offset: i64,
+}
+
+/// Units per second of a pcapng `if_tsresol` byte: 10^n, or 2^n with the top bit set. An
+/// impossible value falls back to microseconds (the default).
+fn units_per_second(tsresol: u8) -> u128 {
+    let exponent = u32::from(tsresol & 0x7f);
+    let units = if tsresol & 0x80 == 0 {
+        10u128.checked_pow(exponent)
+    } else {
+        1u128.checked_shl(exponent)
+    };
+    units.filter(|u| *u > 0).unwrap_or(1_000_000)
+}
+
+/// The instant of a pcapng timestamp: 64-bit count of units, plus an offset in seconds. All in
+/// 128-bit arithmetic, clamped to the representable range (a hostile file cannot overflow it).
+fn pcapng_instant(ts_high: u32, ts_low: u32, units_per_second: u128, offset: i64) -> Instant {
+    let ticks = (u128::from(ts_high) << 32) | u128::from(ts_low);
+    let nanos = ticks.saturating_mul(1_000_000_000) / units_per_second;
+    let nanos = i128::try_from(nanos)
+        .unwrap_or(i128::MAX)
+        .saturating_add(i128::from(offset) * 1_000_000_000);
+    Instant::from_nanos(u64::try_from(nanos.max(0)).unwrap_or(u64::MAX))
 }
 
 /// Turns blocks into packets, remembering the file header (pcap) or the interfaces of the
@@ -117,8 +141,8 @@ impl BlockDecoder {
                 self.interfaces.push(Interface {
                     link: LinkType::from_linktype(idb.linktype.0.cast_unsigned()),
                     name: idb.if_name().and_then(Result::ok).and_then(IfaceName::new),
-                    resolution: idb.ts_resolution().unwrap_or(1_000_000).max(1),
-                    offset: u64::try_from(idb.ts_offset()).unwrap_or(0),
+                    units_per_second: units_per_second(idb.if_tsresol),
+                    offset: idb.if_tsoffset,
                 });
                 return Ok(None);
             }
@@ -129,14 +153,14 @@ impl BlockDecoder {
                         epb.if_id
                     ));
                 };
-                let (secs, fraction) = epb.decode_ts(iface.offset, iface.resolution);
-                let nanos = u64::from(fraction).saturating_mul(1_000_000_000) / iface.resolution;
                 let len = (epb.caplen as usize).min(epb.data.len());
                 CapturedPacket {
                     index,
-                    timestamp: Instant::from_secs_nanos(
-                        u64::from(secs),
-                        u32::try_from(nanos).unwrap_or(0),
+                    timestamp: pcapng_instant(
+                        epb.ts_high,
+                        epb.ts_low,
+                        iface.units_per_second,
+                        iface.offset,
                     ),
                     link: iface.link,
                     interface: iface.name,
@@ -366,6 +390,24 @@ mod tests {
         let (packets, summary) = read_all(bytes).unwrap();
         assert_eq!(packets.len(), 1);
         assert!(summary.truncated);
+    }
+
+    #[test]
+    fn pcapng_timestamps_in_any_resolution_never_overflow() {
+        assert_eq!(units_per_second(6), 1_000_000);
+        assert_eq!(units_per_second(9), 1_000_000_000);
+        assert_eq!(units_per_second(0x8a), 1024);
+        assert_eq!(units_per_second(0x7f), 1_000_000, "10^127 does not fit");
+        assert_eq!(
+            pcapng_instant(0, 1_500_000, 1_000_000, 0),
+            Instant::from_secs_nanos(1, 500_000_000)
+        );
+        assert_eq!(pcapng_instant(0, 1024, 1024, 10), Instant::from_secs(11));
+        assert_eq!(
+            pcapng_instant(u32::MAX, u32::MAX, 1, i64::MAX),
+            Instant::MAX
+        );
+        assert_eq!(pcapng_instant(0, 5, 1, i64::MIN), Instant::ZERO);
     }
 
     #[test]

@@ -13,11 +13,12 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
+use super::alg_options::{self, RawFtp};
 use super::error::{PolicyError, PolicyErrors, locate};
 use super::{
     Action, IfaceName, Limits, Policy, ProtoMatch, Rule, TcpOptions, Timeouts, Zone, ZoneRef,
 };
-use crate::alg::Alg;
+use crate::alg::{Alg, FtpOptions, Inspect};
 use crate::wire::transport::proto;
 
 /// Longest timeout accepted, in seconds (30 days).
@@ -60,6 +61,7 @@ struct RawRule {
     ports: Option<Spanned<Value>>,
     action: Spanned<String>,
     inspect: Option<Spanned<String>>,
+    ftp: Option<Spanned<RawFtp>>,
 }
 
 /// Defines the `[timeouts]` table: one optional whole-seconds field per [`Timeouts`] field.
@@ -129,6 +131,7 @@ limits_table!(
     max_fragment_datagrams,
     max_fragment_bytes,
     max_fragments_per_datagram,
+    max_fragments_held,
 );
 
 #[derive(Deserialize, Default)]
@@ -138,14 +141,31 @@ struct RawTcp {
 }
 
 /// Collects errors against the source text.
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     text: &'a str,
     origin: &'a str,
     errors: Vec<PolicyError>,
+    /// Span of the table being checked, for errors about the table as a whole.
+    current: Range<usize>,
 }
 
 impl Checker<'_> {
-    fn error(&mut self, span: Range<usize>, message: impl Into<String>, help: impl Into<String>) {
+    pub(super) fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// An error about a whole table whose span is not at hand (reported at the current rule).
+    pub(super) fn error_at_start(&mut self, message: impl Into<String>, help: impl Into<String>) {
+        let span = self.current.clone();
+        self.error(span, message, help);
+    }
+
+    pub(super) fn error(
+        &mut self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
         let (line, column) = locate(self.text, span.start);
         self.errors.push(PolicyError {
             origin: self.origin.to_owned(),
@@ -156,7 +176,7 @@ impl Checker<'_> {
         });
     }
 
-    fn in_range(
+    pub(super) fn in_range(
         &mut self,
         value: &Spanned<i64>,
         min: i64,
@@ -184,6 +204,7 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Policy, PolicyErrors> {
         text,
         origin,
         errors: Vec::new(),
+        current: 0..0,
     };
     let raw: RawPolicy = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -366,6 +387,7 @@ fn compile_rule(
     let to = zone_ref(check, &label, raw.to.as_ref(), zones);
     let action = action(check, &raw.action, "action");
 
+    check.current = spanned.span();
     let inspect = raw
         .inspect
         .as_ref()
@@ -412,33 +434,33 @@ fn compile_rule(
     };
 
     if let Some((alg, span)) = inspect.clone() {
-        if action == Some(Action::Deny) {
-            check.error(
-                span.clone(),
-                format!("{label}: inspect needs action = \"allow\""),
-                "a denied flow has nothing to inspect; remove inspect or allow the flow",
-            );
-        }
-        let needed = match alg {
-            Alg::Ftp => proto::TCP,
-            Alg::Tftp => proto::UDP,
-        };
-        if proto.is_some() && proto != Some(ProtoMatch::Number(needed)) {
-            let (name, why) = match alg {
-                Alg::Ftp => ("tcp", "FTP control connections are TCP"),
-                Alg::Tftp => ("udp", "TFTP runs over UDP"),
-            };
-            check.error(
-                span,
-                format!("{label}: inspect = \"{alg}\" needs proto = \"{name}\""),
-                format!("{why}; set proto = \"{name}\" or leave proto out"),
-            );
-        }
+        check_inspect(check, &label, alg, span, action, proto);
     }
+
+    let ftp_options = match (&raw.ftp, &inspect) {
+        (Some(table), Some((Alg::Ftp, _))) => {
+            check.current = table.span();
+            alg_options::ftp(check, &label, table.get_ref())
+        }
+        (Some(table), _) => {
+            check.error(
+                table.span(),
+                format!("{label}: [rule.ftp] options need inspect = \"ftp\""),
+                "add inspect = \"ftp\" to the rule, or remove its [rule.ftp] table",
+            );
+            None
+        }
+        (None, _) => Some(FtpOptions::default()),
+    };
 
     if check.errors.len() != errors_before {
         return None;
     }
+    let inspect = match inspect {
+        Some((Alg::Ftp, _)) => Some(Inspect::Ftp(Arc::new(ftp_options?))),
+        Some((Alg::Tftp, _)) => Some(Inspect::Tftp),
+        None => None,
+    };
     Some(Rule {
         name,
         from: from?,
@@ -446,8 +468,41 @@ fn compile_rule(
         proto: proto?,
         ports,
         action: action?,
-        inspect: inspect.map(|(alg, _)| alg),
+        inspect,
     })
+}
+
+/// Checks that an inspected rule allows its flows and uses the inspector's protocol.
+fn check_inspect(
+    check: &mut Checker<'_>,
+    label: &str,
+    alg: Alg,
+    span: Range<usize>,
+    action: Option<Action>,
+    proto: Option<ProtoMatch>,
+) {
+    if action == Some(Action::Deny) {
+        check.error(
+            span.clone(),
+            format!("{label}: inspect needs action = \"allow\""),
+            "a denied flow has nothing to inspect; remove inspect or allow the flow",
+        );
+    }
+    let needed = match alg {
+        Alg::Ftp => proto::TCP,
+        Alg::Tftp => proto::UDP,
+    };
+    if proto.is_some() && proto != Some(ProtoMatch::Number(needed)) {
+        let (name, why) = match alg {
+            Alg::Ftp => ("tcp", "FTP control connections are TCP"),
+            Alg::Tftp => ("udp", "TFTP runs over UDP"),
+        };
+        check.error(
+            span,
+            format!("{label}: inspect = \"{alg}\" needs proto = \"{name}\""),
+            format!("{why}; set proto = \"{name}\" or leave proto out"),
+        );
+    }
 }
 
 fn zone_ref(

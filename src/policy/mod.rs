@@ -8,6 +8,7 @@
 //! Rules are consulted once per new flow, first match wins. Packets of tracked flows, and new
 //! flows admitted by a pinhole, do not consult the rules.
 
+mod alg_options;
 mod error;
 mod file;
 
@@ -22,7 +23,7 @@ use ipnet::IpNet;
 
 pub use error::{PolicyError, PolicyErrors};
 
-use crate::alg::Alg;
+use crate::alg::Inspect;
 use crate::wire::transport::proto;
 
 /// The embedded default policy's source.
@@ -160,8 +161,8 @@ pub struct Rule {
     pub ports: Vec<RangeInclusive<u16>>,
     /// Allow or deny.
     pub action: Action,
-    /// The inspector for flows this rule admits.
-    pub inspect: Option<Alg>,
+    /// The inspector (with its options) for flows this rule admits.
+    pub inspect: Option<Inspect>,
 }
 
 /// Index of a rule in [`Policy::rules`].
@@ -226,6 +227,10 @@ pub struct Limits {
     pub max_fragment_bytes: usize,
     /// Fragments of one datagram.
     pub max_fragments_per_datagram: usize,
+    /// Fragments held in all, waiting for their datagrams. Inline, every held fragment
+    /// occupies a slot of the kernel's queue, so keep this below the queue length. When full,
+    /// the oldest datagram is evicted.
+    pub max_fragments_held: usize,
 }
 
 impl Default for Limits {
@@ -236,6 +241,7 @@ impl Default for Limits {
             max_fragment_datagrams: 1024,
             max_fragment_bytes: 4 << 20,
             max_fragments_per_datagram: 64,
+            max_fragments_held: 1024,
         }
     }
 }
@@ -286,14 +292,14 @@ pub struct FlowContext {
 }
 
 /// The outcome of consulting the rules for a new flow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleMatch {
     /// The rule that matched, or `None` for the default action.
     pub rule: Option<RuleId>,
     /// What to do.
     pub action: Action,
     /// The inspector to attach (only with [`Action::Allow`]).
-    pub inspect: Option<Alg>,
+    pub inspect: Option<Inspect>,
 }
 
 impl Policy {
@@ -333,7 +339,7 @@ impl Policy {
                 return RuleMatch {
                     rule: Some(id),
                     action: rule.action,
-                    inspect: rule.inspect,
+                    inspect: rule.inspect.clone(),
                 };
             }
         }
@@ -388,11 +394,14 @@ mod tests {
         assert_eq!(policy.default_action, Action::Deny);
         assert!(!policy.tcp.midstream_pickup);
         let ftp = policy.evaluate(&ctx("198.51.100.10", "192.0.2.10", proto::TCP, 21));
-        assert_eq!((ftp.action, ftp.inspect), (Action::Allow, Some(Alg::Ftp)));
+        assert_eq!(
+            (ftp.action, ftp.inspect.map(|i| i.alg())),
+            (Action::Allow, Some(crate::alg::Alg::Ftp))
+        );
         let tftp = policy.evaluate(&ctx("2001:db8::1", "2001:db8::2", proto::UDP, 69));
         assert_eq!(
-            (tftp.action, tftp.inspect),
-            (Action::Allow, Some(Alg::Tftp))
+            (tftp.action, tftp.inspect.map(|i| i.alg())),
+            (Action::Allow, Some(crate::alg::Alg::Tftp))
         );
         for (p, port) in [
             (proto::TCP, 22),

@@ -74,9 +74,10 @@ pub fn decode_quoted(quoted: &[u8], v6: bool) -> Result<QuotedPacket, Reason> {
         ),
         proto::UDP => (word(0), word(2), None),
         proto::ICMP | proto::ICMPV6 => {
-            let echo_request = if v6 { 128 } else { 8 };
-            if transport[0] != echo_request {
-                // Errors about errors are never sent (RFC 1122 3.2.2, RFC 4443 2.4(e)).
+            let (request, reply) = if v6 { (128, 129) } else { (8, 0) };
+            // Only echo messages belong to flows; errors about errors are never sent (RFC 1122
+            // section 3.2.2, RFC 4443 section 2.4(e)) and other types have no flow.
+            if transport[0] != request && transport[0] != reply {
                 return Err(Reason::IcmpErrorMalformed);
             }
             (word(4), word(4), None)

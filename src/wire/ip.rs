@@ -47,6 +47,9 @@ pub struct FragmentInfo {
     pub offset: u32,
     /// More fragments follow.
     pub more: bool,
+    /// Largest payload the reassembled datagram may have: 65535 minus the IPv4 header, or for
+    /// IPv6 minus the extension headers in front of the fragment header.
+    pub max_payload: u32,
 }
 
 /// Longest IPv6 extension header chain accepted. Real traffic has two or three; long chains are
@@ -88,6 +91,8 @@ fn decode_v4(bytes: &[u8]) -> Result<IpPacket<'_>, Reason> {
         id: u32::from(header.identification()),
         offset,
         more,
+        // RFC 791: the total length, header included, is at most 65535.
+        max_payload: 65_535 - header_len as u32,
     });
     let src = IpAddr::V4(header.source_addr());
     check_source(src)?;
@@ -107,9 +112,10 @@ fn decode_v6(bytes: &[u8]) -> Result<IpPacket<'_>, Reason> {
         Ipv6SliceError::Content(_) => Reason::BadIpVersion,
     })?;
     let payload_len = usize::from(header.payload_length());
-    if payload_len == 0 && bytes.len() > Ipv6Header::LEN {
-        // Payload length 0 with data behind it is a jumbogram (RFC 2675): never forwarded by
-        // an edge router, and a way to hide a length.
+    if payload_len == 0 && header.next_header() == IpNumber::IPV6_HEADER_HOP_BY_HOP {
+        // Payload length 0 with a hop-by-hop header is a jumbogram (RFC 2675): never forwarded
+        // by an edge router, and a way to hide a length. (Payload length 0 otherwise is just an
+        // empty datagram, whatever link padding follows.)
         return Err(Reason::BadIpTotalLength);
     }
     let body = bytes
@@ -155,6 +161,8 @@ fn walk_extensions(
     first_in_chain: bool,
 ) -> Result<Walk<'_>, Reason> {
     let truncated = |_| Reason::TruncatedIpExtension;
+    let total = rest.len();
+    let mut seen_fragment_header = false;
     for position in 0..=MAX_IPV6_EXTENSIONS {
         match IpNumber(next) {
             IpNumber::IPV6_HEADER_HOP_BY_HOP => {
@@ -184,9 +192,12 @@ fn walk_extensions(
                 rest = &rest[ext.slice().len()..];
             }
             IpNumber::IPV6_FRAGMENTATION_HEADER => {
-                if !first_in_chain {
+                // One fragment header per datagram (RFC 8200 section 4.1).
+                if !first_in_chain || seen_fragment_header {
                     return Err(Reason::BadIpExtension);
                 }
+                seen_fragment_header = true;
+                let before_fragment_header = total - rest.len();
                 let frag = Ipv6FragmentHeaderSlice::from_slice(rest).map_err(truncated)?;
                 next = frag.next_header().0;
                 rest = &rest[frag.slice().len()..];
@@ -198,6 +209,8 @@ fn walk_extensions(
                             id: frag.identification(),
                             offset: u32::from(frag.fragment_offset().value()) * 8,
                             more: frag.more_fragments(),
+                            // The payload length field counts the headers before this one.
+                            max_payload: 65_535 - before_fragment_header as u32,
                         }),
                         payload: rest,
                     });
@@ -311,7 +324,8 @@ mod tests {
             Some(FragmentInfo {
                 id: 0x1234,
                 offset: 24,
-                more: true
+                more: true,
+                max_payload: 65_515
             })
         );
     }
@@ -371,7 +385,8 @@ mod tests {
             Some(FragmentInfo {
                 id: 7,
                 offset: 0,
-                more: true
+                more: true,
+                max_payload: 65_535
             })
         );
         assert_eq!(packet.proto, 17);
@@ -401,11 +416,25 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_jumbogram_is_refused() {
-        let mut bytes = v6_with_extensions(&[], 17);
+    fn ipv6_jumbogram_is_refused_but_an_empty_padded_datagram_is_not() {
+        let exts = [17, 0, 0xc2, 4, 0, 1, 0, 0];
+        let mut bytes = v6_with_extensions(&exts, 0);
         bytes[4] = 0;
         bytes[5] = 0;
         assert_eq!(decode(&bytes), Err(Reason::BadIpTotalLength));
+        // No next header (59), payload length 0, Ethernet padding behind it.
+        let mut empty = v6_with_extensions(&[], 59);
+        empty[4] = 0;
+        empty[5] = 0;
+        let packet = decode(&empty).unwrap();
+        assert_eq!((packet.proto, packet.payload.len()), (59, 0));
+    }
+
+    #[test]
+    fn atomic_fragment_then_real_fragment_header_is_refused() {
+        let exts = [44, 0, 0, 0, 0, 0, 0, 7, 17, 0, 0, 1, 0, 0, 0, 8];
+        let bytes = v6_with_extensions(&exts, 44);
+        assert_eq!(decode(&bytes), Err(Reason::BadIpExtension));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! Every failure is a specific [`Reason`](crate::Reason); nothing here panics on any input
 //! (see the truncated-prefix tests and the fuzz targets).
 
+pub mod ftp;
 pub mod icmp;
 pub mod ip;
 pub mod link;

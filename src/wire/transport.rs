@@ -1,5 +1,7 @@
 //! TCP, UDP and ICMP/ICMPv6 from a complete IP payload.
 
+use std::net::IpAddr;
+
 use etherparse::{TcpHeaderSlice, TcpOptionElement, UdpHeaderSlice};
 
 use crate::decision::Reason;
@@ -95,6 +97,8 @@ pub struct TcpSegment<'a> {
     pub urgent: u16,
     /// Segment data.
     pub payload: &'a [u8],
+    /// The whole segment, header included (for the checksum).
+    pub bytes: &'a [u8],
 }
 
 impl TcpSegment<'_> {
@@ -114,6 +118,8 @@ pub struct UdpDatagram<'a> {
     pub dport: u16,
     /// Datagram payload (trimmed to the UDP length field).
     pub payload: &'a [u8],
+    /// The whole datagram, header included (for the checksum).
+    pub bytes: &'a [u8],
 }
 
 /// A decoded ICMP or ICMPv6 message.
@@ -150,6 +156,41 @@ pub enum IcmpKind<'a> {
     },
     /// Any other type (router/neighbour discovery, timestamps, ...): judged by policy alone.
     Informational,
+}
+
+/// True when the TCP or UDP checksum of `segment` (header included) is right for a packet
+/// from `src` to `dst` (RFC 9293 section 3.1, RFC 768, RFC 8200 section 8.1). A zero UDP
+/// checksum means "none" over IPv4 and is invalid over IPv6.
+pub fn checksum_valid(src: IpAddr, dst: IpAddr, ip_proto: u8, segment: &[u8]) -> bool {
+    if ip_proto == proto::UDP && segment.get(6..8) == Some(&[0, 0]) {
+        return src.is_ipv4();
+    }
+    let mut sum: u64 = 0;
+    let mut add = |bytes: &[u8]| {
+        for chunk in bytes.chunks(2) {
+            sum += u64::from(u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]));
+        }
+    };
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            add(&s.octets());
+            add(&d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            add(&s.octets());
+            add(&d.octets());
+        }
+        _ => return false,
+    }
+    add(&[0, ip_proto]);
+    add(&u32::try_from(segment.len())
+        .unwrap_or(u32::MAX)
+        .to_be_bytes());
+    add(segment);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
 }
 
 /// Length of a TCP header without options.
@@ -195,6 +236,7 @@ fn tcp(payload: &[u8]) -> Result<TcpSegment<'_>, Reason> {
         wscale,
         urgent: header.urgent_pointer(),
         payload: &payload[header.slice().len()..],
+        bytes: payload,
     })
 }
 
@@ -210,6 +252,7 @@ fn udp(payload: &[u8]) -> Result<UdpDatagram<'_>, Reason> {
         sport: header.source_port(),
         dport: header.destination_port(),
         payload: &payload[8..length],
+        bytes: &payload[..length],
     })
 }
 
@@ -289,6 +332,39 @@ mod tests {
         let mut bad = bytes.clone();
         bad[12] = 0x40; // data offset 4
         assert_eq!(decode(proto::TCP, false, &bad), Err(Reason::BadTcpHeader));
+    }
+
+    #[test]
+    fn checksums() {
+        let mut out = Vec::new();
+        PacketBuilder::ipv4([198, 51, 100, 10], [192, 0, 2, 10], 64)
+            .tcp(40000, 21, 1, 1000)
+            .write(&mut out, b"USER a\r\n")
+            .unwrap();
+        let (src, dst): (IpAddr, IpAddr) = (
+            "198.51.100.10".parse().unwrap(),
+            "192.0.2.10".parse().unwrap(),
+        );
+        assert!(checksum_valid(src, dst, proto::TCP, &out[20..]));
+        out[30] ^= 1;
+        assert!(!checksum_valid(src, dst, proto::TCP, &out[20..]));
+        let mut udp = Vec::new();
+        PacketBuilder::ipv6([1; 16], [2; 16], 64)
+            .udp(1, 69)
+            .write(&mut udp, b"x")
+            .unwrap();
+        let (s6, d6): (IpAddr, IpAddr) = (IpAddr::from([1u8; 16]), IpAddr::from([2u8; 16]));
+        assert!(checksum_valid(s6, d6, proto::UDP, &udp[40..]));
+        udp[46] = 0;
+        udp[47] = 0;
+        assert!(
+            !checksum_valid(s6, d6, proto::UDP, &udp[40..]),
+            "zero UDP checksum is invalid over IPv6"
+        );
+        assert!(
+            checksum_valid(src, dst, proto::UDP, &udp[40..]),
+            "and means none over IPv4"
+        );
     }
 
     #[test]

@@ -1,0 +1,616 @@
+//! The FTP inspector: follows a control connection and opens exactly the data connections it
+//! negotiates.
+//!
+//! Per direction the bytes are reassembled in sequence order ([`HalfStream`]), Telnet is
+//! removed and lines are cut ([`LineAssembler`]). Client lines are commands, server lines are
+//! replies; a queue of pending commands pairs each final reply with the command it answers
+//! (RFC 959 section 4.2: 1yz replies are preliminary, the rest complete a command). Data
+//! addresses are checked when the command or reply is seen, and the pinhole opens only on the
+//! positive reply: 200 to PORT/EPRT/LPRT (active: the server may connect to the client),
+//! 227/228/229 to PASV/LPSV/EPSV (passive: the client may connect to the server).
+//!
+//! A violation stops the segment that carries it: `on_violation = "reject"` drops it and resets
+//! the connection, `"drop"` drops it and every later data segment in that direction.
+
+mod lines;
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+pub use lines::LineAssembler;
+
+use crate::alg::stream::{HalfStream, StreamError, StreamLimits};
+use crate::alg::{Alg, AlgOutcome, AlgVerdict, PinholeRequest};
+use crate::conntrack::PortMatch;
+use crate::conntrack::key::{Direction, FlowTuple};
+use crate::decision::Reason;
+use crate::event::Event;
+use crate::wire::TcpSegment;
+use crate::wire::ftp::{self, Command};
+use crate::wire::transport::proto;
+
+/// What to do with a passive reply naming an address other than the server's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PassiveAddress {
+    /// A violation.
+    Refuse,
+    /// Open the pinhole for the control connection's server address instead (for servers
+    /// behind address translation that announce their inside address; clients such as curl
+    /// connect to the control address anyway).
+    Control,
+}
+
+/// What to do when a client starts TLS on the control connection (RFC 2228 AUTH).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ftps {
+    /// Refuse AUTH: a violation (with `reject`, the client sees its connection reset).
+    Deny,
+    /// Let the session go on encrypted, uninspected: no data pinholes can be opened for it.
+    AllowUninspected,
+}
+
+/// When the pinhole for an active-mode data connection opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenActiveOn {
+    /// On the server's positive reply to PORT/EPRT/LPRT (the server agreed).
+    Reply,
+    /// On the command itself, closed again if the server refuses. Needed for servers that
+    /// connect before they reply (pyftpdlib: "200 Active data connection established").
+    Command,
+}
+
+/// What happens to the segment carrying a violation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViolationAction {
+    /// Drop it and reset the connection (the sender gets a TCP RST; nothing more passes).
+    Reject,
+    /// Drop it, and every later data segment in that direction.
+    Drop,
+}
+
+/// FTP inspection options (`[rule.ftp]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FtpOptions {
+    /// How long a pinhole waits for its data connection.
+    pub data_timeout: Duration,
+    /// Pending pinholes per control connection; opening one more closes the oldest.
+    pub max_pending: usize,
+    /// Longest control line, CRLF excluded.
+    pub max_line: usize,
+    /// Lowest data port allowed in PORT/EPRT/LPRT and passive replies.
+    pub min_data_port: u16,
+    /// Allow active mode (PORT/EPRT/LPRT).
+    pub active: bool,
+    /// Allow passive mode (PASV/EPSV/LPSV).
+    pub passive: bool,
+    /// Active data connections must come from the server's port 20 (RFC 959's L-1).
+    pub active_from_port_20: bool,
+    /// When active-mode pinholes open.
+    pub open_active_on: OpenActiveOn,
+    /// Passive replies naming another address.
+    pub passive_address: PassiveAddress,
+    /// AUTH TLS/SSL.
+    pub ftps: Ftps,
+    /// What a violation does to its segment.
+    pub on_violation: ViolationAction,
+    /// Data connections stay when their control connection ends.
+    pub data_outlives_control: bool,
+}
+
+impl Default for FtpOptions {
+    fn default() -> Self {
+        FtpOptions {
+            data_timeout: Duration::from_secs(60),
+            max_pending: 4,
+            max_line: 1024,
+            min_data_port: 1024,
+            active: true,
+            passive: true,
+            active_from_port_20: false,
+            open_active_on: OpenActiveOn::Reply,
+            passive_address: PassiveAddress::Refuse,
+            ftps: Ftps::Deny,
+            on_violation: ViolationAction::Reject,
+            data_outlives_control: true,
+        }
+    }
+}
+
+/// Commands pipelined without replies that are tracked; more is a violation.
+const MAX_PENDING_COMMANDS: usize = 64;
+/// Reply text kept for scanning a (multi-line) passive reply.
+const MAX_REPLY_TEXT: usize = 4096;
+
+/// A command waiting for its final reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Pending {
+    /// PORT/EPRT/LPRT with its checked address, and whether its pinhole is already open.
+    Active(SocketAddr, bool),
+    Pasv,
+    Epsv,
+    Lpsv,
+    Auth,
+    Other,
+}
+
+/// A reply being assembled.
+#[derive(Clone, Debug, Default)]
+struct Reply {
+    /// The code of a multi-line reply in progress.
+    multiline: Option<u16>,
+    text: Vec<u8>,
+}
+
+impl Reply {
+    fn append(&mut self, text: &[u8]) {
+        if !self.text.is_empty() && self.text.len() < MAX_REPLY_TEXT {
+            self.text.push(b'\n');
+        }
+        let room = MAX_REPLY_TEXT.saturating_sub(self.text.len());
+        self.text.extend_from_slice(&text[..text.len().min(room)]);
+    }
+}
+
+/// State of one FTP control connection.
+#[derive(Clone, Debug)]
+pub struct FtpControl {
+    options: std::sync::Arc<FtpOptions>,
+    flow: FlowTuple,
+    /// Client-to-server and server-to-client streams.
+    streams: [HalfStream; 2],
+    lines: [LineAssembler; 2],
+    pending: VecDeque<Pending>,
+    reply: Reply,
+    /// A 234 reply started TLS: nothing more can be read.
+    tls: bool,
+    /// A direction blocked after a violation with `on_violation = "drop"`.
+    blocked: [bool; 2],
+    /// Delivered bytes waiting to be cut into lines (reused across segments).
+    scratch: Vec<u8>,
+    /// Data connections admitted through this connection's pinholes.
+    children: Vec<crate::conntrack::FlowHandle>,
+    /// Joined mid-stream and no command seen yet: replies may answer commands never seen.
+    midstream: bool,
+}
+
+/// Most children remembered (for closing them with the control connection).
+const MAX_CHILDREN: usize = 64;
+
+impl FtpControl {
+    /// Starts inspecting the control connection `flow` (client first).
+    pub fn new(options: std::sync::Arc<FtpOptions>, flow: FlowTuple) -> Self {
+        let max_line = options.max_line;
+        FtpControl {
+            options,
+            flow,
+            streams: [HalfStream::default(), HalfStream::default()],
+            lines: [LineAssembler::new(max_line), LineAssembler::new(max_line)],
+            pending: VecDeque::new(),
+            reply: Reply::default(),
+            tls: false,
+            blocked: [false; 2],
+            scratch: Vec::new(),
+            children: Vec::new(),
+            midstream: false,
+        }
+    }
+
+    /// Starts inspecting a control connection picked up mid-stream: each direction starts at
+    /// its next line, and replies to commands sent before are ignored.
+    pub fn midstream(options: std::sync::Arc<FtpOptions>, flow: FlowTuple) -> Self {
+        let max_line = options.max_line;
+        FtpControl {
+            lines: [
+                LineAssembler::resynchronizing(max_line, starts_command),
+                LineAssembler::resynchronizing(max_line, starts_reply),
+            ],
+            midstream: true,
+            ..FtpControl::new(options, flow)
+        }
+    }
+
+    /// The options in force for this connection.
+    pub fn options(&self) -> &FtpOptions {
+        &self.options
+    }
+
+    /// True once TLS started and the connection is no longer readable.
+    pub fn is_encrypted(&self) -> bool {
+        self.tls
+    }
+
+    /// Remembers a data connection admitted through one of this connection's pinholes.
+    pub fn add_child(&mut self, child: crate::conntrack::FlowHandle) {
+        if self.children.len() >= MAX_CHILDREN {
+            self.children.remove(0);
+        }
+        self.children.push(child);
+    }
+
+    /// Data connections admitted through this connection's pinholes.
+    pub fn children(&self) -> &[crate::conntrack::FlowHandle] {
+        &self.children
+    }
+
+    /// Inspects a segment the TCP tracker accepted, sent from `dir` (original = client).
+    /// `stream_start` is the sequence number of the first data byte in that direction.
+    pub fn on_segment(
+        &mut self,
+        dir: Direction,
+        seg: &TcpSegment<'_>,
+        stream_start: u32,
+    ) -> AlgOutcome {
+        let mut out = AlgOutcome::default();
+        if seg.flags.ack() {
+            self.streams[dir.opposite().index()].acknowledge(seg.ack);
+        }
+        if seg.payload.is_empty() || self.tls {
+            return out;
+        }
+        let d = dir.index();
+        if self.blocked[d] {
+            out.verdict = AlgVerdict::Drop(Reason::FtpBlocked);
+            return out;
+        }
+        if !self.streams[d].is_started() {
+            self.streams[d] = HalfStream::new(stream_start);
+        }
+        let mut delivered = std::mem::take(&mut self.scratch);
+        delivered.clear();
+        let pushed = self.streams[d].push(seg.seq, seg.payload, StreamLimits::default(), |bytes| {
+            delivered.extend_from_slice(bytes);
+        });
+        match pushed {
+            Ok(()) => self.read_lines(dir, &delivered, &mut out),
+            Err(StreamError::Full) => out.verdict = AlgVerdict::Drop(Reason::FtpReassemblyLimit),
+            Err(StreamError::Conflict) => {
+                let detail = format!(
+                    "segment at seq {} rewrites {} bytes already seen",
+                    seg.seq,
+                    seg.payload.len()
+                );
+                self.violate(dir, Reason::FtpStreamConflict, detail, &mut out);
+            }
+        }
+        self.scratch = delivered;
+        out
+    }
+
+    fn read_lines(&mut self, dir: Direction, bytes: &[u8], out: &mut AlgOutcome) {
+        let d = dir.index();
+        let mut assembler = std::mem::replace(&mut self.lines[d], LineAssembler::new(0));
+        let result = assembler.push(bytes, |line| {
+            match dir {
+                Direction::Original => self.client_line(line, out),
+                Direction::Reply => self.server_line(line, out),
+            }
+            // Stop at a violation, or when TLS starts (the rest is ciphertext).
+            out.verdict == AlgVerdict::Pass && !self.tls
+        });
+        if let Err(reason) = result {
+            let detail = match reason {
+                Reason::FtpLineTooLong => {
+                    format!("line longer than {} bytes", self.options.max_line)
+                }
+                Reason::FtpNulInLine => "NUL byte in a line".to_owned(),
+                _ => "CR not followed by LF".to_owned(),
+            };
+            self.violate(dir, reason, detail, out);
+        }
+        self.lines[d] = assembler;
+    }
+
+    /// Records a violation found in a segment from `dir` and sets the verdict.
+    pub fn violate(
+        &mut self,
+        dir: Direction,
+        reason: Reason,
+        detail: String,
+        out: &mut AlgOutcome,
+    ) {
+        out.events.push(Event::Violation {
+            alg: Alg::Ftp,
+            reason,
+            flow: Some(self.flow),
+            detail,
+        });
+        out.verdict = match self.options.on_violation {
+            ViolationAction::Reject => AlgVerdict::Reject(reason),
+            ViolationAction::Drop => {
+                self.blocked[dir.index()] = true;
+                AlgVerdict::Drop(reason)
+            }
+        };
+    }
+
+    fn client_line(&mut self, line: &[u8], out: &mut AlgOutcome) {
+        let client = Direction::Original;
+        if ftp::parse_reply_line(line).is_some() {
+            return self.violate(
+                client,
+                Reason::FtpWrongDirection,
+                format!("client sent reply text {:?}", shown(line)),
+                out,
+            );
+        }
+        if self.pending.len() >= MAX_PENDING_COMMANDS {
+            return self.violate(
+                client,
+                Reason::FtpPipelineLimit,
+                format!("{MAX_PENDING_COMMANDS} commands without a reply"),
+                out,
+            );
+        }
+        let command = ftp::parse_command(line);
+        let pending = match command {
+            Command::Port(addr) | Command::Eprt(addr) | Command::Lprt(addr) => {
+                match self.check_active(line, addr) {
+                    Ok(addr) if self.options.open_active_on == OpenActiveOn::Command => {
+                        self.open_active(addr, out);
+                        Pending::Active(addr, true)
+                    }
+                    Ok(addr) => Pending::Active(addr, false),
+                    Err((reason, detail)) => return self.violate(client, reason, detail, out),
+                }
+            }
+            Command::Pasv | Command::Epsv | Command::Lpsv if !self.options.passive => {
+                return self.violate(
+                    client,
+                    Reason::FtpModeNotAllowed,
+                    format!("{:?}: passive mode is not allowed", shown(line)),
+                    out,
+                );
+            }
+            Command::Pasv => Pending::Pasv,
+            Command::Epsv => Pending::Epsv,
+            Command::Lpsv => Pending::Lpsv,
+            Command::Auth if self.options.ftps == Ftps::Deny => {
+                return self.violate(
+                    client,
+                    Reason::FtpTlsDenied,
+                    format!("{:?}: FTPS is denied by policy", shown(line)),
+                    out,
+                );
+            }
+            Command::Auth => Pending::Auth,
+            Command::EpsvAll | Command::Abor | Command::Quit | Command::Rein | Command::Other => {
+                Pending::Other
+            }
+        };
+        self.midstream = false;
+        self.pending.push_back(pending);
+    }
+
+    /// Checks the address of PORT/EPRT/LPRT: readable, the client's own, not a low port.
+    fn check_active(
+        &self,
+        line: &[u8],
+        addr: Result<SocketAddr, ftp::AddrError>,
+    ) -> Result<SocketAddr, (Reason, String)> {
+        if !self.options.active {
+            return Err((
+                Reason::FtpModeNotAllowed,
+                format!("{:?}: active mode is not allowed", shown(line)),
+            ));
+        }
+        let addr =
+            addr.map_err(|err| (Reason::FtpBadAddress, format!("{:?}: {err}", shown(line))))?;
+        if addr.ip() != self.flow.src {
+            return Err((
+                Reason::FtpBounce,
+                format!(
+                    "{:?} names {}, not the client {}",
+                    shown(line),
+                    addr.ip(),
+                    self.flow.src
+                ),
+            ));
+        }
+        if addr.port() < self.options.min_data_port {
+            return Err((
+                Reason::FtpPrivilegedPort,
+                format!(
+                    "{:?} names port {} (below {})",
+                    shown(line),
+                    addr.port(),
+                    self.options.min_data_port
+                ),
+            ));
+        }
+        Ok(addr)
+    }
+
+    fn server_line(&mut self, line: &[u8], out: &mut AlgOutcome) {
+        let reply = ftp::parse_reply_line(line);
+        if let Some(code) = self.reply.multiline {
+            match reply {
+                Some(r) if r.code == code && !r.continues => {
+                    self.reply.append(r.text);
+                    self.reply.multiline = None;
+                    let text = std::mem::take(&mut self.reply.text);
+                    self.final_reply(code, &text, out);
+                }
+                _ => self.reply.append(line),
+            }
+            return;
+        }
+        match reply {
+            Some(r) if r.continues => {
+                self.reply.multiline = Some(r.code);
+                self.reply.text.clear();
+                self.reply.append(r.text);
+            }
+            Some(r) => self.final_reply(r.code, r.text, out),
+            None => {
+                let command = ftp::parse_command(line);
+                if command.is_active() || command.is_passive() {
+                    self.violate(
+                        Direction::Reply,
+                        Reason::FtpWrongDirection,
+                        format!("server sent command text {:?}", shown(line)),
+                        out,
+                    );
+                }
+            }
+        }
+    }
+
+    /// A complete reply with its (joined) text.
+    fn final_reply(&mut self, code: u16, text: &[u8], out: &mut AlgOutcome) {
+        if code < 200 {
+            return; // 1yz: preliminary, the command is still pending (RFC 959 section 4.2)
+        }
+        let passive_code = matches!(code, 227..=229);
+        match self.pending.pop_front() {
+            Some(Pending::Active(addr, false)) if (200..300).contains(&code) => {
+                self.open_active(addr, out);
+            }
+            Some(Pending::Active(addr, true)) if !(200..300).contains(&code) => {
+                // The server refused the address: close the pinhole the command opened.
+                let request = self.active_request(addr);
+                out.close.push(request);
+            }
+            Some(Pending::Pasv) if code == 227 => {
+                let addr = ftp::parse_227(text);
+                self.open_passive(code, text, addr, out);
+            }
+            Some(Pending::Lpsv) if code == 228 => {
+                let addr = ftp::parse_228(text);
+                self.open_passive(code, text, addr, out);
+            }
+            Some(Pending::Epsv) if code == 229 => {
+                // RFC 2428 section 3: the data connection goes to the control connection's
+                // server address; the reply carries only the port.
+                let addr = ftp::parse_229(text).map(|port| SocketAddr::new(self.flow.dst, port));
+                self.open_passive(code, text, addr, out);
+            }
+            Some(Pending::Auth) if code == 234 => {
+                self.tls = true;
+                out.events.push(Event::Notice {
+                    alg: Alg::Ftp,
+                    flow: Some(self.flow),
+                    kind: "tls_uninspected",
+                    detail: "AUTH accepted (234): the control connection is encrypted from here; no data connections can be opened for it".to_owned(),
+                });
+            }
+            None if self.midstream => {}
+            _ if passive_code => {
+                self.violate(
+                    Direction::Reply,
+                    Reason::FtpUnexpectedReply,
+                    format!("{code} reply {:?} answers no passive command", shown(text)),
+                    out,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn active_request(&self, addr: SocketAddr) -> PinholeRequest {
+        let sport = if self.options.active_from_port_20 {
+            PortMatch::Exact(20)
+        } else {
+            PortMatch::Any
+        };
+        self.request(self.flow.dst, sport, addr.ip(), addr.port())
+    }
+
+    fn open_active(&mut self, addr: SocketAddr, out: &mut AlgOutcome) {
+        out.pinholes.push(self.active_request(addr));
+    }
+
+    fn open_passive(
+        &mut self,
+        code: u16,
+        text: &[u8],
+        addr: Result<SocketAddr, ftp::AddrError>,
+        out: &mut AlgOutcome,
+    ) {
+        let server = Direction::Reply;
+        let addr = match addr {
+            Ok(addr) => addr,
+            Err(err) => {
+                return self.violate(
+                    server,
+                    Reason::FtpBadAddress,
+                    format!("{code} reply {:?}: {err}", shown(text)),
+                    out,
+                );
+            }
+        };
+        let mut ip = addr.ip();
+        if ip != self.flow.dst {
+            let detail = format!("{code} reply names {ip}, not the server {}", self.flow.dst);
+            match self.options.passive_address {
+                PassiveAddress::Refuse => {
+                    return self.violate(server, Reason::FtpPassiveAddressMismatch, detail, out);
+                }
+                PassiveAddress::Control => {
+                    out.events.push(Event::Notice {
+                        alg: Alg::Ftp,
+                        flow: Some(self.flow),
+                        kind: "passive_address_replaced",
+                        detail: format!("{detail}; pinhole opened for the server address"),
+                    });
+                    ip = self.flow.dst;
+                }
+            }
+        }
+        if addr.port() < self.options.min_data_port {
+            let detail = format!(
+                "{code} reply names port {} (below {})",
+                addr.port(),
+                self.options.min_data_port
+            );
+            return self.violate(server, Reason::FtpPrivilegedPort, detail, out);
+        }
+        out.pinholes
+            .push(self.request(self.flow.src, PortMatch::Any, ip, addr.port()));
+    }
+
+    fn request(&self, src: IpAddr, sport: PortMatch, dst: IpAddr, dport: u16) -> PinholeRequest {
+        PinholeRequest {
+            alg: Alg::Ftp,
+            proto: proto::TCP,
+            src,
+            sport,
+            dst,
+            dport,
+            timeout: self.options.data_timeout,
+            per_parent: self.options.max_pending,
+        }
+    }
+}
+
+/// True when `bytes` starts like a command line: a verb of 3 or 4 letters, then a space or
+/// the end of the line.
+fn starts_command(bytes: &[u8]) -> bool {
+    let verb = bytes.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    (3..=4).contains(&verb) && matches!(bytes.get(verb), Some(b' ' | b'\r' | b'\n'))
+}
+
+/// True when `bytes` starts like a reply line: three digits, then a space or a hyphen.
+fn starts_reply(bytes: &[u8]) -> bool {
+    ftp::parse_reply_line(
+        bytes
+            .split(|b| *b == b'\r' || *b == b'\n')
+            .next()
+            .unwrap_or(&[]),
+    )
+    .is_some()
+}
+
+/// A line as text for event details (lossy, at most 80 characters).
+fn shown(line: &[u8]) -> String {
+    let mut text = String::new();
+    for ch in String::from_utf8_lossy(line).chars().take(80) {
+        if ch.is_control() {
+            let _ = write!(text, "\\x{:02x}", u32::from(ch));
+        } else {
+            text.push(ch);
+        }
+    }
+    text
+}

@@ -1,0 +1,327 @@
+//! The TCP path: state tracking, then the flow's inspector.
+
+use std::sync::Arc;
+
+use crate::alg::{AlgOutcome, AlgState, AlgVerdict};
+use crate::conntrack::{
+    Direction, Flow, FlowHandle, FlowKey, FlowOrigin, FlowState, FlowTuple, ParentRef, PinholeSpec,
+    TcpState, TcpTracker, TcpVerdict,
+};
+use crate::decision::{Decision, Reason};
+use crate::event::{CloseCause, Event};
+use crate::policy::{Action, FlowContext};
+use crate::time::Instant;
+use crate::wire::{TcpFlags, TcpSegment, transport};
+
+use super::{Engine, Packet, PacketInfo, with_events};
+
+/// Flags whose segments change connection state; their checksums are always verified.
+const STATE_FLAGS: u8 = TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST;
+
+impl Engine {
+    pub(super) fn tcp(
+        &mut self,
+        now: Instant,
+        info: &PacketInfo,
+        packet: Packet,
+        seg: &TcpSegment<'_>,
+    ) -> Decision {
+        let key = FlowKey::new(
+            packet.proto,
+            (packet.src, seg.sport),
+            (packet.dst, seg.dport),
+        );
+        let existing = self.flows.lookup(&key);
+        let inspected = existing
+            .and_then(|h| self.flows.get(h))
+            .is_some_and(|f| f.alg.is_some());
+        let needs_checksum =
+            seg.flags.0 & STATE_FLAGS != 0 || (inspected && !seg.payload.is_empty());
+        if info.verify_checksums
+            && needs_checksum
+            && !transport::checksum_valid(packet.src, packet.dst, packet.proto, seg.bytes)
+        {
+            return Decision::drop(
+                Reason::BadChecksum,
+                existing.and_then(|h| self.flows.get(h)).map(|f| f.tuple),
+            );
+        }
+        let mut events = Vec::new();
+        if let Some(handle) = existing {
+            match self.tcp_existing(now, handle, packet, seg) {
+                Some(decision) => return decision,
+                None => {
+                    // A SYN reusing a finished connection's tuple: forget the old one.
+                    if let Some(old) = self.flows.remove(handle) {
+                        self.flow_removed(handle, &old, CloseCause::Reused, &mut events);
+                    }
+                }
+            }
+        }
+        let flags = seg.flags;
+        if !crate::conntrack::tcp::valid_flags(flags) {
+            return with_events(Decision::drop(Reason::TcpInvalidFlags, None), events);
+        }
+        let decision = if flags.syn() && !flags.ack() {
+            self.open_flow(
+                now,
+                info,
+                packet,
+                seg.sport,
+                seg.dport,
+                FlowState::Tcp(TcpTracker::from_syn(seg)),
+            )
+        } else if self.policy.tcp.midstream_pickup && !flags.rst() && !flags.syn() {
+            self.pick_up(now, info, packet, seg)
+        } else {
+            Decision::drop(Reason::TcpNoHandshake, None)
+        };
+        with_events(decision, events)
+    }
+
+    /// A segment of a tracked connection. `None` means "reopen as a new flow".
+    fn tcp_existing(
+        &mut self,
+        now: Instant,
+        handle: FlowHandle,
+        packet: Packet,
+        seg: &TcpSegment<'_>,
+    ) -> Option<Decision> {
+        let timeouts = &self.policy.timeouts;
+        let flow = self.flows.get_mut(handle)?;
+        let tuple = flow.tuple;
+        let dir = tuple.direction_of(packet.src, seg.sport);
+        let FlowState::Tcp(tracker) = &mut flow.state else {
+            return Some(Decision::drop(Reason::TcpNoHandshake, Some(tuple)));
+        };
+        match tracker.on_segment(dir, seg) {
+            TcpVerdict::Accept => {}
+            TcpVerdict::Drop(reason) => return Some(Decision::drop(reason, Some(tuple))),
+            TcpVerdict::Reopen => return None,
+        }
+        let state = tracker.state();
+        let timeout = tcp_timeout(timeouts, tracker);
+        let stream_start = tracker.stream_start(dir);
+        let outcome = match (&mut flow.alg, stream_start) {
+            (Some(AlgState::Ftp(ftp)), Some(start)) if !seg.flags.rst() => {
+                Some(ftp.on_segment(dir, seg, start))
+            }
+            _ => None,
+        };
+        let passes = outcome
+            .as_ref()
+            .is_none_or(|o| o.verdict == AlgVerdict::Pass);
+        if passes {
+            flow.account(dir, packet.len, now);
+        }
+        self.flows.set_deadline(handle, now + timeout);
+        let mut decision = match outcome {
+            Some(outcome) => self.apply_inspection(now, handle, tuple, dir, outcome),
+            None => Decision::accept(Some(tuple)),
+        };
+        // A control connection that ended takes its pending pinholes with it.
+        if matches!(state, TcpState::Closed | TcpState::TimeWait)
+            || decision.verdict == crate::Verdict::Reject
+        {
+            self.close_pinholes_of(handle, &mut decision.events);
+        }
+        Some(decision)
+    }
+
+    /// Opens the pinholes an inspector asked for and turns its verdict into a decision.
+    fn apply_inspection(
+        &mut self,
+        now: Instant,
+        handle: FlowHandle,
+        tuple: FlowTuple,
+        dir: Direction,
+        outcome: AlgOutcome,
+    ) -> Decision {
+        let AlgOutcome {
+            mut verdict,
+            pinholes,
+            close,
+            mut events,
+        } = outcome;
+        for request in close {
+            let mut closed = Vec::new();
+            self.pinholes.close_matching(
+                handle,
+                request.proto,
+                request.src,
+                request.dst,
+                request.dport,
+                &mut closed,
+            );
+            for pinhole in closed {
+                self.counters.pinholes_closed += 1;
+                events.push(super::pinhole_event(
+                    crate::event::PinholeAction::Close,
+                    &pinhole,
+                    None,
+                ));
+            }
+        }
+        if verdict == AlgVerdict::Pass {
+            for request in pinholes {
+                let spec = PinholeSpec {
+                    alg: request.alg,
+                    proto: request.proto,
+                    src: request.src,
+                    sport: request.sport,
+                    dst: request.dst,
+                    dport: request.dport,
+                    parent: Some(ParentRef {
+                        handle,
+                        flow: tuple,
+                    }),
+                    expires: now + request.timeout,
+                };
+                if self
+                    .open_pinhole(spec, request.per_parent, &mut events)
+                    .is_err()
+                {
+                    let detail = format!(
+                        "pinhole table full ({} pinholes); not opening {} -> {}:{}",
+                        self.pinholes.len(),
+                        request.src,
+                        request.dst,
+                        request.dport
+                    );
+                    let mut refused = AlgOutcome::default();
+                    if let Some(Some(AlgState::Ftp(ftp))) =
+                        self.flows.get_mut(handle).map(|f| &mut f.alg)
+                    {
+                        ftp.violate(dir, Reason::FtpPinholeLimit, detail, &mut refused);
+                    }
+                    events.append(&mut refused.events);
+                    verdict = refused.verdict;
+                    break;
+                }
+            }
+        }
+        let decision = match verdict {
+            AlgVerdict::Pass => Decision::accept(Some(tuple)),
+            AlgVerdict::Drop(reason) => Decision::drop(reason, Some(tuple)),
+            AlgVerdict::Reject(reason) => {
+                // The connection is over: later segments are dropped as after a RST.
+                if let Some(FlowState::Tcp(tracker)) =
+                    self.flows.get_mut(handle).map(|f| &mut f.state)
+                {
+                    tracker.reset();
+                }
+                self.flows
+                    .set_deadline(handle, now + self.policy.timeouts.tcp_closed);
+                Decision::reject(reason, Some(tuple))
+            }
+        };
+        with_events(decision, events)
+    }
+
+    /// Mid-stream pickup: the rules decide as if the sender had opened the connection. The
+    /// flow stays embryonic (short timeout, evicted first) until the other side answers.
+    fn pick_up(
+        &mut self,
+        now: Instant,
+        info: &PacketInfo,
+        packet: Packet,
+        seg: &TcpSegment<'_>,
+    ) -> Decision {
+        let ctx = FlowContext {
+            ingress: info.ingress,
+            egress: info.egress,
+            src: packet.src,
+            dst: packet.dst,
+            proto: packet.proto,
+            dport: seg.dport,
+        };
+        let verdict = self.policy.evaluate(&ctx);
+        if verdict.action != Action::Allow {
+            return Decision::drop(Reason::TcpNoHandshake, None);
+        }
+        let rule = verdict
+            .rule
+            .and_then(|id| self.policy.rule(id))
+            .map_or_else(|| Arc::from("default"), |r| r.name.clone());
+        let tuple = FlowTuple {
+            proto: packet.proto,
+            src: packet.src,
+            sport: seg.sport,
+            dst: packet.dst,
+            dport: seg.dport,
+        };
+        let alg = verdict
+            .inspect
+            .as_ref()
+            .and_then(|inspect| AlgState::for_pickup(inspect, tuple));
+        let alg_kind = alg.as_ref().map(AlgState::alg);
+        let tracker = TcpTracker::picked_up(Direction::Original, seg);
+        let mut flow = Flow::new(
+            tuple,
+            FlowState::Tcp(tracker),
+            FlowOrigin::Pickup(rule.clone()),
+            alg,
+            now,
+        );
+        flow.account(Direction::Original, packet.len, now);
+        let mut events = Vec::new();
+        match self.insert_flow(flow, &mut events) {
+            Ok(handle) => {
+                events.push(Event::FlowOpened {
+                    flow: tuple,
+                    rule: Some(rule),
+                    alg: alg_kind,
+                    via_pinhole: false,
+                    pickup: true,
+                });
+                // The first segment is inspected like any other.
+                let decision = self.inspect_first_segment(now, handle, seg);
+                with_events(decision, events)
+            }
+            Err(reason) => with_events(Decision::drop(reason, None), events),
+        }
+    }
+
+    /// Runs the inspector on the segment that created a picked-up flow.
+    fn inspect_first_segment(
+        &mut self,
+        now: Instant,
+        handle: FlowHandle,
+        seg: &TcpSegment<'_>,
+    ) -> Decision {
+        let Some(flow) = self.flows.get_mut(handle) else {
+            return Decision::drop(Reason::FlowLimit, None);
+        };
+        let tuple = flow.tuple;
+        let start = match &flow.state {
+            FlowState::Tcp(tracker) => tracker.stream_start(Direction::Original),
+            FlowState::Datagram { .. } => None,
+        };
+        let outcome = match (&mut flow.alg, start) {
+            (Some(AlgState::Ftp(ftp)), Some(start)) => {
+                ftp.on_segment(Direction::Original, seg, start)
+            }
+            _ => return Decision::accept(Some(tuple)),
+        };
+        self.apply_inspection(now, handle, tuple, Direction::Original, outcome)
+    }
+}
+
+/// How long a TCP flow in this state lives without traffic; unconfirmed flows (handshake not
+/// complete, or a pickup not answered) get the handshake timeout.
+pub(super) fn tcp_timeout(
+    timeouts: &crate::policy::Timeouts,
+    tracker: &TcpTracker,
+) -> std::time::Duration {
+    if tracker.is_embryonic() {
+        return timeouts.tcp_handshake;
+    }
+    match tracker.state() {
+        TcpState::SynSent | TcpState::SynReceived => timeouts.tcp_handshake,
+        TcpState::Established => timeouts.tcp_established,
+        TcpState::FinWait => timeouts.tcp_fin_wait,
+        TcpState::Closing => timeouts.tcp_closing,
+        TcpState::TimeWait => timeouts.tcp_time_wait,
+        TcpState::Closed => timeouts.tcp_closed,
+    }
+}

@@ -1,0 +1,91 @@
+//! Test harness shared by the integration tests: an engine with a clock and packet numbering.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pinhole::policy::Policy;
+use pinhole::wire::LinkType;
+use pinhole::{Decision, Engine, Expired, Instant, PacketInfo, Reason, Verdict};
+
+/// An engine with a clock (1 ms per packet) and packet numbering.
+pub struct Harness {
+    pub engine: Engine,
+    pub now: Instant,
+    pub next: u64,
+}
+
+impl Harness {
+    /// An engine enforcing the policy text.
+    pub fn new(policy: &str) -> Self {
+        let policy = Policy::parse(policy, "test").unwrap();
+        Harness::with(policy)
+    }
+
+    /// An engine enforcing the embedded default policy.
+    pub fn default_policy() -> Self {
+        Harness::with(Policy::embedded_default())
+    }
+
+    fn with(policy: Policy) -> Self {
+        Harness {
+            engine: Engine::new(Arc::new(policy)),
+            now: Instant::from_secs(1000),
+            next: 0,
+        }
+    }
+
+    /// Processes a frame 1 ms after the previous one.
+    pub fn send(&mut self, frame: &[u8]) -> Decision {
+        self.now = self.now + Duration::from_millis(1);
+        let info = PacketInfo::new(self.next, LinkType::Ethernet);
+        self.next += 1;
+        self.engine.process(self.now, &info, frame)
+    }
+
+    /// Processes a frame that must be accepted.
+    pub fn accept(&mut self, frame: &[u8]) -> Decision {
+        let d = self.send(frame);
+        assert_eq!(
+            (d.verdict, d.reason),
+            (Verdict::Accept, None),
+            "expected accept: {d:?}"
+        );
+        d
+    }
+
+    /// Processes a frame that must be dropped for `reason`.
+    pub fn drop(&mut self, frame: &[u8], reason: Reason) -> Decision {
+        let d = self.send(frame);
+        assert_eq!(
+            (d.verdict, d.reason),
+            (Verdict::Drop, Some(reason)),
+            "expected drop {reason}: {d:?}"
+        );
+        d
+    }
+
+    /// Processes a frame that must be rejected (dropped with a reset) for `reason`.
+    pub fn reject(&mut self, frame: &[u8], reason: Reason) -> Decision {
+        let d = self.send(frame);
+        assert_eq!(
+            (d.verdict, d.reason),
+            (Verdict::Reject, Some(reason)),
+            "expected reject {reason}: {d:?}"
+        );
+        d
+    }
+
+    /// Moves the clock and runs the timers.
+    pub fn advance(&mut self, secs: u64) -> Expired {
+        self.now = self.now + Duration::from_secs(secs);
+        self.engine.expire(self.now)
+    }
+}
