@@ -779,3 +779,51 @@ fn a_picked_up_control_connection_is_inspected_from_its_next_line() {
     let d = h.accept(&s.server_data(b"227 Entering Passive Mode (192,0,2,10,156,64).\r\n"));
     assert_eq!(opened(&d).len(), 1);
 }
+
+#[test]
+fn epsv_all_forbids_the_other_data_commands() {
+    let mut f = Ftp::new();
+    f.client_ok("EPSV ALL");
+    f.server("200 EPSV ALL ok.");
+    f.client_ok("EPSV");
+    assert_eq!(
+        opened(&f.server("229 Entering Extended Passive Mode (|||40000|)")).len(),
+        1
+    );
+    f.client_rejected("PASV", Reason::FtpModeNotAllowed);
+    let mut f = Ftp::new();
+    f.client_ok("EPSV ALL");
+    f.server("200 EPSV ALL ok.");
+    f.client_rejected("PORT 198,51,100,10,195,80", Reason::FtpModeNotAllowed);
+}
+
+#[test]
+fn abort_quit_and_rein_close_what_was_negotiated() {
+    for command in ["ABOR", "QUIT", "REIN"] {
+        let mut f = Ftp::new();
+        f.client_ok("PASV");
+        f.server("227 Entering Passive Mode (192,0,2,10,156,64).");
+        f.client_ok(command);
+        let reply = match command {
+            "ABOR" => "226 ABOR successful.",
+            "QUIT" => "221 Goodbye.",
+            _ => "220 Service ready for new user.",
+        };
+        let d = f.server(reply);
+        assert!(
+            d.events.iter().any(|e| matches!(
+                e,
+                Event::Pinhole {
+                    action: PinholeAction::Close,
+                    ..
+                }
+            )),
+            "{command}"
+        );
+        assert_eq!(
+            f.connect("198.51.100.10:41000", "192.0.2.10:40000").reason,
+            Some(Reason::DefaultDeny),
+            "{command}"
+        );
+    }
+}

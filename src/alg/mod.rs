@@ -146,6 +146,8 @@ pub struct AlgOutcome {
     pub pinholes: Vec<PinholeRequest>,
     /// Pending pinholes of this flow to close (same peer, destination and port).
     pub close: Vec<PinholeRequest>,
+    /// Close every pending pinhole of this flow.
+    pub close_all: bool,
     /// Violations and notices.
     pub events: Vec<Event>,
 }

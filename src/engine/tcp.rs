@@ -141,8 +141,12 @@ impl Engine {
             mut verdict,
             pinholes,
             close,
+            close_all,
             mut events,
         } = outcome;
+        if close_all {
+            self.close_pinholes_of(handle, &mut events);
+        }
         for request in close {
             let mut closed = Vec::new();
             self.pinholes.close_matching(

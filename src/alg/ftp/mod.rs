@@ -132,6 +132,10 @@ enum Pending {
     Epsv,
     Lpsv,
     Auth,
+    /// `EPSV ALL`: from its positive reply on, only EPSV may set up data connections.
+    EpsvAll,
+    /// ABOR, QUIT, REIN: their positive reply ends the data connections being negotiated.
+    Reset,
     Other,
 }
 
@@ -173,6 +177,8 @@ pub struct FtpControl {
     children: Vec<crate::conntrack::FlowHandle>,
     /// Joined mid-stream and no command seen yet: replies may answer commands never seen.
     midstream: bool,
+    /// The server accepted `EPSV ALL` (RFC 2428 section 4).
+    epsv_all: bool,
 }
 
 /// Most children remembered (for closing them with the control connection).
@@ -194,6 +200,7 @@ impl FtpControl {
             scratch: Vec::new(),
             children: Vec::new(),
             midstream: false,
+            epsv_all: false,
         }
     }
 
@@ -344,6 +351,17 @@ impl FtpControl {
             );
         }
         let command = ftp::parse_command(line);
+        if self.epsv_all
+            && (command.is_active() || matches!(command, Command::Pasv | Command::Lpsv))
+        {
+            // RFC 2428 section 4: after EPSV ALL only EPSV may set up a data connection.
+            return self.violate(
+                client,
+                Reason::FtpModeNotAllowed,
+                format!("{:?} after EPSV ALL", shown(line)),
+                out,
+            );
+        }
         let pending = match command {
             Command::Port(addr) | Command::Eprt(addr) | Command::Lprt(addr) => {
                 match self.check_active(line, addr) {
@@ -375,9 +393,9 @@ impl FtpControl {
                 );
             }
             Command::Auth => Pending::Auth,
-            Command::EpsvAll | Command::Abor | Command::Quit | Command::Rein | Command::Other => {
-                Pending::Other
-            }
+            Command::EpsvAll => Pending::EpsvAll,
+            Command::Abor | Command::Quit | Command::Rein => Pending::Reset,
+            Command::Other => Pending::Other,
         };
         self.midstream = false;
         self.pending.push_back(pending);
@@ -495,6 +513,10 @@ impl FtpControl {
                     detail: "AUTH accepted (234): the control connection is encrypted from here; no data connections can be opened for it".to_owned(),
                 });
             }
+            Some(Pending::EpsvAll) if (200..300).contains(&code) => self.epsv_all = true,
+            // After ABOR (RFC 959 4.1.3), QUIT or REIN (4.1.1: "flushing all I/O") no data
+            // connection negotiated before may still be made.
+            Some(Pending::Reset) if (200..300).contains(&code) => out.close_all = true,
             None if self.midstream => {}
             _ if passive_code => {
                 self.violate(
