@@ -155,6 +155,42 @@ reasons! {
     FtpBlocked = "ftp_blocked", "FTP control connection blocked after a violation";
     /// The control stream's reassembly buffer is full; TCP will retransmit.
     FtpReassemblyLimit = "ftp_reassembly_limit", "FTP control stream reassembly buffer full";
+    // ---- TFTP inspection (RFC 1350, 2347-2349, 7440) --------------------------------------
+    /// A TFTP packet shorter than its fixed fields.
+    TftpTruncated = "tftp_truncated", "TFTP packet cut short";
+    /// Opcode 0 or above 6.
+    TftpBadOpcode = "tftp_bad_opcode", "TFTP opcode out of range";
+    /// A filename, mode, option or message without its terminating NUL.
+    TftpMissingNul = "tftp_missing_nul", "TFTP string field without NUL terminator";
+    /// A request with an empty filename.
+    TftpEmptyFilename = "tftp_empty_filename", "TFTP request with an empty filename";
+    /// A mode other than netascii, octet or mail.
+    TftpBadMode = "tftp_bad_mode", "TFTP request with an unknown mode";
+    /// An option malformed, duplicated, out of range, or acknowledged without being requested.
+    TftpBadOption = "tftp_bad_option", "TFTP option malformed or out of range";
+    /// A packet that has no place where it arrived (DATA to port 69, a request on a transfer,
+    /// DATA from the receiving side, a reply from port 69).
+    TftpUnexpectedOpcode = "tftp_unexpected_opcode", "TFTP packet out of place";
+    /// A read request on a rule with `read = false`.
+    TftpReadDenied = "tftp_read_denied", "TFTP read refused by policy";
+    /// A write request on a rule with `write = false`.
+    TftpWriteDenied = "tftp_write_denied", "TFTP write refused by policy";
+    /// A filename refused by the rule's allow/deny patterns.
+    TftpFileDenied = "tftp_file_denied", "TFTP filename refused by policy";
+    /// A DATA or ACK block number far outside the transfer's window.
+    TftpBlockOutOfSequence = "tftp_block_out_of_sequence", "TFTP block far out of sequence";
+    /// A DATA block longer than the negotiated block size.
+    TftpOversizedBlock = "tftp_oversized_block", "TFTP DATA longer than the block size";
+    /// Too many requests pending for one client, or the pinhole table is full.
+    TftpRequestLimit = "tftp_request_limit", "TFTP request refused: too many pending";
+    /// A packet to a client's transfer port from an address or port other than the server's
+    /// transfer ID (RFC 1350 section 4).
+    TftpUnknownTid = "tftp_unknown_tid", "TFTP packet from an unknown transfer ID";
+    /// A packet on a transfer an ERROR already ended (tftp-hpa's client, for one, acknowledges
+    /// the error); no violation, just nothing left to carry.
+    TftpTransferEnded = "tftp_transfer_ended", "TFTP packet after the transfer ended with an error";
+    /// The server answered from a port outside the policy's TID range.
+    TftpTidOutOfRange = "tftp_tid_out_of_range", "TFTP reply from a port outside the TID range";
     // ---- policy and tables ---------------------------------------------------------------
     /// A new flow aimed at an open pinhole, from a peer the pinhole does not admit.
     PinholeWrongPeer = "pinhole_wrong_peer", "connection to a pinhole from the wrong peer";

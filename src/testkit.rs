@@ -500,6 +500,73 @@ impl Timeline {
     }
 }
 
+/// TFTP payloads (RFC 1350 section 5, RFC 2347 section 2), to put in [`udp`] datagrams.
+pub mod tftp {
+    use crate::wire::tftp::opcode;
+
+    fn with_opcode(op: u16) -> Vec<u8> {
+        op.to_be_bytes().to_vec()
+    }
+
+    fn strings(out: &mut Vec<u8>, parts: &[&str]) {
+        for part in parts {
+            out.extend_from_slice(part.as_bytes());
+            out.push(0);
+        }
+    }
+
+    /// A read request for `file` in `mode`, with RFC 2347 `options` (name, value).
+    pub fn rrq(file: &str, mode: &str, options: &[(&str, &str)]) -> Vec<u8> {
+        request(opcode::RRQ, file, mode, options)
+    }
+
+    /// A write request for `file` in `mode`, with RFC 2347 `options` (name, value).
+    pub fn wrq(file: &str, mode: &str, options: &[(&str, &str)]) -> Vec<u8> {
+        request(opcode::WRQ, file, mode, options)
+    }
+
+    fn request(op: u16, file: &str, mode: &str, options: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = with_opcode(op);
+        strings(&mut out, &[file, mode]);
+        for (name, value) in options {
+            strings(&mut out, &[name, value]);
+        }
+        out
+    }
+
+    /// DATA `block` carrying `len` bytes of filler.
+    pub fn data(block: u16, len: usize) -> Vec<u8> {
+        let mut out = with_opcode(opcode::DATA);
+        out.extend_from_slice(&block.to_be_bytes());
+        out.resize(4 + len, 0x5a);
+        out
+    }
+
+    /// ACK `block`.
+    pub fn ack(block: u16) -> Vec<u8> {
+        let mut out = with_opcode(opcode::ACK);
+        out.extend_from_slice(&block.to_be_bytes());
+        out
+    }
+
+    /// ERROR `code` with `message`.
+    pub fn error(code: u16, message: &str) -> Vec<u8> {
+        let mut out = with_opcode(opcode::ERROR);
+        out.extend_from_slice(&code.to_be_bytes());
+        strings(&mut out, &[message]);
+        out
+    }
+
+    /// OACK acknowledging `options` (name, value).
+    pub fn oack(options: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = with_opcode(opcode::OACK);
+        for (name, value) in options {
+            strings(&mut out, &[name, value]);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use pinhole::Instant;
-use pinhole::testkit::{self, TcpBuilder, TcpSession, Timeline, addr, flags, sock};
+use pinhole::testkit::{self, TcpBuilder, TcpSession, Timeline, addr, flags, sock, tftp};
 
 /// 2026-01-01T00:00:00Z, so the captures have believable timestamps.
 const START: u64 = 1_767_225_600;
@@ -769,6 +769,205 @@ fn ftp_tls() -> Timeline {
     t
 }
 
+/// A TFTP datagram.
+fn tftp_packet(from: &str, to: &str, payload: &[u8]) -> Vec<u8> {
+    testkit::udp(sock(from), sock(to), payload)
+}
+
+const TFTP_CLIENT: &str = "198.51.100.10:50000";
+const TFTP_SERVER: &str = "192.0.2.10:69";
+
+/// A read request, then DATA from a third host before and after the server's real reply (the
+/// first is no pinhole's peer, the second an unknown transfer ID), and the transfer completes.
+fn tftp_third_host() -> Timeline {
+    let mut t = timeline();
+    let (client, tid, attacker) = (TFTP_CLIENT, "192.0.2.10:41000", "203.0.113.9:41000");
+    t.push(
+        1,
+        tftp_packet(
+            client,
+            TFTP_SERVER,
+            &tftp::rrq("c2600-ik9o3s3-mz.bin", "octet", &[]),
+        ),
+    );
+    t.push(1, tftp_packet(attacker, client, &tftp::data(1, 512)));
+    t.push(1, tftp_packet(tid, client, &tftp::data(1, 512)));
+    t.push(1, tftp_packet(client, tid, &tftp::ack(1)));
+    t.push(1, tftp_packet(attacker, client, &tftp::data(2, 300)));
+    t.push(
+        1,
+        tftp_packet("192.0.2.10:41001", client, &tftp::data(2, 300)),
+    );
+    t.push(1, tftp_packet(tid, client, &tftp::data(2, 300)));
+    t.push(1, tftp_packet(client, tid, &tftp::ack(2)));
+    t
+}
+
+/// Replies from the server's address but from a port outside the TID range (replayed with
+/// `server_ports = "30000-30009"`, and with the default policy, which admits any port).
+fn tftp_tid_range() -> Timeline {
+    let mut t = timeline();
+    let client = TFTP_CLIENT;
+    t.push(
+        1,
+        tftp_packet(client, TFTP_SERVER, &tftp::rrq("image.bin", "octet", &[])),
+    );
+    t.push(
+        1,
+        tftp_packet("192.0.2.10:41000", client, &tftp::data(1, 512)),
+    );
+    t.push(
+        1,
+        tftp_packet("192.0.2.10:30010", client, &tftp::data(1, 512)),
+    );
+    t.push(
+        1,
+        tftp_packet("192.0.2.10:30003", client, &tftp::data(1, 100)),
+    );
+    t.push(1, tftp_packet(client, "192.0.2.10:30003", &tftp::ack(1)));
+    t
+}
+
+/// TFTP packets nobody asked for: DATA, ACK, OACK and ERROR to a client port with no request,
+/// and DATA and ACK sent to the TFTP port itself.
+fn tftp_unsolicited() -> Timeline {
+    let mut t = timeline();
+    let (attacker, client) = ("203.0.113.9:41000", TFTP_CLIENT);
+    t.push(1, tftp_packet(attacker, client, &tftp::data(1, 512)));
+    t.push(
+        1,
+        tftp_packet("192.0.2.10:41000", client, &tftp::data(1, 512)),
+    );
+    t.push(1, tftp_packet("192.0.2.10:41000", client, &tftp::ack(0)));
+    t.push(
+        1,
+        tftp_packet(
+            "192.0.2.10:41000",
+            client,
+            &tftp::oack(&[("blksize", "1428")]),
+        ),
+    );
+    t.push(
+        1,
+        tftp_packet(
+            "192.0.2.10:41000",
+            client,
+            &tftp::error(5, "Unknown transfer ID"),
+        ),
+    );
+    t.push(1, tftp_packet(attacker, TFTP_SERVER, &tftp::data(1, 512)));
+    t.push(1, tftp_packet(attacker, TFTP_SERVER, &tftp::ack(1)));
+    t
+}
+
+/// Malformed requests, one per reason, each from its own port, then a good one.
+fn tftp_malformed() -> Timeline {
+    let mut t = timeline();
+    let requests: Vec<Vec<u8>> = vec![
+        vec![0],
+        b"\x00\x00image.bin\x00octet\x00".to_vec(),
+        b"\x00\x09image.bin\x00octet\x00".to_vec(),
+        b"\x00\x01image.bin".to_vec(),
+        b"\x00\x01image.bin\x00octet".to_vec(),
+        b"\x00\x01\x00octet\x00".to_vec(),
+        tftp::rrq("image.bin", "binary", &[]),
+        tftp::rrq("image.bin", "octet", &[("blksize", "4")]),
+        tftp::rrq("image.bin", "octet", &[("blksize", "99999")]),
+        tftp::rrq("image.bin", "octet", &[("timeout", "300")]),
+        tftp::rrq("image.bin", "octet", &[("windowsize", "65536")]),
+        tftp::wrq("image.bin", "octet", &[("tsize", "-1")]),
+        tftp::rrq(
+            "image.bin",
+            "octet",
+            &[("blksize", "512"), ("blksize", "1024")],
+        ),
+        tftp::rrq("image.bin", "octet", &[]),
+    ];
+    for (port, request) in (50100..).zip(requests) {
+        t.push(
+            1,
+            tftp_packet(&format!("198.51.100.10:{port}"), TFTP_SERVER, &request),
+        );
+    }
+    t
+}
+
+/// A write of a config backup and a read that climbs out of the TFTP root, then a plain read
+/// (replayed with a read-only rule and with the default policy).
+fn tftp_write_refused() -> Timeline {
+    let mut t = timeline();
+    t.push(
+        1,
+        tftp_packet(
+            TFTP_CLIENT,
+            TFTP_SERVER,
+            &tftp::wrq("router1-confg", "octet", &[]),
+        ),
+    );
+    t.push(
+        1,
+        tftp_packet(
+            "198.51.100.10:50001",
+            TFTP_SERVER,
+            &tftp::rrq("../../etc/shadow", "octet", &[]),
+        ),
+    );
+    t.push(
+        1,
+        tftp_packet(
+            "198.51.100.10:50002",
+            TFTP_SERVER,
+            &tftp::rrq("image.bin", "octet", &[]),
+        ),
+    );
+    t.push(
+        1,
+        tftp_packet(
+            "192.0.2.10:30001",
+            "198.51.100.10:50002",
+            &tftp::data(1, 20),
+        ),
+    );
+    t.push(
+        1,
+        tftp_packet("198.51.100.10:50002", "192.0.2.10:30001", &tftp::ack(1)),
+    );
+    t
+}
+
+/// A transfer with duplicates and retransmissions (admitted), a block far ahead, an oversized
+/// block, DATA from the receiving side, an OACK nobody asked for, and an ERROR that ends it.
+fn tftp_transfer_violations() -> Timeline {
+    let mut t = timeline();
+    let (client, tid) = (TFTP_CLIENT, "192.0.2.10:41000");
+    t.push(
+        1,
+        tftp_packet(client, TFTP_SERVER, &tftp::rrq("image.bin", "octet", &[])),
+    );
+    t.push(1, tftp_packet(tid, client, &tftp::data(1, 512)));
+    t.push(1, tftp_packet(tid, client, &tftp::data(1, 512)));
+    t.push(1, tftp_packet(client, tid, &tftp::ack(1)));
+    t.push(1, tftp_packet(client, tid, &tftp::ack(1)));
+    t.push(1, tftp_packet(tid, client, &tftp::data(40, 512)));
+    t.push(1, tftp_packet(tid, client, &tftp::data(2, 1400)));
+    t.push(1, tftp_packet(client, tid, &tftp::data(2, 512)));
+    t.push(
+        1,
+        tftp_packet(tid, client, &tftp::oack(&[("blksize", "1400")])),
+    );
+    t.push(1, tftp_packet(tid, client, &tftp::data(2, 512)));
+    t.push(
+        1,
+        tftp_packet(
+            client,
+            tid,
+            &tftp::error(3, "Disk full or allocation exceeded"),
+        ),
+    );
+    t.push(1, tftp_packet(tid, client, &tftp::data(3, 512)));
+    t
+}
+
 fn scenarios() -> Vec<(&'static str, Timeline)> {
     vec![
         ("unsolicited-ack", unsolicited_ack()),
@@ -799,6 +998,12 @@ fn scenarios() -> Vec<(&'static str, Timeline)> {
         ("ftp-telnet-abort", ftp_telnet_abort()),
         ("ftp-line-violations", ftp_line_violations()),
         ("ftp-tls", ftp_tls()),
+        ("tftp-third-host", tftp_third_host()),
+        ("tftp-tid-range", tftp_tid_range()),
+        ("tftp-unsolicited", tftp_unsolicited()),
+        ("tftp-malformed", tftp_malformed()),
+        ("tftp-write-refused", tftp_write_refused()),
+        ("tftp-transfer-violations", tftp_transfer_violations()),
     ]
 }
 

@@ -2,10 +2,10 @@
 //! TFTP traffic, read in place, never copied here).
 //!
 //! - Every capture replays without error and every packet gets exactly one verdict.
-//! - Every FTP capture has its outcome asserted below, counts included, with the reason for
-//!   every packet that is dropped. Across all of them: no packet of a data connection admitted
-//!   through a pinhole is ever dropped, and a control connection without a violation loses no
-//!   packet.
+//! - Every FTP and TFTP capture has its outcome asserted below, counts included, with the
+//!   reason for every packet that is dropped. Across all of them: no packet of a data connection
+//!   or transfer admitted through a pinhole is ever dropped, and a control connection or TFTP
+//!   request flow without a violation loses no packet.
 //!
 //! Replays do not verify checksums: several of these captures were taken on loopback or on a
 //! host with checksum offload, so their checksums were never filled in.
@@ -226,97 +226,208 @@ const FTP_EXPECTATIONS: &[Expect] = &[
         why: "a home LAN capture: the FTP session and its 2 passive data connections are admitted (56 packets); everything else is traffic no rule allows (HTTP, SSDP, DNS, DHCP from 0.0.0.0, NetBIOS, IGMP; ARP is not IP)" },
 ];
 
+#[rustfmt::skip]
+const TFTP_EXPECTATIONS: &[Expect] = &[
+    Expect { capture: "output-eve-tftp-01/input.pcap", rules: DEFAULT,
+        counts: [99, 99, 0, 1, 1, 0], drops: &[],
+        why: "an RRQ to 192.168.0.10:69 answered from the server's port 3445: the pinhole admits the transfer, every DATA and ACK passes" },
+    Expect { capture: "tftp-tx-handling-wrq/input.pcap", rules: DEFAULT,
+        counts: [100, 100, 0, 1, 1, 0], drops: &[],
+        why: "a WRQ for rfc1350.txt (octet) answered with ACK 0 from the server's port 2087: the whole upload passes" },
+];
+
+/// Replays one expectation, checks its counts and drops and the invariants (no packet of a
+/// flow admitted through a pinhole is dropped; an inspected flow without a violation loses no
+/// packet), and returns the records.
+fn check(expect: &Expect, inspected_via: &str) -> Vec<serde_json::Value> {
+    assert!(!expect.why.is_empty());
+    let records = replay(&peer_dir().join(expect.capture), expect.rules);
+    let summary = records.last().unwrap();
+    let name = format!(
+        "{} ({})",
+        expect.capture,
+        expect.rules.unwrap_or("default policy")
+    );
+    let counts: Vec<u64> = [
+        "packets",
+        "accepted",
+        "dropped",
+        "pinholes_opened",
+        "pinholes_used",
+        "violations",
+    ]
+    .iter()
+    .map(|k| summary[*k].as_u64().unwrap())
+    .collect();
+    assert_eq!(
+        counts, expect.counts,
+        "{name}: [packets, accepted, dropped, opened, used, violations]"
+    );
+    let drops: BTreeMap<String, u64> = summary["drops"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect();
+    let want: BTreeMap<String, u64> = expect
+        .drops
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), *v))
+        .collect();
+    assert_eq!(drops, want, "{name}: drops by reason");
+
+    // No packet of a data connection or transfer admitted through a pinhole is dropped.
+    let children: BTreeSet<&str> = records
+        .iter()
+        .filter(|r| r["type"] == "pinhole" && r["event"] == "use")
+        .map(|r| r["child"].as_str().unwrap())
+        .collect();
+    // A control connection (request flow) with no violation loses no packet.
+    let violated: BTreeSet<&str> = records
+        .iter()
+        .filter(|r| r["type"] == "violation")
+        .map(|r| r["flow"].as_str().unwrap())
+        .collect();
+    let controls: BTreeSet<&str> = records
+        .iter()
+        .filter(|r| r["type"] == "flow" && r["event"] == "open" && r["via"] == inspected_via)
+        .map(|r| r["flow"].as_str().unwrap())
+        .filter(|f| !violated.contains(f))
+        .collect();
+    for record in records
+        .iter()
+        .filter(|r| r["type"] == "verdict" && r["verdict"] == "drop")
+    {
+        if let Some(flow) = record["flow"].as_str() {
+            assert!(
+                !children.contains(flow),
+                "{name}: packet {} of admitted flow {flow} dropped",
+                record["packet"]
+            );
+            assert!(
+                !controls.contains(flow),
+                "{name}: packet {} of clean inspected flow {flow} dropped",
+                record["packet"]
+            );
+        }
+    }
+    records
+}
+
+/// Asserts every peer capture whose path `selects` has an expectation.
+fn all_covered(expectations: &[Expect], selects: impl Fn(&str) -> bool) {
+    let dir = peer_dir();
+    let covered: BTreeSet<&str> = expectations.iter().map(|e| e.capture).collect();
+    for capture in peer_captures() {
+        let relative = capture.strip_prefix(&dir).unwrap().to_str().unwrap();
+        if selects(relative) {
+            assert!(covered.contains(relative), "{relative} has no expectation");
+        }
+    }
+}
+
 #[test]
 fn ftp_peer_captures_have_the_expected_outcome() {
-    let dir = peer_dir();
-    let mut covered = BTreeSet::new();
     for expect in FTP_EXPECTATIONS {
-        assert!(!expect.why.is_empty());
-        let records = replay(&dir.join(expect.capture), expect.rules);
-        let summary = records.last().unwrap();
-        let name = format!(
-            "{} ({})",
-            expect.capture,
-            expect.rules.unwrap_or("default policy")
-        );
-        let counts: Vec<u64> = [
-            "packets",
-            "accepted",
-            "dropped",
-            "pinholes_opened",
-            "pinholes_used",
-            "violations",
-        ]
-        .iter()
-        .map(|k| summary[*k].as_u64().unwrap())
-        .collect();
-        assert_eq!(
-            counts, expect.counts,
-            "{name}: [packets, accepted, dropped, opened, used, violations]"
-        );
-        let drops: BTreeMap<String, u64> = summary["drops"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
-            .collect();
-        let want: BTreeMap<String, u64> = expect
-            .drops
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), *v))
-            .collect();
-        assert_eq!(drops, want, "{name}: drops by reason");
-
-        // No packet of a data connection admitted through a pinhole is dropped.
-        let children: BTreeSet<&str> = records
-            .iter()
-            .filter(|r| r["type"] == "pinhole" && r["event"] == "use")
-            .map(|r| r["child"].as_str().unwrap())
-            .collect();
-        // A control connection with no violation loses no packet.
-        let violated: BTreeSet<&str> = records
-            .iter()
-            .filter(|r| r["type"] == "violation")
-            .map(|r| r["flow"].as_str().unwrap())
-            .collect();
-        let controls: BTreeSet<&str> = records
-            .iter()
-            .filter(|r| r["type"] == "flow" && r["event"] == "open" && r["via"] == "ftp")
-            .map(|r| r["flow"].as_str().unwrap())
-            .filter(|f| !violated.contains(f))
-            .collect();
-        for record in records
-            .iter()
-            .filter(|r| r["type"] == "verdict" && r["verdict"] == "drop")
-        {
-            if let Some(flow) = record["flow"].as_str() {
-                assert!(
-                    !children.contains(flow),
-                    "{name}: packet {} of data connection {flow} dropped",
-                    record["packet"]
-                );
-                assert!(
-                    !controls.contains(flow),
-                    "{name}: packet {} of clean control connection {flow} dropped",
-                    record["packet"]
-                );
-            }
-        }
-        covered.insert(expect.capture);
+        check(expect, "ftp");
     }
-    // Every FTP capture of the peer suite is listed.
-    for capture in peer_captures() {
-        let relative = capture
-            .strip_prefix(&dir)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
-        if relative.contains("ftp") && !relative.contains("tftp") {
-            assert!(
-                covered.contains(relative.as_str()),
-                "{relative} has no expectation"
+    all_covered(FTP_EXPECTATIONS, |path| {
+        path.contains("ftp") && !path.contains("tftp")
+    });
+}
+
+#[test]
+fn tftp_peer_captures_pass_whole() {
+    for expect in TFTP_EXPECTATIONS {
+        let records = check(expect, "tftp");
+        // Every packet belongs to the request flow or to the one transfer it opened.
+        let request = records
+            .iter()
+            .find(|r| r["type"] == "flow" && r["via"] == "tftp")
+            .unwrap()["flow"]
+            .as_str()
+            .unwrap();
+        let transfer = records
+            .iter()
+            .find(|r| r["type"] == "pinhole" && r["event"] == "use")
+            .unwrap()["child"]
+            .as_str()
+            .unwrap();
+        for verdict in records.iter().filter(|r| r["type"] == "verdict") {
+            assert_eq!(
+                verdict["verdict"], "accept",
+                "{}: {verdict}",
+                expect.capture
             );
+            let flow = verdict["flow"].as_str().unwrap();
+            assert!(
+                flow == request || flow == transfer,
+                "{}: {verdict}",
+                expect.capture
+            );
+        }
+        assert!(
+            records.iter().all(|r| r["type"] != "notice"),
+            "{}: no unknown option, no error",
+            expect.capture
+        );
+    }
+    all_covered(TFTP_EXPECTATIONS, |path| path.contains("tftp"));
+}
+
+/// The requests are what the peer's own expectations say they are (`test.yaml`: a read in
+/// output-eve-tftp-01; a write of rfc1350.txt in octet mode from 192.168.0.1:57509 to
+/// 192.168.0.13:69 in tftp-tx-handling-wrq).
+#[test]
+fn tftp_peer_requests_parse_as_the_peer_reports_them() {
+    use pinhole::wire::tftp::{Mode, RequestKind, TftpPacket, parse};
+    use pinhole::wire::{LinkType, Transport, ip, link, transport};
+
+    for (capture, want_kind, want_file, client) in [
+        (
+            "output-eve-tftp-01/input.pcap",
+            RequestKind::Read,
+            None,
+            None,
+        ),
+        (
+            "tftp-tx-handling-wrq/input.pcap",
+            RequestKind::Write,
+            Some(&b"rfc1350.txt"[..]),
+            Some(("192.168.0.1", 57509)),
+        ),
+    ] {
+        let mut first: Option<(LinkType, Vec<u8>)> = None;
+        read_capture(&peer_dir().join(capture), |packet| -> Result<(), ()> {
+            if first.is_none() {
+                first = Some((packet.link, packet.data.to_vec()));
+            }
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        let (linktype, frame) = first.unwrap();
+        let ip = ip::decode(link::ip_bytes(linktype, &frame).unwrap()).unwrap();
+        let Ok(Transport::Udp(udp)) = transport::decode(ip.proto, ip.is_ipv6(), ip.payload) else {
+            panic!("{capture}: the first packet is not UDP");
+        };
+        assert_eq!(udp.dport, 69, "{capture}");
+        if let Some((addr, port)) = client {
+            assert_eq!((ip.src.to_string().as_str(), udp.sport), (addr, port));
+        }
+        let Ok(TftpPacket::Request {
+            kind,
+            filename,
+            mode,
+            ..
+        }) = parse(udp.payload)
+        else {
+            panic!("{capture}: the first packet is not a TFTP request");
+        };
+        assert_eq!(kind, want_kind, "{capture}");
+        assert_eq!(mode, Mode::Octet, "{capture}");
+        if let Some(file) = want_file {
+            assert_eq!(filename, file, "{capture}");
         }
     }
 }

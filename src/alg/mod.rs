@@ -6,6 +6,7 @@
 
 pub mod ftp;
 pub mod stream;
+pub mod tftp;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -20,6 +21,7 @@ use crate::decision::Reason;
 use crate::event::Event;
 
 pub use ftp::{FtpControl, FtpOptions};
+pub use tftp::{TftpOptions, TftpRequests, TftpTransfer, TransferInit};
 
 /// The protocols pinhole inspects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -52,8 +54,8 @@ impl fmt::Display for Alg {
 pub enum Inspect {
     /// FTP, with `[rule.ftp]` options.
     Ftp(Arc<FtpOptions>),
-    /// TFTP.
-    Tftp,
+    /// TFTP, with `[rule.tftp]` options.
+    Tftp(Arc<TftpOptions>),
 }
 
 impl Inspect {
@@ -61,9 +63,16 @@ impl Inspect {
     pub fn alg(&self) -> Alg {
         match self {
             Inspect::Ftp(_) => Alg::Ftp,
-            Inspect::Tftp => Alg::Tftp,
+            Inspect::Tftp(_) => Alg::Tftp,
         }
     }
+}
+
+/// What a pinhole's connection gets inspected with once it is admitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChildInit {
+    /// A TFTP transfer started by this request.
+    Tftp(TransferInit),
 }
 
 /// An inspector's state for one flow.
@@ -71,28 +80,43 @@ impl Inspect {
 pub enum AlgState {
     /// An FTP control connection.
     Ftp(Box<FtpControl>),
+    /// A client port sending TFTP requests to the TFTP port.
+    TftpRequests(Box<TftpRequests>),
+    /// A TFTP transfer.
+    TftpTransfer(Box<TftpTransfer>),
 }
 
 impl AlgState {
-    /// The state for a new flow admitted by a rule with this inspector, if it keeps any.
-    pub fn for_new_flow(inspect: &Inspect, flow: FlowTuple) -> Option<AlgState> {
+    /// The state for a new flow admitted by `rule` with this inspector.
+    pub fn for_new_flow(inspect: &Inspect, rule: &Arc<str>, flow: FlowTuple) -> AlgState {
         match inspect {
-            Inspect::Ftp(options) => Some(AlgState::Ftp(Box::new(FtpControl::new(
+            Inspect::Ftp(options) => {
+                AlgState::Ftp(Box::new(FtpControl::new(Arc::clone(options), flow)))
+            }
+            Inspect::Tftp(options) => AlgState::TftpRequests(Box::new(TftpRequests::new(
                 Arc::clone(options),
+                Arc::clone(rule),
                 flow,
-            )))),
-            Inspect::Tftp => None,
+            ))),
         }
     }
 
-    /// The state for a flow picked up mid-stream: the inspector starts at the next line.
-    pub fn for_pickup(inspect: &Inspect, flow: FlowTuple) -> Option<AlgState> {
+    /// The state for a flow picked up mid-stream: the FTP inspector starts at the next line.
+    pub fn for_pickup(inspect: &Inspect, rule: &Arc<str>, flow: FlowTuple) -> AlgState {
         match inspect {
-            Inspect::Ftp(options) => Some(AlgState::Ftp(Box::new(FtpControl::midstream(
-                Arc::clone(options),
-                flow,
-            )))),
-            Inspect::Tftp => None,
+            Inspect::Ftp(options) => {
+                AlgState::Ftp(Box::new(FtpControl::midstream(Arc::clone(options), flow)))
+            }
+            Inspect::Tftp(_) => AlgState::for_new_flow(inspect, rule, flow),
+        }
+    }
+
+    /// The state for a connection a pinhole admitted.
+    pub fn for_child(child: &ChildInit, flow: FlowTuple) -> AlgState {
+        match child {
+            ChildInit::Tftp(init) => {
+                AlgState::TftpTransfer(Box::new(TftpTransfer::new(init.clone(), flow)))
+            }
         }
     }
 
@@ -100,6 +124,30 @@ impl AlgState {
     pub fn alg(&self) -> Alg {
         match self {
             AlgState::Ftp(_) => Alg::Ftp,
+            AlgState::TftpRequests(_) | AlgState::TftpTransfer(_) => Alg::Tftp,
+        }
+    }
+
+    /// Inspects a datagram (UDP inspectors), sent from `dir`.
+    pub fn on_datagram(
+        &mut self,
+        dir: crate::conntrack::Direction,
+        payload: &[u8],
+    ) -> Option<AlgOutcome> {
+        match self {
+            AlgState::TftpRequests(requests) => Some(requests.on_datagram(dir, payload)),
+            AlgState::TftpTransfer(transfer) => Some(transfer.on_datagram(dir, payload)),
+            AlgState::Ftp(_) => None,
+        }
+    }
+
+    /// How long the flow may be idle, when the inspector decides it (a TFTP transfer: its idle
+    /// timeout, then its dally once it is done).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        match self {
+            AlgState::TftpTransfer(t) if t.is_done() => Some(t.options().dally),
+            AlgState::TftpTransfer(t) => Some(t.options().transfer_timeout),
+            AlgState::Ftp(_) | AlgState::TftpRequests(_) => None,
         }
     }
 }
@@ -135,6 +183,10 @@ pub struct PinholeRequest {
     pub timeout: Duration,
     /// Most pinholes pending per parent flow.
     pub per_parent: usize,
+    /// Most pinholes of this inspector pending for the same destination address (the client).
+    pub per_peer: Option<usize>,
+    /// What the admitted connection is inspected with.
+    pub child: Option<ChildInit>,
 }
 
 /// An inspector's answer for one packet.

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use hashbrown::HashMap;
 use serde::Serialize;
 
-use crate::alg::Alg;
+use crate::alg::{Alg, ChildInit};
 use crate::conntrack::key::FlowTuple;
 use crate::conntrack::table::FlowHandle;
 use crate::time::Instant;
@@ -91,6 +91,8 @@ pub struct PinholeSpec {
     pub parent: Option<ParentRef>,
     /// When it closes unused.
     pub expires: Instant,
+    /// What the admitted connection is inspected with.
+    pub child: Option<ChildInit>,
 }
 
 impl PinholeSpec {
@@ -102,6 +104,7 @@ impl PinholeSpec {
             && self.dst == other.dst
             && self.dport == other.dport
             && self.parent.map(|p| p.handle) == other.parent.map(|p| p.handle)
+            && self.child == other.child
     }
 }
 
@@ -122,7 +125,12 @@ pub enum PinholeMatch {
     /// No pinhole expects a connection to that destination.
     None,
     /// Pinholes expect a connection to that destination, from another peer or port.
-    WrongPeer,
+    WrongPeer {
+        /// The inspector of the (oldest) pinhole expecting it.
+        alg: Alg,
+        /// The peer's address was right, only its port was not.
+        address_matched: bool,
+    },
     /// This pinhole admitted the flow and is gone now.
     Hit(Pinhole),
 }
@@ -132,7 +140,7 @@ impl PinholeMatch {
     pub fn hit(self) -> Option<Pinhole> {
         match self {
             PinholeMatch::Hit(p) => Some(p),
-            PinholeMatch::None | PinholeMatch::WrongPeer => None,
+            PinholeMatch::None | PinholeMatch::WrongPeer { .. } => None,
         }
     }
 }
@@ -164,6 +172,8 @@ pub struct PinholeTable {
     by_destination: HashMap<(u8, IpAddr, u16), Vec<PinholeId>, Hasher>,
     /// Parent flow to its pinholes, oldest first.
     by_parent: HashMap<FlowHandle, Vec<PinholeId>, Hasher>,
+    /// Pinholes per (inspector, destination address).
+    per_destination: HashMap<(Alg, IpAddr), usize, Hasher>,
     timers: BTreeSet<(Instant, PinholeId)>,
     next_id: u64,
     max: usize,
@@ -176,6 +186,7 @@ impl PinholeTable {
             pinholes: HashMap::with_hasher(Hasher::default()),
             by_destination: HashMap::with_hasher(Hasher::default()),
             by_parent: HashMap::with_hasher(Hasher::default()),
+            per_destination: HashMap::with_hasher(Hasher::default()),
             timers: BTreeSet::new(),
             next_id: 1,
             max,
@@ -195,6 +206,11 @@ impl PinholeTable {
     /// Changes the cap (for a policy reload); existing pinholes stay.
     pub fn set_capacity(&mut self, max: usize) {
         self.max = max;
+    }
+
+    /// Number of pinholes of `alg` open toward `dst`.
+    pub fn count_to(&self, alg: Alg, dst: IpAddr) -> usize {
+        self.per_destination.get(&(alg, dst)).copied().unwrap_or(0)
     }
 
     /// Number of pinholes `parent` has open.
@@ -271,6 +287,10 @@ impl PinholeTable {
         if let Some(parent) = spec.parent {
             self.by_parent.entry(parent.handle).or_default().push(id);
         }
+        *self
+            .per_destination
+            .entry((spec.alg, spec.dst))
+            .or_default() += 1;
         self.pinholes.insert(id, pinhole);
     }
 
@@ -294,7 +314,7 @@ impl PinholeTable {
         let Some(ids) = self.by_destination.get(&(proto, dst, dport)) else {
             return PinholeMatch::None;
         };
-        let mut expected = false;
+        let mut expected: Option<(Alg, bool)> = None;
         let mut hit = None;
         for id in ids {
             let Some(p) = self.pinholes.get(id) else {
@@ -303,7 +323,11 @@ impl PinholeTable {
             if p.spec.expires <= now {
                 continue;
             }
-            expected = true;
+            let address_matched = p.spec.src == src;
+            match &mut expected {
+                None => expected = Some((p.spec.alg, address_matched)),
+                Some((_, matched)) => *matched |= address_matched,
+            }
             if p.spec.src == src && p.spec.sport.matches(sport) {
                 hit = Some(*id);
                 break;
@@ -311,9 +335,23 @@ impl PinholeTable {
         }
         match hit.and_then(|id| self.remove(id)) {
             Some(pinhole) => PinholeMatch::Hit(pinhole),
-            None if expected => PinholeMatch::WrongPeer,
-            None => PinholeMatch::None,
+            None => match expected {
+                Some((alg, address_matched)) => PinholeMatch::WrongPeer {
+                    alg,
+                    address_matched,
+                },
+                None => PinholeMatch::None,
+            },
         }
+    }
+
+    /// The pinholes waiting for a connection to `dst:dport` over `proto`.
+    pub fn pending_to(&self, proto: u8, dst: IpAddr, dport: u16) -> impl Iterator<Item = &Pinhole> {
+        self.by_destination
+            .get(&(proto, dst, dport))
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.pinholes.get(id))
     }
 
     /// The pinhole with this id.
@@ -329,6 +367,13 @@ impl PinholeTable {
         remove_from(&mut self.by_destination, &dest, id);
         if let Some(parent) = pinhole.spec.parent {
             remove_from(&mut self.by_parent, &parent.handle, id);
+        }
+        let key = (pinhole.spec.alg, pinhole.spec.dst);
+        if let Some(count) = self.per_destination.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_destination.remove(&key);
+            }
         }
         Some(pinhole)
     }
@@ -467,6 +512,7 @@ mod tests {
             dport: port,
             parent: Some(parent),
             expires: Instant::from_secs(expires),
+            child: None,
         }
     }
 
@@ -544,6 +590,56 @@ mod tests {
                 .is_none()
         );
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn wrong_peers_are_told_apart_from_no_pinhole() {
+        let (p, _) = parents();
+        let mut table = PinholeTable::new(10);
+        let mut spec = passive(p, 50000, 60);
+        spec.sport = PortMatch::Range(30000, 30009);
+        table.open(spec, 4, Instant::ZERO).unwrap();
+        let now = Instant::from_secs(1);
+        assert_eq!(
+            table.match_and_consume(
+                proto::TCP,
+                addr("198.51.100.10"),
+                40000,
+                addr("192.0.2.10"),
+                50000,
+                now
+            ),
+            PinholeMatch::WrongPeer {
+                alg: Alg::Ftp,
+                address_matched: true
+            }
+        );
+        assert_eq!(
+            table.match_and_consume(
+                proto::TCP,
+                addr("203.0.113.1"),
+                30000,
+                addr("192.0.2.10"),
+                50000,
+                now
+            ),
+            PinholeMatch::WrongPeer {
+                alg: Alg::Ftp,
+                address_matched: false
+            }
+        );
+        assert_eq!(
+            table.match_and_consume(
+                proto::TCP,
+                addr("198.51.100.10"),
+                1,
+                addr("192.0.2.10"),
+                50001,
+                now
+            ),
+            PinholeMatch::None
+        );
+        assert_eq!(table.count_to(Alg::Ftp, addr("192.0.2.10")), 1);
     }
 
     #[test]

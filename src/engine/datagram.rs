@@ -1,5 +1,6 @@
 //! UDP, ICMP echo and other protocols: request/reply flows; ICMP errors and informational ICMP.
 
+use crate::alg::AlgVerdict;
 use crate::conntrack::{Direction, FlowHandle, FlowKey, FlowState};
 use crate::decision::{Decision, Reason};
 use crate::policy::{Action, FlowContext};
@@ -10,37 +11,38 @@ use crate::wire::transport::{self, proto};
 use super::{Engine, Packet, PacketInfo};
 
 impl Engine {
-    /// A UDP datagram (`udp` holds its bytes, for the checksum) or a packet of another
-    /// protocol tracked by address pair.
+    /// A UDP datagram (`udp` holds its bytes, for the checksum, and its payload, for an
+    /// inspector) or a packet of another protocol tracked by address pair.
     pub(super) fn datagram(
         &mut self,
         now: Instant,
         info: &PacketInfo,
         packet: Packet,
-        sport: u16,
-        dport: u16,
-        udp: Option<&[u8]>,
+        ports: (u16, u16),
+        udp: Option<(&[u8], &[u8])>,
     ) -> Decision {
+        let (sport, dport) = ports;
         let key = FlowKey::new(packet.proto, (packet.src, sport), (packet.dst, dport));
         let existing = self.flows.lookup(&key);
         // A datagram that opens a flow, or feeds an inspector, must be what the receiver gets.
         let matters = existing.is_none_or(|h| self.flows.get(h).is_some_and(|f| f.alg.is_some()));
-        if let Some(bytes) = udp
+        if let Some((bytes, _)) = udp
             && info.verify_checksums
             && matters
             && !transport::checksum_valid(packet.src, packet.dst, packet.proto, bytes)
         {
             return Decision::drop(Reason::BadChecksum, None);
         }
+        let payload = udp.map(|(_, payload)| payload);
         match existing {
-            Some(handle) => self.datagram_existing(now, handle, packet, sport),
+            Some(handle) => self.datagram_existing(now, handle, packet, sport, payload),
             None => self.open_flow(
                 now,
                 info,
                 packet,
-                sport,
-                dport,
+                ports,
                 FlowState::Datagram { replied: false },
+                payload,
             ),
         }
     }
@@ -51,20 +53,36 @@ impl Engine {
         handle: FlowHandle,
         packet: Packet,
         sport: u16,
+        payload: Option<&[u8]>,
     ) -> Decision {
-        let timeouts = &self.policy.timeouts;
         let Some(flow) = self.flows.get_mut(handle) else {
             return Decision::drop(Reason::FlowLimit, None);
         };
-        let dir = flow.tuple.direction_of(packet.src, sport);
+        let tuple = flow.tuple;
+        let dir = tuple.direction_of(packet.src, sport);
+        let outcome = match (payload, flow.alg.as_mut()) {
+            (Some(payload), Some(state)) => state.on_datagram(dir, payload),
+            _ => None,
+        };
+        if outcome
+            .as_ref()
+            .is_some_and(|o| o.verdict != AlgVerdict::Pass)
+        {
+            // Refused by the inspector: it changes nothing about the flow.
+            return match outcome {
+                Some(outcome) => self.apply_inspection(now, handle, tuple, dir, outcome),
+                None => Decision::accept(Some(tuple)),
+            };
+        }
         if dir == Direction::Reply {
             flow.state = FlowState::Datagram { replied: true };
         }
         flow.account(dir, packet.len, now);
-        let timeout = datagram_timeout(timeouts, flow.tuple.proto, &flow.state);
-        let tuple = flow.tuple;
-        self.flows.set_deadline(handle, now + timeout);
-        Decision::accept(Some(tuple))
+        self.refresh_deadline(now, handle);
+        match outcome {
+            Some(outcome) => self.apply_inspection(now, handle, tuple, dir, outcome),
+            None => Decision::accept(Some(tuple)),
+        }
     }
 
     pub(super) fn echo_request(
@@ -80,13 +98,13 @@ impl Engine {
                 now,
                 info,
                 packet,
-                id,
-                id,
+                (id, id),
                 FlowState::Datagram { replied: false },
+                None,
             ),
             Some(handle) => match self.flows.get(handle) {
                 Some(flow) if flow.tuple.src == packet.src => {
-                    self.datagram_existing(now, handle, packet, id)
+                    self.datagram_existing(now, handle, packet, id, None)
                 }
                 other => Decision::drop(Reason::IcmpEchoWrongDirection, other.map(|f| f.tuple)),
             },
@@ -102,7 +120,7 @@ impl Engine {
                     .get(handle)
                     .is_some_and(|f| f.tuple.dst == packet.src) =>
             {
-                self.datagram_existing(now, handle, packet, id)
+                self.datagram_existing(now, handle, packet, id, None)
             }
             _ => Decision::drop(Reason::IcmpNoRequest, None),
         }

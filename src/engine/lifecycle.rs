@@ -1,33 +1,40 @@
 //! Flows coming and going: a new flow through a pinhole or the rules, insertion under the
-//! cap, removal with its pending pinholes and (by policy) its child flows.
+//! cap, the inspectors' outcomes (pinholes to open or close), removal with pending pinholes and
+//! (by policy) child flows.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::alg::AlgState;
+use crate::alg::{Alg, AlgOutcome, AlgState, AlgVerdict, PinholeRequest};
 use crate::conntrack::{
-    Direction, Flow, FlowHandle, FlowOrigin, FlowState, FlowTuple, Pinhole, PinholeMatch,
+    Direction, Flow, FlowHandle, FlowOrigin, FlowState, FlowTuple, ParentRef, Pinhole,
+    PinholeMatch, PinholeSpec,
 };
 use crate::decision::{Decision, Reason};
 use crate::event::{CloseCause, Event, PinholeAction};
 use crate::policy::{Action, FlowContext};
 use crate::time::Instant;
+use crate::wire::transport::proto;
 
 use super::datagram::datagram_timeout;
 use super::tcp::tcp_timeout;
 use super::{Engine, Packet, PacketInfo, pinhole_event, with_events};
 
 impl Engine {
-    /// The first packet of a new flow: a pinhole admits it, or the rules decide.
+    /// The first packet of a new flow: a pinhole admits it, or the rules decide. `first` is a
+    /// datagram's payload, which the flow's inspector reads before the flow exists: a refused
+    /// TFTP request leaves no state behind.
     pub(super) fn open_flow(
         &mut self,
         now: Instant,
         info: &PacketInfo,
         packet: Packet,
-        sport: u16,
-        dport: u16,
+        ports: (u16, u16),
         state: FlowState,
+        first: Option<&[u8]>,
     ) -> Decision {
+        let (sport, dport) = ports;
         let tuple = FlowTuple {
             proto: packet.proto,
             src: packet.src,
@@ -35,7 +42,6 @@ impl Engine {
             dst: packet.dst,
             dport,
         };
-        let mut events = Vec::new();
         let found = self.pinholes.match_and_consume(
             packet.proto,
             packet.src,
@@ -44,65 +50,53 @@ impl Engine {
             dport,
             now,
         );
-        let wrong_peer = found == PinholeMatch::WrongPeer;
-        // The inspector the rule attaches (named in the event even when it keeps no state).
-        let (flow, pinhole, rule, alg) = if let PinholeMatch::Hit(pinhole) = found {
-            let flow = Flow::new(
-                tuple,
-                state,
-                FlowOrigin::Pinhole(pinhole.spec.alg),
-                None,
-                now,
-            );
-            (flow, Some(pinhole), None, None)
-        } else {
-            let ctx = FlowContext {
-                ingress: info.ingress,
-                egress: info.egress,
-                src: packet.src,
-                dst: packet.dst,
-                proto: packet.proto,
-                dport,
-            };
-            let verdict = self.policy.evaluate(&ctx);
-            let rule = verdict
-                .rule
-                .and_then(|id| self.policy.rule(id))
-                .map(|r| r.name.clone());
-            match (verdict.action, rule) {
-                // Someone other than the negotiated peer aimed at a pinhole: say so.
-                (Action::Deny, _) if wrong_peer => {
-                    return Decision::drop(Reason::PinholeWrongPeer, None);
-                }
-                (Action::Deny, Some(_)) => return Decision::drop(Reason::PolicyDeny, None),
-                (Action::Deny, None) => return Decision::drop(Reason::DefaultDeny, None),
-                (Action::Allow, rule) => {
-                    let name = rule.unwrap_or_else(|| Arc::from("default"));
-                    let alg = verdict
-                        .inspect
-                        .as_ref()
-                        .and_then(|inspect| AlgState::for_new_flow(inspect, tuple));
-                    (
-                        Flow::new(tuple, state, FlowOrigin::Rule(name.clone()), alg, now),
-                        None,
-                        Some(name),
-                        verdict.inspect.as_ref().map(crate::alg::Inspect::alg),
-                    )
-                }
+        let (mut flow, pinhole, rule, alg) = match found {
+            PinholeMatch::Hit(pinhole) => {
+                let alg = pinhole
+                    .spec
+                    .child
+                    .as_ref()
+                    .map(|child| AlgState::for_child(child, tuple));
+                let flow = Flow::new(
+                    tuple,
+                    state,
+                    FlowOrigin::Pinhole(pinhole.spec.alg),
+                    alg,
+                    now,
+                );
+                (flow, Some(pinhole), None, None)
             }
+            miss => match self.admit_by_rules(now, info, tuple, state, &miss) {
+                Ok((flow, rule, alg)) => (flow, None, Some(rule), alg),
+                Err(refused) => return refused,
+            },
         };
-        let mut flow = flow;
+        // A datagram's inspector reads it before anything is kept.
+        let outcome = match (first, flow.alg.as_mut()) {
+            (Some(payload), Some(state)) => state.on_datagram(Direction::Original, payload),
+            _ => None,
+        };
+        if let Some(outcome) = &outcome
+            && let AlgVerdict::Drop(reason) | AlgVerdict::Reject(reason) = outcome.verdict
+        {
+            if let Some(pinhole) = pinhole {
+                self.pinholes.restore(pinhole);
+            }
+            return with_events(Decision::drop(reason, None), outcome.events.clone());
+        }
+        let alg = alg.or_else(|| flow.alg_kind());
         flow.parent = pinhole
             .as_ref()
             .and_then(|p| p.spec.parent)
             .map(|p| p.handle);
         flow.account(Direction::Original, packet.len, now);
+        let mut events = Vec::new();
         match self.insert_flow(flow, &mut events) {
             Ok(handle) => {
                 if let Some(pinhole) = &pinhole {
                     self.counters.pinholes_used += 1;
                     events.push(pinhole_event(PinholeAction::Use, pinhole, Some(tuple)));
-                    self.adopt(pinhole, handle);
+                    self.adopt(pinhole, handle, tuple);
                 }
                 events.push(Event::FlowOpened {
                     flow: tuple,
@@ -111,7 +105,14 @@ impl Engine {
                     via_pinhole: pinhole.is_some(),
                     pickup: false,
                 });
-                with_events(Decision::accept(Some(tuple)), events)
+                let decision = match outcome {
+                    Some(outcome) => {
+                        self.apply_inspection(now, handle, tuple, Direction::Original, outcome)
+                    }
+                    None => Decision::accept(Some(tuple)),
+                };
+                self.refresh_deadline(now, handle);
+                with_events(decision, events)
             }
             Err(reason) => {
                 if let Some(pinhole) = pinhole {
@@ -122,8 +123,102 @@ impl Engine {
         }
     }
 
+    /// A new flow no pinhole admitted: refused before the rules (TFTP transfer IDs), or the
+    /// rules decide. Returns the flow to keep, the rule's name and its inspector.
+    fn admit_by_rules(
+        &self,
+        now: Instant,
+        info: &PacketInfo,
+        tuple: FlowTuple,
+        state: FlowState,
+        miss: &PinholeMatch,
+    ) -> Result<(Flow, Arc<str>, Option<Alg>), Decision> {
+        if let Some((reason, detail)) = self.refused_before_rules(&tuple, miss) {
+            let events = vec![Event::Violation {
+                alg: Alg::Tftp,
+                reason,
+                flow: Some(tuple),
+                detail,
+            }];
+            return Err(with_events(Decision::drop(reason, None), events));
+        }
+        let ctx = FlowContext {
+            ingress: info.ingress,
+            egress: info.egress,
+            src: tuple.src,
+            dst: tuple.dst,
+            proto: tuple.proto,
+            dport: tuple.dport,
+        };
+        let verdict = self.policy.evaluate(&ctx);
+        let rule = verdict
+            .rule
+            .and_then(|id| self.policy.rule(id))
+            .map(|r| r.name.clone());
+        match (verdict.action, rule) {
+            (Action::Deny, _) if matches!(miss, PinholeMatch::WrongPeer { .. }) => {
+                Err(Decision::drop(Reason::PinholeWrongPeer, None))
+            }
+            (Action::Deny, Some(_)) => Err(Decision::drop(Reason::PolicyDeny, None)),
+            (Action::Deny, None) => Err(Decision::drop(Reason::DefaultDeny, None)),
+            (Action::Allow, rule) => {
+                let name = rule.unwrap_or_else(|| Arc::from("default"));
+                let alg = verdict
+                    .inspect
+                    .as_ref()
+                    .map(|inspect| AlgState::for_new_flow(inspect, &name, tuple));
+                let kind = verdict.inspect.as_ref().map(crate::alg::Inspect::alg);
+                let flow = Flow::new(tuple, state, FlowOrigin::Rule(name.clone()), alg, now);
+                Ok((flow, name, kind))
+            }
+        }
+    }
+
+    /// A new flow that no pinhole admits may still be refused before the rules are read: a
+    /// datagram to a TFTP client's transfer port from anyone but that transfer's server port
+    /// (RFC 1350 section 4, "unknown transfer ID"), or a reply from the right TFTP server
+    /// but outside the policy's TID range. Returns the reason and the violation's detail.
+    fn refused_before_rules(
+        &self,
+        tuple: &FlowTuple,
+        miss: &PinholeMatch,
+    ) -> Option<(Reason, String)> {
+        if tuple.proto != proto::UDP {
+            return None;
+        }
+        if let PinholeMatch::WrongPeer {
+            alg: Alg::Tftp,
+            address_matched: true,
+        } = miss
+        {
+            let range = self
+                .pinholes
+                .pending_to(tuple.proto, tuple.dst, tuple.dport)
+                .find(|p| p.spec.src == tuple.src)
+                .map_or_else(String::new, |p| format!(" {}", p.spec.sport));
+            let detail = format!(
+                "the server {} answered from port {}, outside its transfer ID range{range} (server_ports)",
+                tuple.src, tuple.sport
+            );
+            return Some((Reason::TftpTidOutOfRange, detail));
+        }
+        let transfer = self.tftp_transfers.get(&(tuple.dst, tuple.dport))?;
+        let peer = self.flows.get(*transfer).map_or_else(String::new, |f| {
+            format!(" with {}:{}", f.tuple.src, f.tuple.sport)
+        });
+        let detail = format!(
+            "{}:{} is in a transfer{peer}; {}:{} is an unknown transfer ID (RFC 1350 section 4)",
+            tuple.dst, tuple.dport, tuple.src, tuple.sport
+        );
+        Some((Reason::TftpUnknownTid, detail))
+    }
+
     /// Records a flow admitted by a pinhole as a child of the pinhole's parent.
-    fn adopt(&mut self, pinhole: &Pinhole, child: FlowHandle) {
+    fn adopt(&mut self, pinhole: &Pinhole, child: FlowHandle, tuple: FlowTuple) {
+        if pinhole.spec.alg == Alg::Tftp {
+            // The transfer's client end: anything else aimed at it is an unknown TID.
+            self.tftp_transfers.insert((tuple.dst, tuple.dport), child);
+        }
         let Some(parent) = pinhole.spec.parent else {
             return;
         };
@@ -153,12 +248,165 @@ impl Engine {
         }
     }
 
-    fn flow_timeout(&self, flow: &Flow) -> Duration {
+    /// How long a flow lives without traffic in its current state.
+    pub(super) fn flow_timeout(&self, flow: &Flow) -> Duration {
+        if let Some(timeout) = flow.alg.as_ref().and_then(AlgState::idle_timeout) {
+            return timeout;
+        }
         match &flow.state {
             FlowState::Tcp(tcp) => tcp_timeout(&self.policy.timeouts, tcp),
             state @ FlowState::Datagram { .. } => {
                 datagram_timeout(&self.policy.timeouts, flow.tuple.proto, state)
             }
+        }
+    }
+
+    /// Sets a flow's deadline from its state now.
+    pub(super) fn refresh_deadline(&mut self, now: Instant, handle: FlowHandle) {
+        if let Some(timeout) = self.flows.get(handle).map(|f| self.flow_timeout(f)) {
+            self.flows.set_deadline(handle, now + timeout);
+        }
+    }
+
+    /// Opens or closes the pinholes an inspector asked for and turns its verdict into a
+    /// decision for the packet of `handle` sent from `dir`.
+    pub(super) fn apply_inspection(
+        &mut self,
+        now: Instant,
+        handle: FlowHandle,
+        tuple: FlowTuple,
+        dir: Direction,
+        outcome: AlgOutcome,
+    ) -> Decision {
+        let AlgOutcome {
+            mut verdict,
+            pinholes,
+            close,
+            close_all,
+            mut events,
+        } = outcome;
+        if close_all {
+            self.close_pinholes_of(handle, &mut events);
+        }
+        self.close_requested(handle, &close, &mut events);
+        if verdict == AlgVerdict::Pass {
+            for request in pinholes {
+                let full = request
+                    .per_peer
+                    .is_some_and(|max| self.pinholes.count_to(request.alg, request.dst) >= max);
+                let spec = PinholeSpec {
+                    alg: request.alg,
+                    proto: request.proto,
+                    src: request.src,
+                    sport: request.sport,
+                    dst: request.dst,
+                    dport: request.dport,
+                    parent: Some(ParentRef {
+                        handle,
+                        flow: tuple,
+                    }),
+                    expires: now + request.timeout,
+                    child: request.child,
+                };
+                let refused = full
+                    || self
+                        .open_pinhole(spec, request.per_parent, &mut events)
+                        .is_err();
+                if refused {
+                    let (reason, detail) = self.pinhole_refusal(
+                        request.alg,
+                        full,
+                        request.src,
+                        request.dst,
+                        request.dport,
+                    );
+                    let mut refusal = AlgOutcome::default();
+                    if let Some(AlgState::Ftp(ftp)) =
+                        self.flows.get_mut(handle).and_then(|f| f.alg.as_mut())
+                    {
+                        ftp.violate(dir, reason, detail, &mut refusal);
+                    } else {
+                        refusal.verdict = AlgVerdict::Drop(reason);
+                        refusal.events.push(Event::Violation {
+                            alg: request.alg,
+                            reason,
+                            flow: Some(tuple),
+                            detail,
+                        });
+                    }
+                    events.append(&mut refusal.events);
+                    verdict = refusal.verdict;
+                    break;
+                }
+            }
+        }
+        let decision = match verdict {
+            AlgVerdict::Pass => Decision::accept(Some(tuple)),
+            AlgVerdict::Drop(reason) => Decision::drop(reason, Some(tuple)),
+            AlgVerdict::Reject(reason) => {
+                // The connection is over: later segments are dropped as after a RST.
+                if let Some(FlowState::Tcp(tracker)) =
+                    self.flows.get_mut(handle).map(|f| &mut f.state)
+                {
+                    tracker.reset();
+                }
+                self.flows
+                    .set_deadline(handle, now + self.policy.timeouts.tcp_closed);
+                self.close_pinholes_of(handle, &mut events);
+                Decision::reject(reason, Some(tuple))
+            }
+        };
+        with_events(decision, events)
+    }
+
+    /// Closes the pending pinholes of `handle` that an inspector asked to close.
+    fn close_requested(
+        &mut self,
+        handle: FlowHandle,
+        close: &[PinholeRequest],
+        events: &mut Vec<Event>,
+    ) {
+        for request in close {
+            let mut closed = Vec::new();
+            self.pinholes.close_matching(
+                handle,
+                request.proto,
+                request.src,
+                request.dst,
+                request.dport,
+                &mut closed,
+            );
+            for pinhole in closed {
+                self.counters.pinholes_closed += 1;
+                events.push(pinhole_event(PinholeAction::Close, &pinhole, None));
+            }
+        }
+    }
+
+    /// Why a pinhole from `src` to `dst:dport` was not opened: the client's quota (`full`) or
+    /// the table.
+    fn pinhole_refusal(
+        &self,
+        alg: Alg,
+        full: bool,
+        src: IpAddr,
+        dst: IpAddr,
+        dport: u16,
+    ) -> (Reason, String) {
+        let table_full = format!(
+            "pinhole table full ({} pinholes); not opening {src} -> {dst}:{dport}",
+            self.pinholes.len()
+        );
+        match alg {
+            Alg::Ftp => (Reason::FtpPinholeLimit, table_full),
+            Alg::Tftp if full => (
+                Reason::TftpRequestLimit,
+                format!(
+                    "{} requests already pending for {dst}",
+                    self.pinholes.count_to(Alg::Tftp, dst)
+                ),
+            ),
+            Alg::Tftp => (Reason::TftpRequestLimit, table_full),
         }
     }
 
@@ -189,14 +437,21 @@ impl Engine {
             packets: flow.total_packets(),
             bytes: flow.total_bytes(),
         });
-        if let Some(AlgState::Ftp(ftp)) = &flow.alg
-            && !ftp.options().data_outlives_control
-        {
-            for &child in ftp.children() {
-                if let Some(child_flow) = self.flows.remove(child) {
-                    self.flow_removed(child, &child_flow, CloseCause::ParentClosed, events);
+        match &flow.alg {
+            Some(AlgState::Ftp(ftp)) if !ftp.options().data_outlives_control => {
+                for &child in ftp.children() {
+                    if let Some(child_flow) = self.flows.remove(child) {
+                        self.flow_removed(child, &child_flow, CloseCause::ParentClosed, events);
+                    }
                 }
             }
+            Some(AlgState::TftpTransfer(_)) => {
+                let end = (flow.tuple.dst, flow.tuple.dport);
+                if self.tftp_transfers.get(&end) == Some(&handle) {
+                    self.tftp_transfers.remove(&end);
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -16,9 +16,11 @@ mod tcp;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use hashbrown::HashMap;
+
 use crate::conntrack::{
-    FlowState, FlowTable, FlowTuple, OpenOutcome, Pinhole, PinholeError, PinholeSpec, PinholeTable,
-    TcpState,
+    FlowHandle, FlowState, FlowTable, FlowTuple, OpenOutcome, Pinhole, PinholeError, PinholeSpec,
+    PinholeTable, TcpState,
 };
 use crate::counters::Counters;
 use crate::decision::{Decision, Expired, Reason, Released, Verdict};
@@ -79,6 +81,8 @@ pub struct Engine {
     defrag: Defragmenter,
     counters: Counters,
     now: Instant,
+    /// Client ends (address, port) of live TFTP transfers, to their transfer flows.
+    tftp_transfers: HashMap<(IpAddr, u16), FlowHandle, foldhash::fast::RandomState>,
 }
 
 fn defrag_limits(policy: &Policy) -> DefragLimits {
@@ -100,6 +104,7 @@ impl Engine {
             defrag: Defragmenter::new(defrag_limits(&policy)),
             counters: Counters::default(),
             now: Instant::ZERO,
+            tftp_transfers: HashMap::with_hasher(foldhash::fast::RandomState::default()),
             policy,
         }
     }
@@ -366,10 +371,14 @@ impl Engine {
     ) -> Decision {
         match transport {
             Transport::Tcp(seg) => self.tcp(now, info, packet, seg),
-            Transport::Udp(udp) => {
-                self.datagram(now, info, packet, udp.sport, udp.dport, Some(udp.bytes))
-            }
-            Transport::Other => self.datagram(now, info, packet, 0, 0, None),
+            Transport::Udp(udp) => self.datagram(
+                now,
+                info,
+                packet,
+                (udp.sport, udp.dport),
+                Some((udp.bytes, udp.payload)),
+            ),
+            Transport::Other => self.datagram(now, info, packet, (0, 0), None),
             Transport::Icmp(icmp) => match icmp.kind {
                 IcmpKind::EchoRequest { id } => self.echo_request(now, info, packet, id),
                 IcmpKind::EchoReply { id } => self.echo_reply(now, packet, id),

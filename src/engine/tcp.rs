@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use crate::alg::{AlgOutcome, AlgState, AlgVerdict};
+use crate::alg::{AlgState, AlgVerdict};
 use crate::conntrack::{
-    Direction, Flow, FlowHandle, FlowKey, FlowOrigin, FlowState, FlowTuple, ParentRef, PinholeSpec,
-    TcpState, TcpTracker, TcpVerdict,
+    Direction, Flow, FlowHandle, FlowKey, FlowOrigin, FlowState, FlowTuple, TcpState, TcpTracker,
+    TcpVerdict,
 };
 use crate::decision::{Decision, Reason};
 use crate::event::{CloseCause, Event};
@@ -67,9 +67,9 @@ impl Engine {
                 now,
                 info,
                 packet,
-                seg.sport,
-                seg.dport,
+                (seg.sport, seg.dport),
                 FlowState::Tcp(TcpTracker::from_syn(seg)),
+                None,
             )
         } else if self.policy.tcp.midstream_pickup && !flags.rst() && !flags.syn() {
             self.pick_up(now, info, packet, seg)
@@ -128,100 +128,6 @@ impl Engine {
         Some(decision)
     }
 
-    /// Opens the pinholes an inspector asked for and turns its verdict into a decision.
-    fn apply_inspection(
-        &mut self,
-        now: Instant,
-        handle: FlowHandle,
-        tuple: FlowTuple,
-        dir: Direction,
-        outcome: AlgOutcome,
-    ) -> Decision {
-        let AlgOutcome {
-            mut verdict,
-            pinholes,
-            close,
-            close_all,
-            mut events,
-        } = outcome;
-        if close_all {
-            self.close_pinholes_of(handle, &mut events);
-        }
-        for request in close {
-            let mut closed = Vec::new();
-            self.pinholes.close_matching(
-                handle,
-                request.proto,
-                request.src,
-                request.dst,
-                request.dport,
-                &mut closed,
-            );
-            for pinhole in closed {
-                self.counters.pinholes_closed += 1;
-                events.push(super::pinhole_event(
-                    crate::event::PinholeAction::Close,
-                    &pinhole,
-                    None,
-                ));
-            }
-        }
-        if verdict == AlgVerdict::Pass {
-            for request in pinholes {
-                let spec = PinholeSpec {
-                    alg: request.alg,
-                    proto: request.proto,
-                    src: request.src,
-                    sport: request.sport,
-                    dst: request.dst,
-                    dport: request.dport,
-                    parent: Some(ParentRef {
-                        handle,
-                        flow: tuple,
-                    }),
-                    expires: now + request.timeout,
-                };
-                if self
-                    .open_pinhole(spec, request.per_parent, &mut events)
-                    .is_err()
-                {
-                    let detail = format!(
-                        "pinhole table full ({} pinholes); not opening {} -> {}:{}",
-                        self.pinholes.len(),
-                        request.src,
-                        request.dst,
-                        request.dport
-                    );
-                    let mut refused = AlgOutcome::default();
-                    if let Some(Some(AlgState::Ftp(ftp))) =
-                        self.flows.get_mut(handle).map(|f| &mut f.alg)
-                    {
-                        ftp.violate(dir, Reason::FtpPinholeLimit, detail, &mut refused);
-                    }
-                    events.append(&mut refused.events);
-                    verdict = refused.verdict;
-                    break;
-                }
-            }
-        }
-        let decision = match verdict {
-            AlgVerdict::Pass => Decision::accept(Some(tuple)),
-            AlgVerdict::Drop(reason) => Decision::drop(reason, Some(tuple)),
-            AlgVerdict::Reject(reason) => {
-                // The connection is over: later segments are dropped as after a RST.
-                if let Some(FlowState::Tcp(tracker)) =
-                    self.flows.get_mut(handle).map(|f| &mut f.state)
-                {
-                    tracker.reset();
-                }
-                self.flows
-                    .set_deadline(handle, now + self.policy.timeouts.tcp_closed);
-                Decision::reject(reason, Some(tuple))
-            }
-        };
-        with_events(decision, events)
-    }
-
     /// Mid-stream pickup: the rules decide as if the sender had opened the connection. The
     /// flow stays embryonic (short timeout, evicted first) until the other side answers.
     fn pick_up(
@@ -257,7 +163,7 @@ impl Engine {
         let alg = verdict
             .inspect
             .as_ref()
-            .and_then(|inspect| AlgState::for_pickup(inspect, tuple));
+            .map(|inspect| AlgState::for_pickup(inspect, &rule, tuple));
         let alg_kind = alg.as_ref().map(AlgState::alg);
         let tracker = TcpTracker::picked_up(Direction::Original, seg);
         let mut flow = Flow::new(

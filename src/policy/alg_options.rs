@@ -1,5 +1,4 @@
-//! The inspector option tables of a rule: `[rule.ftp]` (and, with the TFTP inspector,
-//! `[rule.tftp]`).
+//! The inspector option tables of a rule: `[rule.ftp]` and `[rule.tftp]`.
 
 use std::time::Duration;
 
@@ -8,6 +7,7 @@ use toml::Spanned;
 
 use super::file::Checker;
 use crate::alg::ftp::{FtpOptions, Ftps, OpenActiveOn, PassiveAddress, ViolationAction};
+use crate::alg::tftp::TftpOptions;
 
 /// `[rule.ftp]`, every key optional (defaults in [`FtpOptions::default`]).
 #[derive(Deserialize)]
@@ -127,4 +127,179 @@ pub(super) fn ftp(check: &mut Checker<'_>, label: &str, raw: &RawFtp) -> Option<
         );
     }
     (check.error_count() == errors_before).then_some(options)
+}
+
+/// `[rule.tftp]`, every key optional (defaults in [`TftpOptions::default`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTftp {
+    read: Option<bool>,
+    write: Option<bool>,
+    allow_files: Option<Vec<Spanned<String>>>,
+    deny_files: Option<Vec<Spanned<String>>>,
+    server_ports: Option<Spanned<String>>,
+    request_timeout: Option<Spanned<i64>>,
+    transfer_timeout: Option<Spanned<i64>>,
+    dally: Option<Spanned<i64>>,
+    max_pending_per_client: Option<Spanned<i64>>,
+}
+
+/// Filename patterns: non-empty, without NUL.
+fn patterns(
+    check: &mut Checker<'_>,
+    label: &str,
+    key: &str,
+    values: &[Spanned<String>],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for value in values {
+        let pattern = value.get_ref();
+        if pattern.is_empty() || pattern.contains('\0') {
+            check.error(
+                value.span(),
+                format!("{label}: tftp.{key} pattern \"{pattern}\" is empty or has a NUL"),
+                "patterns are filenames with * (any run of characters) and ? (one character)",
+            );
+        } else {
+            out.push(pattern.clone());
+        }
+    }
+    out
+}
+
+/// Validates `[rule.tftp]` for the rule called `label`.
+pub(super) fn tftp(check: &mut Checker<'_>, label: &str, raw: &RawTftp) -> Option<TftpOptions> {
+    let errors_before = check.error_count();
+    let mut options = TftpOptions::default();
+    let key = |name: &str| format!("{label}: tftp.{name}");
+    options.read = raw.read.unwrap_or(options.read);
+    options.write = raw.write.unwrap_or(options.write);
+    if let Some(values) = &raw.allow_files {
+        options.allow_files = patterns(check, label, "allow_files", values);
+    }
+    if let Some(values) = &raw.deny_files {
+        options.deny_files = patterns(check, label, "deny_files", values);
+    }
+    if let Some(value) = &raw.server_ports {
+        let text = value.get_ref().trim();
+        let parsed = match text.split_once('-') {
+            Some((lo, hi)) => lo
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .zip(hi.trim().parse::<u16>().ok()),
+            None => text.parse::<u16>().ok().map(|p| (p, p)),
+        };
+        match parsed {
+            Some((lo, hi)) if lo >= 1 && lo <= hi => options.server_ports = Some((lo, hi)),
+            _ => check.error(
+                value.span(),
+                format!("{label}: tftp.server_ports \"{text}\" is not a port range"),
+                "write the server's TID range as \"low-high\", as tftpd-hpa's --port-range: server_ports = \"30000-30009\"",
+            ),
+        }
+    }
+    if let Some(v) = &raw.request_timeout
+        && let Some(secs) = check.in_range(v, 1, 300, &key("request_timeout"), "seconds")
+    {
+        options.request_timeout = Duration::from_secs(secs);
+    }
+    if let Some(v) = &raw.transfer_timeout
+        && let Some(secs) = check.in_range(v, 1, 3600, &key("transfer_timeout"), "seconds")
+    {
+        options.transfer_timeout = Duration::from_secs(secs);
+    }
+    if let Some(v) = &raw.dally
+        && let Some(secs) = check.in_range(v, 1, 300, &key("dally"), "seconds")
+    {
+        options.dally = Duration::from_secs(secs);
+    }
+    if let Some(v) = &raw.max_pending_per_client
+        && let Some(n) = check.in_range(v, 1, 4096, &key("max_pending_per_client"), "requests")
+    {
+        options.max_pending_per_client = usize::try_from(n).unwrap_or(4096);
+    }
+    if !options.read && !options.write {
+        check.error_at_start(
+            format!(
+                "{label}: tftp.read and tftp.write are both false, so every request is refused"
+            ),
+            "allow at least one of them, or deny the flows instead of inspecting them",
+        );
+    }
+    (check.error_count() == errors_before).then_some(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::alg::Inspect;
+    use crate::policy::{Policy, PolicyErrors};
+
+    const TFTP_RULE: &str =
+        "[[rule]]\nname = \"t\"\naction = \"allow\"\ninspect = \"tftp\"\n[rule.tftp]\n";
+
+    fn errors(text: &str) -> Vec<String> {
+        match Policy::parse(text, "r.toml") {
+            Ok(_) => panic!("expected errors in {text}"),
+            Err(PolicyErrors(errors)) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn tftp_options_are_read() {
+        let text = format!(
+            "{TFTP_RULE}read = true\nwrite = false\nallow_files = [\"images/*\"]\ndeny_files = [\"*..*\"]\nserver_ports = \"30000-30009\"\nrequest_timeout = 3\ntransfer_timeout = 60\ndally = 2\nmax_pending_per_client = 1\n"
+        );
+        let policy = Policy::parse(&text, "r.toml").unwrap();
+        let Some(Inspect::Tftp(options)) = &policy.rules[0].inspect else {
+            panic!("no TFTP options")
+        };
+        assert!(options.read && !options.write);
+        assert_eq!(options.allow_files, vec!["images/*".to_owned()]);
+        assert_eq!(options.deny_files, vec!["*..*".to_owned()]);
+        assert_eq!(options.server_ports, Some((30000, 30009)));
+        assert_eq!(options.request_timeout.as_secs(), 3);
+        assert_eq!(options.transfer_timeout.as_secs(), 60);
+        assert_eq!(options.dally.as_secs(), 2);
+        assert_eq!(options.max_pending_per_client, 1);
+        let single = Policy::parse(&format!("{TFTP_RULE}server_ports = \"30000\"\n"), "r").unwrap();
+        let Some(Inspect::Tftp(options)) = &single.rules[0].inspect else {
+            panic!()
+        };
+        assert_eq!(options.server_ports, Some((30000, 30000)));
+    }
+
+    #[test]
+    fn tftp_option_errors_name_line_and_fix() {
+        assert_eq!(
+            errors(&format!("{TFTP_RULE}server_ports = \"30009-30000\"\n")),
+            vec!["r.toml:6:16: error: rule \"t\": tftp.server_ports \"30009-30000\" is not a port range\n  help: write the server's TID range as \"low-high\", as tftpd-hpa's --port-range: server_ports = \"30000-30009\"".to_owned()]
+        );
+        assert_eq!(
+            errors(&format!("{TFTP_RULE}request_timeout = 0\n")),
+            vec!["r.toml:6:19: error: rule \"t\": tftp.request_timeout = 0 is out of range\n  help: rule \"t\": tftp.request_timeout is a whole number of seconds from 1 to 300".to_owned()]
+        );
+        assert_eq!(
+            errors(&format!("{TFTP_RULE}deny_files = [\"\"]\n")),
+            vec!["r.toml:6:15: error: rule \"t\": tftp.deny_files pattern \"\" is empty or has a NUL\n  help: patterns are filenames with * (any run of characters) and ? (one character)".to_owned()]
+        );
+        let both = errors(&format!("{TFTP_RULE}read = false\nwrite = false\n"));
+        assert_eq!(both.len(), 1);
+        assert!(
+            both[0].contains("tftp.read and tftp.write are both false"),
+            "{both:?}"
+        );
+        let unknown = errors(&format!("{TFTP_RULE}blksize = 1428\n"));
+        assert!(
+            unknown[0].starts_with("r.toml:6:1: error: unknown field `blksize`"),
+            "{unknown:?}"
+        );
+        let wrong_inspector = errors(
+            "[[rule]]\nname = \"f\"\naction = \"allow\"\ninspect = \"ftp\"\n[rule.tftp]\nread = true\n",
+        );
+        assert!(
+            wrong_inspector[0].contains("[rule.tftp] options need inspect = \"tftp\""),
+            "{wrong_inspector:?}"
+        );
+    }
 }

@@ -13,12 +13,12 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use super::alg_options::{self, RawFtp};
+use super::alg_options::{self, RawFtp, RawTftp};
 use super::error::{PolicyError, PolicyErrors, locate};
 use super::{
     Action, IfaceName, Limits, Policy, ProtoMatch, Rule, TcpOptions, Timeouts, Zone, ZoneRef,
 };
-use crate::alg::{Alg, FtpOptions, Inspect};
+use crate::alg::{Alg, FtpOptions, Inspect, TftpOptions};
 use crate::wire::transport::proto;
 
 /// Longest timeout accepted, in seconds (30 days).
@@ -62,6 +62,7 @@ struct RawRule {
     action: Spanned<String>,
     inspect: Option<Spanned<String>>,
     ftp: Option<Spanned<RawFtp>>,
+    tftp: Option<Spanned<RawTftp>>,
 }
 
 /// Defines the `[timeouts]` table: one optional whole-seconds field per [`Timeouts`] field.
@@ -361,6 +362,48 @@ fn parse_network(check: &mut Checker<'_>, zone: &str, value: &Spanned<String>) -
     }
 }
 
+/// The rule's `[rule.ftp]` and `[rule.tftp]` tables, checked against its inspector; defaults
+/// where a table is absent, `None` where it is in error.
+fn alg_tables(
+    check: &mut Checker<'_>,
+    label: &str,
+    raw: &RawRule,
+    inspect: Option<Alg>,
+) -> (Option<FtpOptions>, Option<TftpOptions>) {
+    let ftp_options = match (&raw.ftp, inspect) {
+        (Some(table), Some(Alg::Ftp)) => {
+            check.current = table.span();
+            alg_options::ftp(check, label, table.get_ref())
+        }
+        (Some(table), _) => {
+            check.error(
+                table.span(),
+                format!("{label}: [rule.ftp] options need inspect = \"ftp\""),
+                "add inspect = \"ftp\" to the rule, or remove its [rule.ftp] table",
+            );
+            None
+        }
+        (None, _) => Some(FtpOptions::default()),
+    };
+    let tftp_options = match (&raw.tftp, inspect) {
+        (Some(table), Some(Alg::Tftp)) => {
+            check.current = table.span();
+            alg_options::tftp(check, label, table.get_ref())
+        }
+        (Some(table), _) => {
+            check.error(
+                table.span(),
+                format!("{label}: [rule.tftp] options need inspect = \"tftp\""),
+                "add inspect = \"tftp\" to the rule, or remove its [rule.tftp] table",
+            );
+            None
+        }
+        (None, _) => Some(TftpOptions::default()),
+    };
+
+    (ftp_options, tftp_options)
+}
+
 fn compile_rule(
     check: &mut Checker<'_>,
     index: usize,
@@ -437,28 +480,14 @@ fn compile_rule(
         check_inspect(check, &label, alg, span, action, proto);
     }
 
-    let ftp_options = match (&raw.ftp, &inspect) {
-        (Some(table), Some((Alg::Ftp, _))) => {
-            check.current = table.span();
-            alg_options::ftp(check, &label, table.get_ref())
-        }
-        (Some(table), _) => {
-            check.error(
-                table.span(),
-                format!("{label}: [rule.ftp] options need inspect = \"ftp\""),
-                "add inspect = \"ftp\" to the rule, or remove its [rule.ftp] table",
-            );
-            None
-        }
-        (None, _) => Some(FtpOptions::default()),
-    };
+    let (ftp_options, tftp_options) = alg_tables(check, &label, raw, inspect.as_ref().map(|i| i.0));
 
     if check.errors.len() != errors_before {
         return None;
     }
     let inspect = match inspect {
         Some((Alg::Ftp, _)) => Some(Inspect::Ftp(Arc::new(ftp_options?))),
-        Some((Alg::Tftp, _)) => Some(Inspect::Tftp),
+        Some((Alg::Tftp, _)) => Some(Inspect::Tftp(Arc::new(tftp_options?))),
         None => None,
     };
     Some(Rule {

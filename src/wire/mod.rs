@@ -16,6 +16,7 @@ pub mod ftp;
 pub mod icmp;
 pub mod ip;
 pub mod link;
+pub mod tftp;
 pub mod transport;
 
 pub use ip::{FragmentInfo, IpPacket};

@@ -602,6 +602,8 @@ impl FtpControl {
             dport,
             timeout: self.options.data_timeout,
             per_parent: self.options.max_pending,
+            per_peer: None,
+            child: None,
         }
     }
 }

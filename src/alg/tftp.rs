@@ -1,0 +1,626 @@
+//! The TFTP inspector: reads each request to the TFTP port, opens one pinhole for the server's
+//! reply from its transfer ID (RFC 1350 section 4), then follows the transfer block by block.
+//!
+//! - On the request flow (client port to port 69): every request is parsed in full and checked
+//!   against the rule's options (read/write allowed, filename patterns); a valid one opens a
+//!   pinhole from the server's address (any port, or the TID range) to the client's exact address
+//!   and port, carrying what the transfer needs to be followed.
+//! - On the transfer flow (the server's TID and the client port, an exact 5-tuple): DATA and ACK
+//!   block numbers are followed across rollover and windows (RFC 7440), retransmissions pass, a
+//!   block far out of sequence is a violation; the last (short) block and its ACK, or an ERROR,
+//!   end the transfer, and the flow is kept only for a short dally.
+//!
+//! Violations drop the packet (UDP has no reset to send).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::alg::{Alg, AlgOutcome, AlgVerdict, ChildInit, PinholeRequest};
+use crate::conntrack::PortMatch;
+use crate::conntrack::key::{Direction, FlowTuple};
+use crate::decision::Reason;
+use crate::event::Event;
+use crate::wire::tftp::{self, KnownOptions, RequestKind, TftpError, TftpPacket};
+use crate::wire::transport::proto;
+
+/// TFTP inspection options (`[rule.tftp]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TftpOptions {
+    /// Allow read requests.
+    pub read: bool,
+    /// Allow write requests.
+    pub write: bool,
+    /// Filename patterns allowed (`*` any run of characters, `?` one); empty allows every name.
+    pub allow_files: Vec<String>,
+    /// Filename patterns refused; checked first.
+    pub deny_files: Vec<String>,
+    /// The server's transfer-ID ports (tftpd-hpa `--port-range`); `None` for any port.
+    pub server_ports: Option<(u16, u16)>,
+    /// How long a request's pinhole waits for the server's first reply.
+    pub request_timeout: Duration,
+    /// How long a transfer may be idle.
+    pub transfer_timeout: Duration,
+    /// How long a finished transfer's flow stays for retransmissions of its last packets.
+    pub dally: Duration,
+    /// Requests awaiting a reply per client address.
+    pub max_pending_per_client: usize,
+}
+
+impl Default for TftpOptions {
+    fn default() -> Self {
+        TftpOptions {
+            read: true,
+            write: true,
+            allow_files: Vec::new(),
+            deny_files: Vec::new(),
+            server_ports: None,
+            request_timeout: Duration::from_secs(10),
+            transfer_timeout: Duration::from_secs(30),
+            dally: Duration::from_secs(5),
+            max_pending_per_client: 8,
+        }
+    }
+}
+
+/// `*` matches any run of characters (including none, including `/`), `?` any one character;
+/// everything else matches itself.
+pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == name[n] => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    p = sp + 1;
+                    n = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|c| *c == b'*')
+}
+
+/// The violation reason for a malformed packet.
+fn reason_for(err: TftpError) -> Reason {
+    match err {
+        TftpError::Truncated => Reason::TftpTruncated,
+        TftpError::BadOpcode(_) => Reason::TftpBadOpcode,
+        TftpError::MissingNul => Reason::TftpMissingNul,
+        TftpError::EmptyFilename => Reason::TftpEmptyFilename,
+        TftpError::BadMode => Reason::TftpBadMode,
+        TftpError::BadOption => Reason::TftpBadOption,
+    }
+}
+
+fn violation(flow: FlowTuple, reason: Reason, detail: String) -> AlgOutcome {
+    AlgOutcome {
+        verdict: AlgVerdict::Drop(reason),
+        events: vec![Event::Violation {
+            alg: Alg::Tftp,
+            reason,
+            flow: Some(flow),
+            detail,
+        }],
+        ..AlgOutcome::default()
+    }
+}
+
+fn notice(out: &mut AlgOutcome, flow: FlowTuple, kind: &'static str, detail: String) {
+    out.events.push(Event::Notice {
+        alg: Alg::Tftp,
+        flow: Some(flow),
+        kind,
+        detail,
+    });
+}
+
+/// Printable form of a filename or message for event details.
+fn shown(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(120)])
+        .escape_debug()
+        .to_string()
+}
+
+/// What a transfer needs to know about the request that started it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferInit {
+    /// Read or write.
+    pub kind: RequestKind,
+    /// The options the client asked for.
+    pub requested: KnownOptions,
+    /// The rule's options.
+    pub options: Arc<TftpOptions>,
+}
+
+/// State of a request flow: a client port talking to the TFTP port.
+#[derive(Clone, Debug)]
+pub struct TftpRequests {
+    options: Arc<TftpOptions>,
+    rule: Arc<str>,
+    flow: FlowTuple,
+}
+
+impl TftpRequests {
+    /// Starts inspecting requests on `flow` (client first), admitted by `rule`.
+    pub fn new(options: Arc<TftpOptions>, rule: Arc<str>, flow: FlowTuple) -> Self {
+        TftpRequests {
+            options,
+            rule,
+            flow,
+        }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &TftpOptions {
+        &self.options
+    }
+
+    /// Inspects a datagram on the request flow.
+    pub fn on_datagram(&mut self, dir: Direction, payload: &[u8]) -> AlgOutcome {
+        let flow = self.flow;
+        let packet = match tftp::parse(payload) {
+            Ok(packet) => packet,
+            Err(err) => {
+                let what = match dir {
+                    Direction::Original => "request to",
+                    Direction::Reply => "reply from",
+                };
+                return violation(
+                    flow,
+                    reason_for(err),
+                    format!("{what} the TFTP port: {err}"),
+                );
+            }
+        };
+        if dir == Direction::Reply {
+            // RFC 1350 section 4: the server answers from a new port. Only an ERROR (to a
+            // request it could not even start) comes from the TFTP port.
+            return match packet {
+                TftpPacket::Error { code, message } => {
+                    let mut out = AlgOutcome::default();
+                    notice(&mut out, flow, "transfer_error", format!("error {code} ({}): {}", tftp::error_name(code), shown(message)));
+                    out
+                }
+                _ => violation(flow, Reason::TftpUnexpectedOpcode, "a reply from the TFTP port itself: RFC 1350 servers answer from a new transfer ID".to_owned()),
+            };
+        }
+        let TftpPacket::Request {
+            kind,
+            filename,
+            options,
+            ..
+        } = packet
+        else {
+            return violation(
+                flow,
+                Reason::TftpUnexpectedOpcode,
+                "only RRQ and WRQ go to the TFTP port".to_owned(),
+            );
+        };
+        if let Some(outcome) = self.refuse(kind, filename) {
+            return outcome;
+        }
+        let mut out = AlgOutcome::default();
+        for (name, value) in &options.unknown {
+            notice(
+                &mut out,
+                flow,
+                "unknown_option",
+                format!(
+                    "{} option {}={} passed to the server",
+                    kind.name(),
+                    shown(name),
+                    shown(value)
+                ),
+            );
+        }
+        let sport = match self.options.server_ports {
+            Some((lo, hi)) => PortMatch::Range(lo, hi),
+            None => PortMatch::Any,
+        };
+        out.pinholes.push(PinholeRequest {
+            alg: Alg::Tftp,
+            proto: proto::UDP,
+            src: flow.dst,
+            sport,
+            dst: flow.src,
+            dport: flow.sport,
+            timeout: self.options.request_timeout,
+            per_parent: 2,
+            per_peer: Some(self.options.max_pending_per_client),
+            child: Some(ChildInit::Tftp(TransferInit {
+                kind,
+                requested: options.known,
+                options: Arc::clone(&self.options),
+            })),
+        });
+        out
+    }
+
+    /// The policy's answer to a request: `None` to allow it.
+    fn refuse(&self, kind: RequestKind, filename: &[u8]) -> Option<AlgOutcome> {
+        let (rule, flow, name) = (&self.rule, self.flow, shown(filename));
+        match kind {
+            RequestKind::Read if !self.options.read => {
+                return Some(violation(
+                    flow,
+                    Reason::TftpReadDenied,
+                    format!("RRQ for \"{name}\" refused by rule \"{rule}\" (read = false)"),
+                ));
+            }
+            RequestKind::Write if !self.options.write => {
+                return Some(violation(
+                    flow,
+                    Reason::TftpWriteDenied,
+                    format!("WRQ for \"{name}\" refused by rule \"{rule}\" (write = false)"),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(pattern) = self
+            .options
+            .deny_files
+            .iter()
+            .find(|p| glob_match(p.as_bytes(), filename))
+        {
+            let detail = format!(
+                "{} for \"{name}\" refused by rule \"{rule}\" (deny_files \"{pattern}\")",
+                kind.name()
+            );
+            return Some(violation(flow, Reason::TftpFileDenied, detail));
+        }
+        if !self.options.allow_files.is_empty()
+            && !self
+                .options
+                .allow_files
+                .iter()
+                .any(|p| glob_match(p.as_bytes(), filename))
+        {
+            let detail = format!(
+                "{} for \"{name}\" refused by rule \"{rule}\" (not in allow_files)",
+                kind.name()
+            );
+            return Some(violation(flow, Reason::TftpFileDenied, detail));
+        }
+        None
+    }
+}
+
+/// Where a transfer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the server's first packet.
+    Start,
+    /// The server acknowledged options (OACK); the client's ACK 0 (read) or DATA 1 (write)
+    /// is next.
+    Negotiated,
+    /// Blocks are moving.
+    Running,
+    /// The last block was acknowledged, or an ERROR ended it: only retransmissions now.
+    Done,
+}
+
+/// Blocks a retransmission may lag behind, beyond the window.
+const RETRANSMIT_SLACK: u64 = 16;
+
+/// State of a transfer flow: the server's transfer ID and the client's port. The server sent
+/// its first packet, so the flow's original direction is from the server.
+#[derive(Clone, Debug)]
+pub struct TftpTransfer {
+    init: TransferInit,
+    flow: FlowTuple,
+    phase: Phase,
+    blksize: u64,
+    windowsize: u64,
+    /// Highest DATA block seen, counted past rollover.
+    highest_data: u64,
+    /// Highest block acknowledged, counted past rollover.
+    highest_ack: u64,
+    /// The short block that ends the transfer.
+    final_block: Option<u64>,
+    /// An ERROR ended the transfer.
+    errored: bool,
+    /// The options the server's OACK acknowledged.
+    acknowledged: Option<KnownOptions>,
+}
+
+/// The 64-bit block count nearest `reference` whose low 16 bits are `block`.
+fn expand(block: u16, reference: u64) -> u64 {
+    let candidate = (reference & !0xffff) | u64::from(block);
+    [
+        candidate.wrapping_sub(0x1_0000),
+        candidate,
+        candidate + 0x1_0000,
+    ]
+    .into_iter()
+    .filter(|c| *c <= u64::MAX / 2)
+    .min_by_key(|c| c.abs_diff(reference))
+    .unwrap_or(candidate)
+}
+
+impl TftpTransfer {
+    /// A transfer starting; `flow` goes from the server's TID to the client's port.
+    pub fn new(init: TransferInit, flow: FlowTuple) -> Self {
+        TftpTransfer {
+            init,
+            flow,
+            phase: Phase::Start,
+            blksize: 512,
+            windowsize: 1,
+            highest_data: 0,
+            highest_ack: 0,
+            final_block: None,
+            errored: false,
+            acknowledged: None,
+        }
+    }
+
+    /// True once the transfer ended (last block acknowledged, or an ERROR).
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// The rule's options.
+    pub fn options(&self) -> &TftpOptions {
+        &self.init.options
+    }
+
+    /// The side that sends DATA.
+    fn data_side(&self) -> Direction {
+        match self.init.kind {
+            RequestKind::Read => Direction::Original,
+            RequestKind::Write => Direction::Reply,
+        }
+    }
+
+    /// Inspects a datagram of the transfer, sent from `dir` (original = the server).
+    pub fn on_datagram(&mut self, dir: Direction, payload: &[u8]) -> AlgOutcome {
+        let flow = self.flow;
+        let packet = match tftp::parse(payload) {
+            Ok(packet) => packet,
+            Err(err) => {
+                return violation(
+                    flow,
+                    reason_for(err),
+                    format!("malformed packet in the transfer: {err}"),
+                );
+            }
+        };
+        let from = if dir == Direction::Original {
+            "server"
+        } else {
+            "client"
+        };
+        let mut out = AlgOutcome::default();
+        if self.errored && !matches!(packet, TftpPacket::Error { .. }) {
+            out.verdict = AlgVerdict::Drop(Reason::TftpTransferEnded);
+            return out;
+        }
+        match packet {
+            TftpPacket::Error { code, message } => {
+                self.phase = Phase::Done;
+                self.errored = true;
+                notice(
+                    &mut out,
+                    flow,
+                    "transfer_error",
+                    format!(
+                        "{from} sent error {code} ({}): {}",
+                        tftp::error_name(code),
+                        shown(message)
+                    ),
+                );
+            }
+            TftpPacket::Request { kind, .. } => {
+                return violation(
+                    flow,
+                    Reason::TftpUnexpectedOpcode,
+                    format!("{} from the {from} inside a transfer", kind.name()),
+                );
+            }
+            TftpPacket::Oack { options } => return self.oack(dir, &options.known),
+            TftpPacket::Data { block, data } => return self.data(dir, block, data.len()),
+            TftpPacket::Ack { block } => return self.ack(dir, block),
+        }
+        out
+    }
+
+    fn oack(&mut self, dir: Direction, accepted: &KnownOptions) -> AlgOutcome {
+        let flow = self.flow;
+        // The server resends its OACK when the answer to it (ACK 0 or DATA 1) is lost.
+        if dir == Direction::Original
+            && self.acknowledged.as_ref() == Some(accepted)
+            && self.highest_ack == 0
+        {
+            return AlgOutcome::default();
+        }
+        if dir != Direction::Original
+            || self.phase != Phase::Start
+            || self.init.requested.is_empty()
+        {
+            return violation(
+                flow,
+                Reason::TftpUnexpectedOpcode,
+                "OACK that answers no request with options".to_owned(),
+            );
+        }
+        let requested = self.init.requested;
+        // RFC 2347 section 3: only options the client asked for, and (RFC 2348, 7440) no larger
+        // block or window than it asked for.
+        let ok = (accepted.blksize.is_none()
+            || requested
+                .blksize
+                .is_some_and(|r| accepted.blksize <= Some(r)))
+            && (accepted.windowsize.is_none()
+                || requested
+                    .windowsize
+                    .is_some_and(|r| accepted.windowsize <= Some(r)))
+            && (accepted.timeout.is_none() || requested.timeout.is_some())
+            && (accepted.tsize.is_none() || requested.tsize.is_some());
+        if !ok {
+            return violation(
+                flow,
+                Reason::TftpBadOption,
+                format!("OACK {accepted:?} does not answer the request's {requested:?}"),
+            );
+        }
+        self.acknowledged = Some(*accepted);
+        self.blksize = u64::from(accepted.blksize.unwrap_or(512));
+        self.windowsize = u64::from(accepted.windowsize.unwrap_or(1));
+        self.phase = Phase::Negotiated;
+        AlgOutcome::default()
+    }
+
+    fn data(&mut self, dir: Direction, block: u16, len: usize) -> AlgOutcome {
+        let flow = self.flow;
+        if dir != self.data_side() {
+            return violation(
+                flow,
+                Reason::TftpUnexpectedOpcode,
+                format!("DATA {block} from the side that receives the file"),
+            );
+        }
+        // A write starts with the server's ACK 0 (or OACK); DATA before it has no place. A
+        // read whose options the server acknowledged starts with the client's ACK 0
+        // (RFC 2347 section 3).
+        match (self.init.kind, self.phase) {
+            (RequestKind::Write, Phase::Start) => {
+                return violation(
+                    flow,
+                    Reason::TftpUnexpectedOpcode,
+                    format!("DATA {block} before the server accepted the write"),
+                );
+            }
+            (RequestKind::Read, Phase::Negotiated) => {
+                return violation(
+                    flow,
+                    Reason::TftpUnexpectedOpcode,
+                    format!("DATA {block} before the client acknowledged the OACK"),
+                );
+            }
+            _ => {}
+        }
+        if len as u64 > self.blksize {
+            return violation(
+                flow,
+                Reason::TftpOversizedBlock,
+                format!(
+                    "DATA {block} carries {len} bytes, the block size is {}",
+                    self.blksize
+                ),
+            );
+        }
+        let x = expand(block, self.highest_ack + 1);
+        // Some servers roll over to 1 instead of 0: one more block of slack at the wrap.
+        let wrap = u64::from(self.highest_ack % 0x1_0000 == 0xffff);
+        let ahead_limit = self.highest_ack + self.windowsize + wrap;
+        let behind_limit = self
+            .highest_ack
+            .saturating_sub(self.windowsize + RETRANSMIT_SLACK);
+        if x == 0 || x > ahead_limit || x < behind_limit || self.final_block.is_some_and(|f| x > f)
+        {
+            return violation(
+                flow,
+                Reason::TftpBlockOutOfSequence,
+                format!(
+                    "DATA {block} (block {x}) when {} blocks are acknowledged and the window is {}",
+                    self.highest_ack, self.windowsize
+                ),
+            );
+        }
+        if (len as u64) < self.blksize {
+            if self.final_block.is_some_and(|f| f != x) {
+                return violation(
+                    flow,
+                    Reason::TftpBlockOutOfSequence,
+                    format!("a second short block {x}"),
+                );
+            }
+            self.final_block = Some(x);
+        }
+        self.highest_data = self.highest_data.max(x);
+        if self.phase != Phase::Done {
+            self.phase = Phase::Running;
+        }
+        AlgOutcome::default()
+    }
+
+    fn ack(&mut self, dir: Direction, block: u16) -> AlgOutcome {
+        let flow = self.flow;
+        if dir == self.data_side() {
+            return violation(
+                flow,
+                Reason::TftpUnexpectedOpcode,
+                format!("ACK {block} from the side that sends the file"),
+            );
+        }
+        let first = self.phase == Phase::Start || self.phase == Phase::Negotiated;
+        let y = expand(block, self.highest_data.max(self.highest_ack));
+        // ACK 0 opens a write (from the server) or a negotiated read (from the client).
+        let opening = first
+            && y == 0
+            && (self.init.kind == RequestKind::Write || self.phase == Phase::Negotiated);
+        if first && !opening {
+            return violation(
+                flow,
+                Reason::TftpUnexpectedOpcode,
+                format!("ACK {block} before any DATA"),
+            );
+        }
+        if y > self.highest_data || y + self.windowsize + RETRANSMIT_SLACK < self.highest_ack {
+            return violation(
+                flow,
+                Reason::TftpBlockOutOfSequence,
+                format!(
+                    "ACK {block} (block {y}) when {} blocks were sent",
+                    self.highest_data
+                ),
+            );
+        }
+        self.highest_ack = self.highest_ack.max(y);
+        if self.final_block.is_some_and(|f| self.highest_ack >= f) {
+            self.phase = Phase::Done;
+        } else if self.phase != Phase::Done {
+            self.phase = Phase::Running;
+        }
+        AlgOutcome::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(b"*", b"anything/at/all"));
+        assert!(glob_match(b"configs/*.cfg", b"configs/router1.cfg"));
+        assert!(!glob_match(b"configs/*.cfg", b"configs/router1.bin"));
+        assert!(glob_match(b"c2600-?k9*.bin", b"c2600-ik9o3s3-mz.bin"));
+        assert!(glob_match(b"*..*", b"../etc/passwd"));
+        assert!(!glob_match(b"*..*", b"image.bin"));
+        assert!(glob_match(b"", b""));
+        assert!(!glob_match(b"", b"x"));
+        assert!(glob_match(b"a*b*c", b"aXXbYYc"));
+        assert!(!glob_match(b"a*b*c", b"aXXbYY"));
+    }
+
+    #[test]
+    fn block_numbers_expand_across_rollover() {
+        assert_eq!(expand(1, 1), 1);
+        assert_eq!(expand(0, 65_536), 65_536);
+        assert_eq!(expand(65_535, 65_536), 65_535);
+        assert_eq!(expand(3, 65_537), 65_539);
+        assert_eq!(expand(65_535, 0), 65_535, "no negative counts");
+    }
+}

@@ -1,0 +1,144 @@
+//! Property tests for the TFTP parser and inspector: no input panics them, what a client
+//! builds parses back to the same fields, and random datagrams at a transfer never admit
+//! anything the transfer did not open.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::Harness;
+use pinhole::testkit::{self, sock, tftp};
+use pinhole::wire::tftp::{Mode, RequestKind, TftpPacket, parse};
+use pinhole::{Reason, Verdict};
+use proptest::prelude::*;
+
+/// Filenames as clients send them: no NUL, not empty.
+fn filename() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9._/-]{1,40}"
+}
+
+proptest! {
+    #[test]
+    fn the_parser_takes_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = parse(&bytes);
+    }
+
+    #[test]
+    fn the_parser_takes_any_bytes_after_a_valid_opcode(
+        opcode in 1u16..=6,
+        rest in proptest::collection::vec(prop_oneof![Just(0u8), any::<u8>()], 0..80),
+    ) {
+        let mut bytes = opcode.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&rest);
+        let _ = parse(&bytes);
+    }
+
+    #[test]
+    fn requests_parse_back_to_what_was_built(
+        file in filename(),
+        write in any::<bool>(),
+        mode in prop::sample::select(vec!["octet", "OCTET", "netascii", "NetASCII", "mail"]),
+        blksize in prop::option::of(8u16..=65464),
+        windowsize in prop::option::of(1u16..=65535),
+        tsize in prop::option::of(0u64..=u64::from(u32::MAX)),
+    ) {
+        // RFC 2349 section 3: a read request asks with tsize 0; a write states the size.
+        let tsize = if write { tsize } else { tsize.map(|_| 0) };
+        let (b, w, t) = (
+            blksize.map(|v| v.to_string()),
+            windowsize.map(|v| v.to_string()),
+            tsize.map(|v| v.to_string()),
+        );
+        let mut options = Vec::new();
+        if let Some(v) = &b { options.push(("blksize", v.as_str())); }
+        if let Some(v) = &w { options.push(("windowsize", v.as_str())); }
+        if let Some(v) = &t { options.push(("tsize", v.as_str())); }
+        let bytes = if write {
+            tftp::wrq(&file, mode, &options)
+        } else {
+            tftp::rrq(&file, mode, &options)
+        };
+        let Ok(TftpPacket::Request { kind, filename, mode: parsed_mode, options: parsed }) = parse(&bytes) else {
+            panic!("{bytes:02x?} did not parse as a request");
+        };
+        prop_assert_eq!(kind, if write { RequestKind::Write } else { RequestKind::Read });
+        prop_assert_eq!(filename, file.as_bytes());
+        let want_mode = match mode.to_ascii_lowercase().as_str() {
+            "octet" => Mode::Octet,
+            "netascii" => Mode::Netascii,
+            _ => Mode::Mail,
+        };
+        prop_assert_eq!(parsed_mode, want_mode);
+        prop_assert_eq!(parsed.known.blksize, blksize);
+        prop_assert_eq!(parsed.known.windowsize, windowsize);
+        prop_assert_eq!(parsed.known.tsize, tsize);
+        prop_assert!(parsed.unknown.is_empty());
+        // Every strict prefix of a request either fails or ends on a complete field.
+        for len in 0..bytes.len() {
+            if let Ok(packet) = parse(&bytes[..len]) {
+                let ends_on_field = bytes[len - 1] == 0;
+                prop_assert!(
+                    matches!(packet, TftpPacket::Request { .. }) && ends_on_field,
+                    "prefix {} parsed as {:?}", len, packet
+                );
+            }
+        }
+    }
+
+    /// Whatever a host other than the transfer's server, or the server from another port,
+    /// sends at the client's transfer port is dropped; the transfer goes on.
+    #[test]
+    fn random_datagrams_at_a_transfer_admit_nothing(
+        payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..12),
+        from_port in 1u16..=65535,
+        third_host in any::<bool>(),
+    ) {
+        let (client, tid) = (sock("198.51.100.10:50000"), sock("192.0.2.10:41000"));
+        let mut h = Harness::default_policy();
+        h.accept(&testkit::udp(client, sock("192.0.2.10:69"), &tftp::rrq("image.bin", "octet", &[])));
+        h.accept(&testkit::udp(tid, client, &tftp::data(1, 512)));
+        let intruder = if third_host {
+            sock(&format!("203.0.113.9:{from_port}"))
+        } else {
+            // The server's other ports; its port 69 is the request flow (tested elsewhere).
+            let port = if from_port == 41000 || from_port == 69 { 41001 } else { from_port };
+            sock(&format!("192.0.2.10:{port}"))
+        };
+        for payload in &payloads {
+            let d = h.send(&testkit::udp(intruder, client, payload));
+            prop_assert_eq!(d.verdict, Verdict::Drop, "{:?}", d);
+            prop_assert_eq!(d.reason, Some(Reason::TftpUnknownTid));
+        }
+        h.accept(&testkit::udp(client, tid, &tftp::ack(1)));
+        h.accept(&testkit::udp(tid, client, &tftp::data(2, 10)));
+        h.accept(&testkit::udp(client, tid, &tftp::ack(2)));
+    }
+
+    /// Random payloads inside a running transfer never panic and never end it early: the
+    /// real next block still passes.
+    #[test]
+    fn random_payloads_inside_a_transfer_do_not_derail_it(
+        payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..12),
+        from_server in proptest::collection::vec(any::<bool>(), 12),
+    ) {
+        let (client, tid) = (sock("198.51.100.10:50000"), sock("192.0.2.10:41000"));
+        let mut h = Harness::default_policy();
+        h.accept(&testkit::udp(client, sock("192.0.2.10:69"), &tftp::rrq("image.bin", "octet", &[])));
+        h.accept(&testkit::udp(tid, client, &tftp::data(1, 512)));
+        for (payload, server) in payloads.iter().zip(&from_server) {
+            // An ERROR really ends a transfer; leave those out here.
+            if payload.get(..2) == Some(&[0, 5]) {
+                continue;
+            }
+            let frame = if *server {
+                testkit::udp(tid, client, payload)
+            } else {
+                testkit::udp(client, tid, payload)
+            };
+            let _ = h.send(&frame);
+        }
+        h.accept(&testkit::udp(client, tid, &tftp::ack(1)));
+        h.accept(&testkit::udp(tid, client, &tftp::data(2, 10)));
+        h.accept(&testkit::udp(client, tid, &tftp::ack(2)));
+    }
+}
