@@ -166,8 +166,11 @@ reasons! {
     TftpEmptyFilename = "tftp_empty_filename", "TFTP request with an empty filename";
     /// A mode other than netascii, octet or mail.
     TftpBadMode = "tftp_bad_mode", "TFTP request with an unknown mode";
-    /// An option malformed, duplicated, out of range, or acknowledged without being requested.
+    /// An option malformed, duplicated, out of range, one too many, or acknowledged without
+    /// being requested.
     TftpBadOption = "tftp_bad_option", "TFTP option malformed or out of range";
+    /// An ACK or ERROR followed by bytes other than zero padding.
+    TftpTrailingBytes = "tftp_trailing_bytes", "TFTP ACK or ERROR with bytes after its end";
     /// A packet that has no place where it arrived (DATA to port 69, a request on a transfer,
     /// DATA from the receiving side, a reply from port 69).
     TftpUnexpectedOpcode = "tftp_unexpected_opcode", "TFTP packet out of place";

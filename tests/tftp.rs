@@ -226,9 +226,10 @@ fn a_write_transfer_starts_with_ack_0_and_ends_with_the_short_block() {
     violation(&t.server(&tftp::data(2, 10)), Reason::TftpUnexpectedOpcode);
     t.client_ok(&tftp::data(2, 0));
     t.server_ok(&tftp::ack(2));
-    // Done: the server's retransmitted last ACK still passes during the dally.
+    // Done: the server's retransmitted last ACK still passes during the 10 s dally.
     t.server_ok(&tftp::ack(2));
-    let expired = t.h.advance(6);
+    assert!(closed(&t.h.advance(9).events).is_empty());
+    let expired = t.h.advance(2);
     assert_eq!(
         closed(&expired.events),
         vec![(
@@ -886,4 +887,180 @@ fn edge_router_a_device_inside_writes_its_backup_to_a_server_outside() {
         &tftp::ack(3),
     ));
     violation(&d, Reason::TftpUnknownTid);
+}
+
+// ---- review findings: negotiated timeouts, quotas, options, windows, trailing bytes ---------
+
+#[test]
+fn a_spoofed_request_cannot_block_traffic_the_rules_allow() {
+    // An outside host spoofs a request from 8.8.8.8:53; the server answers it from its TID.
+    let mut t = Tftp::with(edge_router(), "8.8.8.8:53", SERVER, "192.0.2.10:30004");
+    t.request(&tftp::rrq("no-such-file", "octet", &[]));
+    t.server_ok(&tftp::error(1, "File not found"));
+    // A device inside still reaches 8.8.8.8:53 (rule inside-out).
+    t.h.accept(&testkit::udp(
+        sock("192.0.2.20:5353"),
+        sock("8.8.8.8:53"),
+        b"\x12\x34\x01\x00",
+    ));
+    // The server's other ports are still an unknown transfer ID.
+    let d = t.h.send(&testkit::udp(
+        sock("192.0.2.10:30005"),
+        sock("8.8.8.8:53"),
+        &tftp::data(1, 512),
+    ));
+    violation(&d, Reason::TftpUnknownTid);
+}
+
+#[test]
+fn the_negotiated_timeout_keeps_a_slow_transfer_alive() {
+    let mut t = Tftp::new();
+    t.request(&tftp::rrq("image.bin", "octet", &[("timeout", "60")]));
+    t.server_ok(&tftp::oack(&[("timeout", "60")]));
+    t.client_ok(&tftp::ack(0));
+    t.server_ok(&tftp::data(1, 512));
+    // The ACK is lost; the server retransmits after its 60 s timeout (the rule's
+    // transfer_timeout is 30 s): the flow is still there.
+    assert!(
+        closed(&t.h.advance(65).events)
+            .iter()
+            .all(|(f, _)| !f.contains("41000"))
+    );
+    t.server_ok(&tftp::data(1, 512));
+    t.client_ok(&tftp::ack(1));
+    t.server_ok(&tftp::data(2, 3));
+    t.client_ok(&tftp::ack(2));
+    // Done: the dally is stretched too, to twice the timeout.
+    assert!(closed(&t.h.advance(100).events).is_empty());
+    assert_eq!(closed(&t.h.advance(21).events).len(), 1);
+}
+
+#[test]
+fn a_retransmitted_request_at_the_quota_refreshes_and_a_refused_one_leaves_no_flow() {
+    let mut t = Tftp::options("max_pending_per_client = 1", "");
+    t.request(&tftp::rrq("image.bin", "octet", &[]));
+    let d = t.request(&tftp::rrq("image.bin", "octet", &[]));
+    assert_eq!((d.verdict, d.reason), (Verdict::Accept, None), "{d:?}");
+    t.client = sock("198.51.100.10:50001");
+    let d = t.request(&tftp::rrq("image.bin", "octet", &[]));
+    violation(&d, Reason::TftpRequestLimit);
+    assert_eq!(
+        t.h.engine.flows().len(),
+        1,
+        "the refused request left no flow"
+    );
+    assert_eq!(t.h.engine.counters().pinholes_refused, 1);
+}
+
+#[test]
+fn the_request_flow_outlives_its_pinholes() {
+    let mut t = Tftp::options("request_timeout = 60", "");
+    t.request(&tftp::rrq("image.bin", "octet", &[]));
+    // udp_unreplied is 30 s; the pinhole waits 60 s, and so does its request flow.
+    assert!(t.h.advance(45).events.is_empty());
+    t.server_ok(&tftp::data(1, 512));
+}
+
+#[test]
+fn options_the_inspector_does_not_know_may_be_acknowledged_if_asked_for() {
+    let mut t = Tftp::new();
+    t.request(&tftp::rrq("image.bin", "octet", &[("multicast", "")]));
+    t.server_ok(&tftp::oack(&[("multicast", "239.1.1.1,1758,1")]));
+    t.client_ok(&tftp::ack(0));
+    t.server_ok(&tftp::data(1, 512));
+
+    let mut t = Tftp::new();
+    t.request(&tftp::rrq("image.bin", "octet", &[("tsize", "0")]));
+    let d = t.server(&tftp::oack(&[("tsize", "9"), ("x-vendor", "1")]));
+    violation(&d, Reason::TftpBadOption);
+    assert!(violation_detail(&d).contains("x-vendor"), "{d:?}");
+}
+
+#[test]
+fn tftpd_hpa_blksize2_sets_the_block_size() {
+    let mut t = Tftp::new();
+    t.request(&tftp::rrq(
+        "image.bin",
+        "octet",
+        &[("blksize2", "3000"), ("tsize", "0")],
+    ));
+    t.server_ok(&tftp::oack(&[("blksize2", "2048"), ("tsize", "5000")]));
+    t.client_ok(&tftp::ack(0));
+    violation(&t.server(&tftp::data(1, 2049)), Reason::TftpOversizedBlock);
+    t.server_ok(&tftp::data(1, 2048));
+    t.client_ok(&tftp::ack(1));
+
+    let mut t = Tftp::new();
+    t.request(&tftp::rrq("image.bin", "octet", &[("blksize2", "3000")]));
+    violation(
+        &t.server(&tftp::oack(&[("blksize2", "3000")])),
+        Reason::TftpBadOption,
+    );
+}
+
+#[test]
+fn rollover_to_1_passes_with_a_window() {
+    let mut t = Tftp::new();
+    t.request(&tftp::rrq(
+        "image.bin",
+        "octet",
+        &[("blksize", "8"), ("windowsize", "8"), ("rollover", "1")],
+    ));
+    t.server_ok(&tftp::oack(&[
+        ("blksize", "8"),
+        ("windowsize", "8"),
+        ("rollover", "1"),
+    ]));
+    t.client_ok(&tftp::ack(0));
+    // Windows of 8 blocks; wire block numbers go 65535, 1, 2, ... after the first round.
+    let mut block: u16 = 0;
+    let mut sent = 0u32;
+    while sent < 65_560 {
+        for _ in 0..8 {
+            block = match block {
+                u16::MAX => 1,
+                b => b + 1,
+            };
+            t.server_ok(&tftp::data(block, 8));
+            sent += 1;
+        }
+        t.client_ok(&tftp::ack(block));
+    }
+    t.server_ok(&tftp::data(block.wrapping_add(1), 0));
+    t.client_ok(&tftp::ack(block.wrapping_add(1)));
+    assert_eq!(t.h.engine.counters().violations, 0);
+}
+
+#[test]
+fn acks_and_errors_carry_nothing_else_and_an_error_is_final() {
+    let mut t = Tftp::new();
+    t.request(&tftp::rrq("image.bin", "octet", &[]));
+    t.server_ok(&tftp::data(1, 512));
+    let mut ack = tftp::ack(1);
+    ack.extend_from_slice(b"smuggled");
+    violation(&t.client(&ack), Reason::TftpTrailingBytes);
+    let mut padded = tftp::ack(1);
+    padded.extend_from_slice(&[0; 14]);
+    t.client_ok(&padded);
+    t.client_ok(&tftp::error(0, "user cancelled"));
+    let d = t.server(&tftp::error(5, "Unknown transfer ID"));
+    assert_eq!(
+        (d.verdict, d.reason),
+        (Verdict::Drop, Some(Reason::TftpTransferEnded))
+    );
+}
+
+#[test]
+fn port_69_answers_each_request_with_at_most_one_error() {
+    let mut t = Tftp::new();
+    t.request(&tftp::rrq("image.bin", "octet", &[]));
+    let from_69 = |t: &mut Tftp| {
+        let frame = testkit::udp(t.server, t.client, &tftp::error(2, "Access violation"));
+        t.h.send(&frame)
+    };
+    assert_eq!(from_69(&mut t).verdict, Verdict::Accept);
+    violation(&from_69(&mut t), Reason::TftpUnexpectedOpcode);
+    // A new request may draw a new error.
+    t.request(&tftp::rrq("other.bin", "octet", &[]));
+    assert_eq!(from_69(&mut t).verdict, Verdict::Accept);
 }

@@ -141,13 +141,14 @@ impl AlgState {
         }
     }
 
-    /// How long the flow may be idle, when the inspector decides it (a TFTP transfer: its idle
-    /// timeout, then its dally once it is done).
-    pub fn idle_timeout(&self) -> Option<Duration> {
+    /// How long the flow may be idle, given its protocol state's timeout `protocol`: a TFTP
+    /// transfer decides for itself (its idle timeout, then its dally once done); a TFTP
+    /// request flow lives at least as long as the pinholes its requests opened.
+    pub fn idle_timeout(&self, protocol: Duration) -> Duration {
         match self {
-            AlgState::TftpTransfer(t) if t.is_done() => Some(t.options().dally),
-            AlgState::TftpTransfer(t) => Some(t.options().transfer_timeout),
-            AlgState::Ftp(_) | AlgState::TftpRequests(_) => None,
+            AlgState::TftpTransfer(t) => t.idle_timeout(),
+            AlgState::TftpRequests(r) => protocol.max(r.options().request_timeout),
+            AlgState::Ftp(_) => protocol,
         }
     }
 }

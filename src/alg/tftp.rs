@@ -20,7 +20,7 @@ use crate::conntrack::PortMatch;
 use crate::conntrack::key::{Direction, FlowTuple};
 use crate::decision::Reason;
 use crate::event::Event;
-use crate::wire::tftp::{self, KnownOptions, RequestKind, TftpError, TftpPacket};
+use crate::wire::tftp::{self, KnownOptions, Options, RequestKind, TftpError, TftpPacket};
 use crate::wire::transport::proto;
 
 /// TFTP inspection options (`[rule.tftp]`).
@@ -56,7 +56,7 @@ impl Default for TftpOptions {
             server_ports: None,
             request_timeout: Duration::from_secs(10),
             transfer_timeout: Duration::from_secs(30),
-            dally: Duration::from_secs(5),
+            dally: Duration::from_secs(10),
             max_pending_per_client: 8,
         }
     }
@@ -98,7 +98,8 @@ fn reason_for(err: TftpError) -> Reason {
         TftpError::MissingNul => Reason::TftpMissingNul,
         TftpError::EmptyFilename => Reason::TftpEmptyFilename,
         TftpError::BadMode => Reason::TftpBadMode,
-        TftpError::BadOption => Reason::TftpBadOption,
+        TftpError::BadOption | TftpError::TooManyOptions => Reason::TftpBadOption,
+        TftpError::TrailingBytes => Reason::TftpTrailingBytes,
     }
 }
 
@@ -138,6 +139,8 @@ pub struct TransferInit {
     pub kind: RequestKind,
     /// The options the client asked for.
     pub requested: KnownOptions,
+    /// Names (lower case) of the other options it asked for, which the server may acknowledge.
+    pub requested_unknown: Vec<Box<[u8]>>,
     /// The rule's options.
     pub options: Arc<TftpOptions>,
 }
@@ -148,6 +151,9 @@ pub struct TftpRequests {
     options: Arc<TftpOptions>,
     rule: Arc<str>,
     flow: FlowTuple,
+    /// Requests passed to the server and not yet answered from port 69: each may draw one
+    /// ERROR from there, and nothing else comes from that port.
+    unanswered: u16,
 }
 
 impl TftpRequests {
@@ -157,6 +163,7 @@ impl TftpRequests {
             options,
             rule,
             flow,
+            unanswered: 0,
         }
     }
 
@@ -186,7 +193,8 @@ impl TftpRequests {
             // RFC 1350 section 4: the server answers from a new port. Only an ERROR (to a
             // request it could not even start) comes from the TFTP port.
             return match packet {
-                TftpPacket::Error { code, message } => {
+                TftpPacket::Error { code, message } if self.unanswered > 0 => {
+                    self.unanswered -= 1;
                     let mut out = AlgOutcome::default();
                     notice(&mut out, flow, "transfer_error", format!("error {code} ({}): {}", tftp::error_name(code), shown(message)));
                     out
@@ -224,6 +232,7 @@ impl TftpRequests {
                 ),
             );
         }
+        self.unanswered = self.unanswered.saturating_add(1).min(MAX_UNANSWERED);
         let sport = match self.options.server_ports {
             Some((lo, hi)) => PortMatch::Range(lo, hi),
             None => PortMatch::Any,
@@ -241,6 +250,11 @@ impl TftpRequests {
             child: Some(ChildInit::Tftp(TransferInit {
                 kind,
                 requested: options.known,
+                requested_unknown: options
+                    .unknown
+                    .iter()
+                    .map(|(name, _)| name.to_ascii_lowercase().into_boxed_slice())
+                    .collect(),
                 options: Arc::clone(&self.options),
             })),
         });
@@ -313,6 +327,9 @@ enum Phase {
 /// Blocks a retransmission may lag behind, beyond the window.
 const RETRANSMIT_SLACK: u64 = 16;
 
+/// Most requests on one request flow that may each still draw an ERROR from port 69.
+const MAX_UNANSWERED: u16 = 16;
+
 /// State of a transfer flow: the server's transfer ID and the client's port. The server sent
 /// its first packet, so the flow's original direction is from the server.
 #[derive(Clone, Debug)]
@@ -332,6 +349,13 @@ pub struct TftpTransfer {
     errored: bool,
     /// The options the server's OACK acknowledged.
     acknowledged: Option<KnownOptions>,
+}
+
+/// tftpd-hpa's `blksize2` option: a power of two from 8 to 32768, the block size.
+fn blksize2(value: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(value).ok()?;
+    let n: u64 = text.parse().ok()?;
+    (n.is_power_of_two() && (8..=32_768).contains(&n)).then_some(n)
 }
 
 /// The 64-bit block count nearest `reference` whose low 16 bits are `block`.
@@ -370,9 +394,21 @@ impl TftpTransfer {
         self.phase == Phase::Done
     }
 
-    /// The rule's options.
-    pub fn options(&self) -> &TftpOptions {
-        &self.init.options
+    /// How long the flow may be idle: the rule's transfer timeout, then its dally once the
+    /// transfer is done; never less than twice the retransmission timeout the OACK agreed
+    /// (RFC 2349), so one lost packet and its retransmission still find the flow.
+    pub fn idle_timeout(&self) -> Duration {
+        let options = &self.init.options;
+        let base = if self.phase == Phase::Done {
+            options.dally
+        } else {
+            options.transfer_timeout
+        };
+        let retransmit = self
+            .acknowledged
+            .and_then(|a| a.timeout)
+            .map_or(Duration::ZERO, |t| Duration::from_secs(2 * u64::from(t)));
+        base.max(retransmit)
     }
 
     /// The side that sends DATA.
@@ -402,7 +438,9 @@ impl TftpTransfer {
             "client"
         };
         let mut out = AlgOutcome::default();
-        if self.errored && !matches!(packet, TftpPacket::Error { .. }) {
+        // An ERROR ends the transfer; it is neither acknowledged nor retransmitted (RFC 1350
+        // section 7), so nothing after it has a purpose.
+        if self.errored {
             out.verdict = AlgVerdict::Drop(Reason::TftpTransferEnded);
             return out;
         }
@@ -428,15 +466,16 @@ impl TftpTransfer {
                     format!("{} from the {from} inside a transfer", kind.name()),
                 );
             }
-            TftpPacket::Oack { options } => return self.oack(dir, &options.known),
+            TftpPacket::Oack { options } => return self.oack(dir, &options),
             TftpPacket::Data { block, data } => return self.data(dir, block, data.len()),
             TftpPacket::Ack { block } => return self.ack(dir, block),
         }
         out
     }
 
-    fn oack(&mut self, dir: Direction, accepted: &KnownOptions) -> AlgOutcome {
+    fn oack(&mut self, dir: Direction, oack: &Options<'_>) -> AlgOutcome {
         let flow = self.flow;
+        let accepted = &oack.known;
         // The server resends its OACK when the answer to it (ACK 0 or DATA 1) is lost.
         if dir == Direction::Original
             && self.acknowledged.as_ref() == Some(accepted)
@@ -446,7 +485,7 @@ impl TftpTransfer {
         }
         if dir != Direction::Original
             || self.phase != Phase::Start
-            || self.init.requested.is_empty()
+            || (self.init.requested.is_empty() && self.init.requested_unknown.is_empty())
         {
             return violation(
                 flow,
@@ -457,7 +496,7 @@ impl TftpTransfer {
         let requested = self.init.requested;
         // RFC 2347 section 3: only options the client asked for, and (RFC 2348, 7440) no larger
         // block or window than it asked for.
-        let ok = (accepted.blksize.is_none()
+        let known_ok = (accepted.blksize.is_none()
             || requested
                 .blksize
                 .is_some_and(|r| accepted.blksize <= Some(r)))
@@ -467,15 +506,41 @@ impl TftpTransfer {
                     .is_some_and(|r| accepted.windowsize <= Some(r)))
             && (accepted.timeout.is_none() || requested.timeout.is_some())
             && (accepted.tsize.is_none() || requested.tsize.is_some());
-        if !ok {
-            return violation(
-                flow,
-                Reason::TftpBadOption,
-                format!("OACK {accepted:?} does not answer the request's {requested:?}"),
-            );
+        let unasked = oack.unknown.iter().find(|(name, _)| {
+            !self
+                .init
+                .requested_unknown
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(name))
+        });
+        let mut blksize = u64::from(accepted.blksize.unwrap_or(512));
+        let mut bad_value = None;
+        for (name, value) in &oack.unknown {
+            if name.eq_ignore_ascii_case(b"blksize2") {
+                match blksize2(value) {
+                    Some(size) => blksize = size,
+                    None => bad_value = Some(("blksize2", *value)),
+                }
+            }
+        }
+        if !known_ok || unasked.is_some() || bad_value.is_some() {
+            let detail = match (unasked, bad_value) {
+                (Some((name, _)), _) => format!(
+                    "OACK acknowledges {} the request did not ask for",
+                    shown(name)
+                ),
+                (None, Some((name, value))) => format!(
+                    "OACK {name}={} is not a power of two from 8 to 32768",
+                    shown(value)
+                ),
+                (None, None) => {
+                    format!("OACK {accepted:?} does not answer the request's {requested:?}")
+                }
+            };
+            return violation(flow, Reason::TftpBadOption, detail);
         }
         self.acknowledged = Some(*accepted);
-        self.blksize = u64::from(accepted.blksize.unwrap_or(512));
+        self.blksize = blksize;
         self.windowsize = u64::from(accepted.windowsize.unwrap_or(1));
         self.phase = Phase::Negotiated;
         AlgOutcome::default()
@@ -521,8 +586,9 @@ impl TftpTransfer {
             );
         }
         let x = expand(block, self.highest_ack + 1);
-        // Some servers roll over to 1 instead of 0: one more block of slack at the wrap.
-        let wrap = u64::from(self.highest_ack % 0x1_0000 == 0xffff);
+        // Some servers (tftpd-hpa with its rollover=1 option, older ones by habit) roll over to
+        // 1 instead of 0: one more block of slack when the window crosses the wrap.
+        let wrap = u64::from((self.highest_ack + self.windowsize) >> 16 != self.highest_ack >> 16);
         let ahead_limit = self.highest_ack + self.windowsize + wrap;
         let behind_limit = self
             .highest_ack

@@ -345,6 +345,18 @@ impl PinholeTable {
         }
     }
 
+    /// True when no pinhole can be added without evicting one.
+    pub fn is_full(&self) -> bool {
+        self.pinholes.len() >= self.max
+    }
+
+    /// True when a pinhole identical to `spec` (same opening, same parent) is pending:
+    /// opening `spec` would refresh it.
+    pub fn is_pending(&self, spec: &PinholeSpec) -> bool {
+        self.pending_to(spec.proto, spec.dst, spec.dport)
+            .any(|p| p.spec.same_opening(spec))
+    }
+
     /// The pinholes waiting for a connection to `dst:dport` over `proto`.
     pub fn pending_to(&self, proto: u8, dst: IpAddr, dport: u16) -> impl Iterator<Item = &Pinhole> {
         self.by_destination

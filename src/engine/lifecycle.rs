@@ -76,13 +76,14 @@ impl Engine {
             (Some(payload), Some(state)) => state.on_datagram(Direction::Original, payload),
             _ => None,
         };
-        if let Some(outcome) = &outcome
-            && let AlgVerdict::Drop(reason) | AlgVerdict::Reject(reason) = outcome.verdict
+        if let Some(refused) = outcome
+            .as_ref()
+            .and_then(|o| self.refusal_of_first(tuple, o))
         {
             if let Some(pinhole) = pinhole {
                 self.pinholes.restore(pinhole);
             }
-            return with_events(Decision::drop(reason, None), outcome.events.clone());
+            return refused;
         }
         let alg = alg.or_else(|| flow.alg_kind());
         flow.parent = pinhole
@@ -123,6 +124,36 @@ impl Engine {
         }
     }
 
+    /// The drop for a new flow's first datagram when its inspector refused it, or when a
+    /// request it carries finds no room for its pinhole (the client's quota or the table):
+    /// either way the flow is not kept.
+    fn refusal_of_first(&mut self, tuple: FlowTuple, outcome: &AlgOutcome) -> Option<Decision> {
+        if let AlgVerdict::Drop(reason) | AlgVerdict::Reject(reason) = outcome.verdict {
+            return Some(with_events(
+                Decision::drop(reason, None),
+                outcome.events.clone(),
+            ));
+        }
+        let request = outcome.pinholes.iter().find(|r| {
+            r.per_peer.is_some() && (self.over_peer_quota(r) || self.pinholes.is_full())
+        })?;
+        let (reason, detail) = self.pinhole_refusal(
+            request.alg,
+            self.over_peer_quota(request),
+            request.src,
+            request.dst,
+            request.dport,
+        );
+        self.counters.pinholes_refused += 1;
+        let events = vec![Event::Violation {
+            alg: request.alg,
+            reason,
+            flow: Some(tuple),
+            detail,
+        }];
+        Some(with_events(Decision::drop(reason, None), events))
+    }
+
     /// A new flow no pinhole admitted: refused before the rules (TFTP transfer IDs), or the
     /// rules decide. Returns the flow to keep, the rule's name and its inspector.
     fn admit_by_rules(
@@ -133,14 +164,17 @@ impl Engine {
         state: FlowState,
         miss: &PinholeMatch,
     ) -> Result<(Flow, Arc<str>, Option<Alg>), Decision> {
-        if let Some((reason, detail)) = self.refused_before_rules(&tuple, miss) {
+        let tftp_violation = |(reason, detail): (Reason, String)| {
             let events = vec![Event::Violation {
                 alg: Alg::Tftp,
                 reason,
                 flow: Some(tuple),
                 detail,
             }];
-            return Err(with_events(Decision::drop(reason, None), events));
+            with_events(Decision::drop(reason, None), events)
+        };
+        if let Some(refusal) = self.refused_before_rules(&tuple, miss) {
+            return Err(tftp_violation(refusal));
         }
         let ctx = FlowContext {
             ingress: info.ingress,
@@ -155,6 +189,11 @@ impl Engine {
             .rule
             .and_then(|id| self.policy.rule(id))
             .map(|r| r.name.clone());
+        if verdict.action == Action::Deny
+            && let Some(refusal) = self.unknown_tid(&tuple, false)
+        {
+            return Err(tftp_violation(refusal));
+        }
         match (verdict.action, rule) {
             (Action::Deny, _) if matches!(miss, PinholeMatch::WrongPeer { .. }) => {
                 Err(Decision::drop(Reason::PinholeWrongPeer, None))
@@ -175,7 +214,7 @@ impl Engine {
     }
 
     /// A new flow that no pinhole admits may still be refused before the rules are read: a
-    /// datagram to a TFTP client's transfer port from anyone but that transfer's server port
+    /// datagram to a TFTP client's transfer port from another port of that transfer's server
     /// (RFC 1350 section 4, "unknown transfer ID"), or a reply from the right TFTP server
     /// but outside the policy's TID range. Returns the reason and the violation's detail.
     fn refused_before_rules(
@@ -202,13 +241,29 @@ impl Engine {
             );
             return Some((Reason::TftpTidOutOfRange, detail));
         }
+        self.unknown_tid(tuple, true)
+    }
+
+    /// A UDP datagram aimed at the client end of a running TFTP transfer, but not from the
+    /// transfer's server port: an unknown transfer ID (RFC 1350 section 4). With
+    /// `server_only`, only when it comes from the transfer's server address.
+    ///
+    /// The server's other ports are refused before the rules read them; other hosts only where
+    /// the rules refuse them anyway. A rule that admits them is the administrator's word, and
+    /// refusing regardless would let anyone who spoofs a request from an address block that
+    /// address's traffic to that port while the transfer runs.
+    fn unknown_tid(&self, tuple: &FlowTuple, server_only: bool) -> Option<(Reason, String)> {
+        if tuple.proto != proto::UDP {
+            return None;
+        }
         let transfer = self.tftp_transfers.get(&(tuple.dst, tuple.dport))?;
-        let peer = self.flows.get(*transfer).map_or_else(String::new, |f| {
-            format!(" with {}:{}", f.tuple.src, f.tuple.sport)
-        });
+        let server = self.flows.get(*transfer)?.tuple;
+        if server_only && server.src != tuple.src {
+            return None;
+        }
         let detail = format!(
-            "{}:{} is in a transfer{peer}; {}:{} is an unknown transfer ID (RFC 1350 section 4)",
-            tuple.dst, tuple.dport, tuple.src, tuple.sport
+            "{}:{} is in a transfer with {}:{}; {}:{} is an unknown transfer ID (RFC 1350 section 4)",
+            tuple.dst, tuple.dport, server.src, server.sport, tuple.src, tuple.sport
         );
         Some((Reason::TftpUnknownTid, detail))
     }
@@ -250,14 +305,15 @@ impl Engine {
 
     /// How long a flow lives without traffic in its current state.
     pub(super) fn flow_timeout(&self, flow: &Flow) -> Duration {
-        if let Some(timeout) = flow.alg.as_ref().and_then(AlgState::idle_timeout) {
-            return timeout;
-        }
-        match &flow.state {
+        let protocol = match &flow.state {
             FlowState::Tcp(tcp) => tcp_timeout(&self.policy.timeouts, tcp),
             state @ FlowState::Datagram { .. } => {
                 datagram_timeout(&self.policy.timeouts, flow.tuple.proto, state)
             }
+        };
+        match &flow.alg {
+            Some(alg) => alg.idle_timeout(protocol),
+            None => protocol,
         }
     }
 
@@ -291,9 +347,7 @@ impl Engine {
         self.close_requested(handle, &close, &mut events);
         if verdict == AlgVerdict::Pass {
             for request in pinholes {
-                let full = request
-                    .per_peer
-                    .is_some_and(|max| self.pinholes.count_to(request.alg, request.dst) >= max);
+                let over_quota = self.over_peer_quota(&request);
                 let spec = PinholeSpec {
                     alg: request.alg,
                     proto: request.proto,
@@ -308,6 +362,8 @@ impl Engine {
                     expires: now + request.timeout,
                     child: request.child,
                 };
+                // A retransmitted request refreshes its pinhole, whatever the quota.
+                let full = over_quota && !self.pinholes.is_pending(&spec);
                 let refused = full
                     || self
                         .open_pinhole(spec, request.per_parent, &mut events)
@@ -381,6 +437,13 @@ impl Engine {
                 events.push(pinhole_event(PinholeAction::Close, &pinhole, None));
             }
         }
+    }
+
+    /// True when `request` would exceed its inspector's quota of pinholes per peer.
+    fn over_peer_quota(&self, request: &PinholeRequest) -> bool {
+        request
+            .per_peer
+            .is_some_and(|max| self.pinholes.count_to(request.alg, request.dst) >= max)
     }
 
     /// Why a pinhole from `src` to `dst:dport` was not opened: the client's quota (`full`) or

@@ -37,7 +37,15 @@ pub enum TftpError {
     BadMode,
     /// An option with an empty name, a value out of range, or given twice.
     BadOption,
+    /// More than [`MAX_OPTIONS`] options.
+    TooManyOptions,
+    /// An ACK or ERROR followed by bytes other than zero padding.
+    TrailingBytes,
 }
+
+/// Most options one request or OACK may carry. RFC 2347 limits a request to 512 octets; this
+/// bounds the work and the events of one packet without refusing long filenames.
+pub const MAX_OPTIONS: usize = 32;
 
 impl fmt::Display for TftpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -48,6 +56,8 @@ impl fmt::Display for TftpError {
             TftpError::EmptyFilename => f.write_str("empty filename"),
             TftpError::BadMode => f.write_str("mode is not netascii, octet or mail"),
             TftpError::BadOption => f.write_str("malformed, duplicate or out-of-range option"),
+            TftpError::TooManyOptions => write!(f, "more than {MAX_OPTIONS} options"),
+            TftpError::TrailingBytes => f.write_str("bytes after the end of the packet"),
         }
     }
 }
@@ -192,6 +202,14 @@ fn in_range(value: &[u8], lo: u64, hi: u64) -> Result<u64, TftpError> {
     }
 }
 
+fn zero_padding(bytes: &[u8]) -> Result<(), TftpError> {
+    if bytes.iter().all(|b| *b == 0) {
+        Ok(())
+    } else {
+        Err(TftpError::TrailingBytes)
+    }
+}
+
 /// Reads `name NUL value NUL` pairs to the end of the packet.
 fn options(mut rest: &[u8]) -> Result<Options<'_>, TftpError> {
     let mut out = Options::default();
@@ -202,6 +220,9 @@ fn options(mut rest: &[u8]) -> Result<Options<'_>, TftpError> {
         rest = after;
         if name.is_empty() {
             return Err(TftpError::BadOption);
+        }
+        if seen.len() == MAX_OPTIONS {
+            return Err(TftpError::TooManyOptions);
         }
         let lower = name.to_ascii_lowercase();
         if seen.contains(&lower) {
@@ -264,11 +285,17 @@ pub fn parse(payload: &[u8]) -> Result<TftpPacket<'_>, TftpError> {
             block: number()?,
             data: &rest[2..],
         }),
-        // Bytes after the block number mean nothing; some stacks pad short frames.
-        opcode::ACK => Ok(TftpPacket::Ack { block: number()? }),
+        // Some stacks pad short packets with zeros; anything else after the end would be a
+        // channel the inspector cannot see into.
+        opcode::ACK => {
+            let block = number()?;
+            zero_padding(&rest[2..])?;
+            Ok(TftpPacket::Ack { block })
+        }
         opcode::ERROR => {
             let code = number()?;
-            let (message, _) = field(&rest[2..])?;
+            let (message, after) = field(&rest[2..])?;
+            zero_padding(after)?;
             Ok(TftpPacket::Error { code, message })
         }
         opcode::OACK => {
@@ -399,7 +426,32 @@ mod tests {
             parse(b"\x00\x04\x00\x00\x00"),
             Ok(TftpPacket::Ack { block: 0 })
         );
+        assert_eq!(
+            parse(b"\x00\x04\x00\x01data"),
+            Err(TftpError::TrailingBytes)
+        );
+        assert_eq!(
+            parse(b"\x00\x05\x00\x01gone\x00\x00\x00"),
+            Ok(TftpPacket::Error {
+                code: 1,
+                message: b"gone"
+            })
+        );
+        assert_eq!(
+            parse(b"\x00\x05\x00\x01gone\x00more"),
+            Err(TftpError::TrailingBytes)
+        );
         assert_eq!(parse(b"\x00\x06"), Err(TftpError::BadOption));
+        let mut many = b"\x00\x01f\x00octet\x00".to_vec();
+        for i in 0..MAX_OPTIONS {
+            many.extend_from_slice(format!("x{i}\x00v\x00").as_bytes());
+        }
+        let Ok(TftpPacket::Request { options, .. }) = parse(&many) else {
+            panic!()
+        };
+        assert_eq!(options.unknown.len(), MAX_OPTIONS);
+        many.extend_from_slice(b"one-more\x00v\x00");
+        assert_eq!(parse(&many), Err(TftpError::TooManyOptions));
         assert_eq!(
             parse(b"\x00\x05\x00\x01File not found\x00"),
             Ok(TftpPacket::Error {
