@@ -7,7 +7,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::Harness;
+use common::{Harness, opened, violations};
 use pinhole::conntrack::PortMatch;
 use pinhole::event::{CloseCause, Event, PinholeAction};
 use pinhole::testkit::{TcpBuilder, TcpSession, flags, sock};
@@ -89,31 +89,6 @@ impl Ftp {
         self.h
             .send(&TcpSession::new(sock(from), sock(to), 42, 0).syn())
     }
-}
-
-/// The pinholes a decision opened: (peer, its port, destination, port).
-fn opened(d: &Decision) -> Vec<(IpAddr, PortMatch, IpAddr, u16)> {
-    d.events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Pinhole {
-                action: PinholeAction::Open,
-                pinhole,
-                ..
-            } => Some((pinhole.src, pinhole.sport, pinhole.dst, pinhole.dport)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn violations(d: &Decision) -> Vec<Reason> {
-    d.events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Violation { reason, .. } => Some(*reason),
-            _ => None,
-        })
-        .collect()
 }
 
 fn ip(text: &str) -> IpAddr {

@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
-use common::Harness;
+use common::{Harness, opened, pinhole_events, violations};
 use pinhole::conntrack::PortMatch;
 use pinhole::event::{CloseCause, Event, PinholeAction};
 use pinhole::testkit::{self, sock, tftp};
@@ -106,16 +106,6 @@ fn violation(d: &Decision, reason: Reason) {
     assert_eq!(violations(d), vec![reason], "{d:?}");
 }
 
-fn violations(d: &Decision) -> Vec<Reason> {
-    d.events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Violation { reason, .. } => Some(*reason),
-            _ => None,
-        })
-        .collect()
-}
-
 fn violation_detail(d: &Decision) -> String {
     d.events
         .iter()
@@ -131,28 +121,6 @@ fn notices(d: &Decision) -> Vec<(&'static str, String)> {
         .iter()
         .filter_map(|e| match e {
             Event::Notice { kind, detail, .. } => Some((*kind, detail.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The pinholes a decision opened: (peer, its port, destination, port).
-fn opened(d: &Decision) -> Vec<(IpAddr, PortMatch, IpAddr, u16)> {
-    pinhole_events(&d.events, PinholeAction::Open)
-}
-
-fn pinhole_events(
-    events: &[Event],
-    wanted: PinholeAction,
-) -> Vec<(IpAddr, PortMatch, IpAddr, u16)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Pinhole {
-                action, pinhole, ..
-            } if *action == wanted => {
-                Some((pinhole.src, pinhole.sport, pinhole.dst, pinhole.dport))
-            }
             _ => None,
         })
         .collect()

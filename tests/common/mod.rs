@@ -8,9 +8,12 @@
     clippy::panic
 )]
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pinhole::conntrack::PortMatch;
+use pinhole::event::{Event, PinholeAction};
 use pinhole::policy::Policy;
 use pinhole::wire::LinkType;
 use pinhole::{Decision, Engine, Expired, Instant, PacketInfo, Reason, Verdict};
@@ -88,4 +91,38 @@ impl Harness {
         self.now = self.now + Duration::from_secs(secs);
         self.engine.expire(self.now)
     }
+}
+
+/// The pinhole events of `wanted` kind among `events`: (peer, its port, destination, port).
+pub fn pinhole_events(
+    events: &[Event],
+    wanted: PinholeAction,
+) -> Vec<(IpAddr, PortMatch, IpAddr, u16)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Pinhole {
+                action, pinhole, ..
+            } if *action == wanted => {
+                Some((pinhole.src, pinhole.sport, pinhole.dst, pinhole.dport))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The pinholes a decision opened: (peer, its port, destination, port).
+pub fn opened(d: &Decision) -> Vec<(IpAddr, PortMatch, IpAddr, u16)> {
+    pinhole_events(&d.events, PinholeAction::Open)
+}
+
+/// The reasons of the violations a decision reported.
+pub fn violations(d: &Decision) -> Vec<Reason> {
+    d.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Violation { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect()
 }
