@@ -3,11 +3,10 @@
 //! Events are plain data. Adapters add context (file, packet index, timestamp) and serialize
 //! them; the JSON forms are the public contract described in the README.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::alg::Alg;
-use crate::conntrack::{FlowTuple, Pinhole, PinholeId, PortMatch};
+use crate::conntrack::{FlowTuple, Opening, Pinhole, PinholeId};
 use crate::decision::Reason;
 use crate::time::Instant;
 
@@ -133,18 +132,8 @@ impl PinholeAction {
 pub struct PinholeInfo {
     /// Its id.
     pub id: PinholeId,
-    /// The inspector.
-    pub alg: Alg,
-    /// IP protocol.
-    pub proto: u8,
-    /// The peer allowed to connect.
-    pub src: IpAddr,
-    /// Its source port(s).
-    pub sport: PortMatch,
-    /// Destination address.
-    pub dst: IpAddr,
-    /// Destination port.
-    pub dport: u16,
+    /// Who may connect to what.
+    pub opening: Opening,
     /// The control flow that negotiated it.
     pub parent: Option<FlowTuple>,
     /// When it expires.
@@ -156,12 +145,7 @@ impl PinholeInfo {
     pub fn new(pinhole: &Pinhole) -> Self {
         PinholeInfo {
             id: pinhole.id,
-            alg: pinhole.spec.alg,
-            proto: pinhole.spec.proto,
-            src: pinhole.spec.src,
-            sport: pinhole.spec.sport,
-            dst: pinhole.spec.dst,
-            dport: pinhole.spec.dport,
+            opening: pinhole.spec.opening,
             parent: pinhole.spec.parent.map(|p| p.flow),
             expires: pinhole.spec.expires,
         }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use pinhole::conntrack::{ParentRef, PinholeSpec, PortMatch};
+use pinhole::conntrack::{Opening, ParentRef, PinholeSpec, PortMatch};
 use pinhole::event::{CloseCause, Event, PinholeAction};
 use pinhole::testkit::{self, TcpBuilder, TcpSession, addr, flags, sock};
 use pinhole::{Instant, Reason, Verdict};
@@ -642,12 +642,14 @@ fn pinhole_admits_one_exact_connection_and_closes_with_its_parent() {
     let parent = h.engine.flows().lookup(&parent_tuple.key()).unwrap();
     let mut events = Vec::new();
     let spec = PinholeSpec {
-        alg: pinhole::alg::Alg::Ftp,
-        proto: 6,
-        src: addr("198.51.100.10"),
-        sport: PortMatch::Any,
-        dst: addr("192.0.2.10"),
-        dport: 50_000,
+        opening: Opening {
+            alg: pinhole::alg::Alg::Ftp,
+            proto: 6,
+            src: addr("198.51.100.10"),
+            sport: PortMatch::Any,
+            dst: addr("192.0.2.10"),
+            dport: 50_000,
+        },
         parent: Some(ParentRef {
             handle: parent,
             flow: parent_tuple,
@@ -687,7 +689,10 @@ fn pinhole_admits_one_exact_connection_and_closes_with_its_parent() {
 
     // A second pinhole closes when the control connection ends.
     let spec2 = PinholeSpec {
-        dport: 50_001,
+        opening: Opening {
+            dport: 50_001,
+            ..spec.opening
+        },
         ..spec
     };
     h.engine.open_pinhole(spec2, 4, &mut events).unwrap();
@@ -711,12 +716,14 @@ fn unused_pinhole_expires() {
     let mut h = Harness::default_policy();
     let mut events = Vec::new();
     let spec = PinholeSpec {
-        alg: pinhole::alg::Alg::Tftp,
-        proto: 17,
-        src: addr("192.0.2.10"),
-        sport: PortMatch::Range(30_000, 30_009),
-        dst: addr("198.51.100.10"),
-        dport: 5000,
+        opening: Opening {
+            alg: pinhole::alg::Alg::Tftp,
+            proto: 17,
+            src: addr("192.0.2.10"),
+            sport: PortMatch::Range(30_000, 30_009),
+            dst: addr("198.51.100.10"),
+            dport: 5000,
+        },
         parent: None,
         expires: h.now + Duration::from_secs(10),
         child: None,

@@ -487,7 +487,7 @@ fn a_connection_keeps_at_most_four_pending_pinholes() {
                         action: PinholeAction::Close,
                         pinhole,
                         ..
-                    } => Some(pinhole.dport),
+                    } => Some(pinhole.opening.dport),
                     _ => None,
                 })
                 .collect();

@@ -81,7 +81,7 @@ proptest! {
                 let d = h.accept(&s.server_data(format!("{reply}\r\n").as_bytes()));
                 for e in d.events {
                     if let Event::Pinhole { action: PinholeAction::Open, pinhole, .. } = e {
-                        opened.push((pinhole.src, pinhole.dst, pinhole.dport));
+                        opened.push((pinhole.opening.src, pinhole.opening.dst, pinhole.opening.dport));
                     }
                 }
             }

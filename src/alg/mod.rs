@@ -9,13 +9,12 @@ pub mod stream;
 pub mod tftp;
 
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::conntrack::PortMatch;
+use crate::conntrack::Opening;
 use crate::conntrack::key::FlowTuple;
 use crate::decision::Reason;
 use crate::event::Event;
@@ -168,18 +167,8 @@ pub enum AlgVerdict {
 /// A pinhole an inspector wants opened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinholeRequest {
-    /// The inspector.
-    pub alg: Alg,
-    /// IP protocol of the expected connection.
-    pub proto: u8,
-    /// The only peer allowed to connect.
-    pub src: IpAddr,
-    /// Its source port(s).
-    pub sport: PortMatch,
-    /// Destination address.
-    pub dst: IpAddr,
-    /// Destination port.
-    pub dport: u16,
+    /// Who may connect to what.
+    pub opening: Opening,
     /// How long it stays open unused.
     pub timeout: Duration,
     /// Most pinholes pending per parent flow.
@@ -197,8 +186,8 @@ pub struct AlgOutcome {
     pub verdict: AlgVerdict,
     /// Pinholes to open (only when the packet passes).
     pub pinholes: Vec<PinholeRequest>,
-    /// Pending pinholes of this flow to close (same peer, destination and port).
-    pub close: Vec<PinholeRequest>,
+    /// Pending pinholes of this flow to close.
+    pub close: Vec<Opening>,
     /// Close every pending pinhole of this flow.
     pub close_all: bool,
     /// Violations and notices.

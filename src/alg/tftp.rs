@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::alg::{Alg, AlgOutcome, AlgVerdict, ChildInit, PinholeRequest};
-use crate::conntrack::PortMatch;
 use crate::conntrack::key::{Direction, FlowTuple};
+use crate::conntrack::{Opening, PortMatch};
 use crate::decision::Reason;
 use crate::event::Event;
 use crate::wire::tftp::{self, KnownOptions, Options, RequestKind, TftpError, TftpPacket};
@@ -238,12 +238,14 @@ impl TftpRequests {
             None => PortMatch::Any,
         };
         out.pinholes.push(PinholeRequest {
-            alg: Alg::Tftp,
-            proto: proto::UDP,
-            src: flow.dst,
-            sport,
-            dst: flow.src,
-            dport: flow.sport,
+            opening: Opening {
+                alg: Alg::Tftp,
+                proto: proto::UDP,
+                src: flow.dst,
+                sport,
+                dst: flow.src,
+                dport: flow.sport,
+            },
             timeout: self.options.request_timeout,
             per_parent: 2,
             per_peer: Some(self.options.max_pending_per_client),

@@ -9,7 +9,7 @@ pub mod tcp;
 pub use flow::{Flow, FlowOrigin, FlowState};
 pub use key::{Direction, FlowKey, FlowTuple};
 pub use pinhole::{
-    OpenOutcome, ParentRef, Pinhole, PinholeError, PinholeId, PinholeMatch, PinholeSpec,
+    OpenOutcome, Opening, ParentRef, Pinhole, PinholeError, PinholeId, PinholeMatch, PinholeSpec,
     PinholeTable, PortMatch,
 };
 pub use table::{FlowHandle, FlowTable};

@@ -72,21 +72,35 @@ pub struct ParentRef {
     pub flow: FlowTuple,
 }
 
-/// What an inspector asks to open.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PinholeSpec {
+/// Who may connect to what through a pinhole: what an inspector's request, an open pinhole
+/// and the events about it have in common.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Opening {
     /// The inspector that negotiated it.
     pub alg: Alg,
     /// IP protocol of the expected connection.
     pub proto: u8,
     /// The only peer allowed to connect.
     pub src: IpAddr,
-    /// Its source port.
+    /// Its source port(s).
     pub sport: PortMatch,
     /// Where it may connect to.
     pub dst: IpAddr,
     /// The destination port.
     pub dport: u16,
+}
+
+impl fmt::Display for Opening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}:{}", self.src, self.dst, self.dport)
+    }
+}
+
+/// A pinhole to open in the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinholeSpec {
+    /// Who may connect to what.
+    pub opening: Opening,
     /// The control flow that negotiated it.
     pub parent: Option<ParentRef>,
     /// When it closes unused.
@@ -96,13 +110,13 @@ pub struct PinholeSpec {
 }
 
 impl PinholeSpec {
+    /// The index key: protocol, destination address and port.
+    fn destination(&self) -> (u8, IpAddr, u16) {
+        (self.opening.proto, self.opening.dst, self.opening.dport)
+    }
+
     fn same_opening(&self, other: &PinholeSpec) -> bool {
-        self.alg == other.alg
-            && self.proto == other.proto
-            && self.src == other.src
-            && self.sport == other.sport
-            && self.dst == other.dst
-            && self.dport == other.dport
+        self.opening == other.opening
             && self.parent.map(|p| p.handle) == other.parent.map(|p| p.handle)
             && self.child == other.child
     }
@@ -226,7 +240,7 @@ impl PinholeTable {
         per_parent: usize,
         now: Instant,
     ) -> Result<OpenOutcome, PinholeError> {
-        let dest = (spec.proto, spec.dst, spec.dport);
+        let dest = spec.destination();
         if let Some(ids) = self.by_destination.get(&dest) {
             let existing = ids.iter().copied().find(|id| {
                 self.pinholes
@@ -281,7 +295,7 @@ impl PinholeTable {
         let spec = &pinhole.spec;
         self.timers.insert((spec.expires, id));
         self.by_destination
-            .entry((spec.proto, spec.dst, spec.dport))
+            .entry(spec.destination())
             .or_default()
             .push(id);
         if let Some(parent) = spec.parent {
@@ -289,7 +303,7 @@ impl PinholeTable {
         }
         *self
             .per_destination
-            .entry((spec.alg, spec.dst))
+            .entry((spec.opening.alg, spec.opening.dst))
             .or_default() += 1;
         self.pinholes.insert(id, pinhole);
     }
@@ -323,12 +337,12 @@ impl PinholeTable {
             if p.spec.expires <= now {
                 continue;
             }
-            let address_matched = p.spec.src == src;
+            let address_matched = p.spec.opening.src == src;
             match &mut expected {
-                None => expected = Some((p.spec.alg, address_matched)),
+                None => expected = Some((p.spec.opening.alg, address_matched)),
                 Some((_, matched)) => *matched |= address_matched,
             }
-            if p.spec.src == src && p.spec.sport.matches(sport) {
+            if p.spec.opening.src == src && p.spec.opening.sport.matches(sport) {
                 hit = Some(*id);
                 break;
             }
@@ -353,7 +367,8 @@ impl PinholeTable {
     /// True when a pinhole identical to `spec` (same opening, same parent) is pending:
     /// opening `spec` would refresh it.
     pub fn is_pending(&self, spec: &PinholeSpec) -> bool {
-        self.pending_to(spec.proto, spec.dst, spec.dport)
+        let (proto, dst, dport) = spec.destination();
+        self.pending_to(proto, dst, dport)
             .any(|p| p.spec.same_opening(spec))
     }
 
@@ -375,12 +390,12 @@ impl PinholeTable {
     pub fn remove(&mut self, id: PinholeId) -> Option<Pinhole> {
         let pinhole = self.pinholes.remove(&id)?;
         self.timers.remove(&(pinhole.spec.expires, id));
-        let dest = (pinhole.spec.proto, pinhole.spec.dst, pinhole.spec.dport);
+        let dest = pinhole.spec.destination();
         remove_from(&mut self.by_destination, &dest, id);
         if let Some(parent) = pinhole.spec.parent {
             remove_from(&mut self.by_parent, &parent.handle, id);
         }
-        let key = (pinhole.spec.alg, pinhole.spec.dst);
+        let key = (pinhole.spec.opening.alg, pinhole.spec.opening.dst);
         if let Some(count) = self.per_destination.get_mut(&key) {
             *count -= 1;
             if *count == 0 {
@@ -402,15 +417,11 @@ impl PinholeTable {
         }
     }
 
-    /// Closes `parent`'s pending pinholes that admit `src` to `dst:dport` over `proto`,
-    /// appending them to `out`.
+    /// Closes `parent`'s pending pinholes for `opening`, appending them to `out`.
     pub fn close_matching(
         &mut self,
         parent: FlowHandle,
-        proto: u8,
-        src: IpAddr,
-        dst: IpAddr,
-        dport: u16,
+        opening: &Opening,
         out: &mut Vec<Pinhole>,
     ) {
         let ids: Vec<PinholeId> = self
@@ -420,12 +431,9 @@ impl PinholeTable {
                 ids.iter()
                     .copied()
                     .filter(|id| {
-                        self.pinholes.get(id).is_some_and(|p| {
-                            p.spec.proto == proto
-                                && p.spec.src == src
-                                && p.spec.dst == dst
-                                && p.spec.dport == dport
-                        })
+                        self.pinholes
+                            .get(id)
+                            .is_some_and(|p| p.spec.opening == *opening)
                     })
                     .collect()
             })
@@ -516,12 +524,14 @@ mod tests {
 
     fn passive(parent: ParentRef, port: u16, expires: u64) -> PinholeSpec {
         PinholeSpec {
-            alg: Alg::Ftp,
-            proto: proto::TCP,
-            src: addr("198.51.100.10"),
-            sport: PortMatch::Any,
-            dst: addr("192.0.2.10"),
-            dport: port,
+            opening: Opening {
+                alg: Alg::Ftp,
+                proto: proto::TCP,
+                src: addr("198.51.100.10"),
+                sport: PortMatch::Any,
+                dst: addr("192.0.2.10"),
+                dport: port,
+            },
             parent: Some(parent),
             expires: Instant::from_secs(expires),
             child: None,
@@ -609,7 +619,7 @@ mod tests {
         let (p, _) = parents();
         let mut table = PinholeTable::new(10);
         let mut spec = passive(p, 50000, 60);
-        spec.sport = PortMatch::Range(30000, 30009);
+        spec.opening.sport = PortMatch::Range(30000, 30009);
         table.open(spec, 4, Instant::ZERO).unwrap();
         let now = Instant::from_secs(1);
         assert_eq!(
@@ -659,7 +669,7 @@ mod tests {
         let (p, _) = parents();
         let mut table = PinholeTable::new(10);
         let mut spec = passive(p, 50000, 60);
-        spec.sport = PortMatch::Range(30000, 30009);
+        spec.opening.sport = PortMatch::Range(30000, 30009);
         table.open(spec, 4, Instant::ZERO).unwrap();
         let now = Instant::from_secs(1);
         assert!(
@@ -770,6 +780,6 @@ mod tests {
         table.close_with_parent(p.handle, &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(table.len(), 1);
-        assert_eq!(table.iter().next().unwrap().spec.dport, 50002);
+        assert_eq!(table.iter().next().unwrap().spec.opening.dport, 50002);
     }
 }

@@ -2,13 +2,12 @@
 //! cap, the inspectors' outcomes (pinholes to open or close), removal with pending pinholes and
 //! (by policy) child flows.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::alg::{Alg, AlgOutcome, AlgState, AlgVerdict, PinholeRequest};
 use crate::conntrack::{
-    Direction, Flow, FlowHandle, FlowOrigin, FlowState, FlowTuple, ParentRef, Pinhole,
+    Direction, Flow, FlowHandle, FlowOrigin, FlowState, FlowTuple, Opening, ParentRef, Pinhole,
     PinholeMatch, PinholeSpec,
 };
 use crate::decision::{Decision, Reason};
@@ -60,7 +59,7 @@ impl Engine {
                 let flow = Flow::new(
                     tuple,
                     state,
-                    FlowOrigin::Pinhole(pinhole.spec.alg),
+                    FlowOrigin::Pinhole(pinhole.spec.opening.alg),
                     alg,
                     now,
                 );
@@ -137,16 +136,11 @@ impl Engine {
         let request = outcome.pinholes.iter().find(|r| {
             r.per_peer.is_some() && (self.over_peer_quota(r) || self.pinholes.is_full())
         })?;
-        let (reason, detail) = self.pinhole_refusal(
-            request.alg,
-            self.over_peer_quota(request),
-            request.src,
-            request.dst,
-            request.dport,
-        );
+        let (reason, detail) =
+            self.pinhole_refusal(&request.opening, self.over_peer_quota(request));
         self.counters.pinholes_refused += 1;
         let events = vec![Event::Violation {
-            alg: request.alg,
+            alg: request.opening.alg,
             reason,
             flow: Some(tuple),
             detail,
@@ -233,8 +227,8 @@ impl Engine {
             let range = self
                 .pinholes
                 .pending_to(tuple.proto, tuple.dst, tuple.dport)
-                .find(|p| p.spec.src == tuple.src)
-                .map_or_else(String::new, |p| format!(" {}", p.spec.sport));
+                .find(|p| p.spec.opening.src == tuple.src)
+                .map_or_else(String::new, |p| format!(" {}", p.spec.opening.sport));
             let detail = format!(
                 "the server {} answered from port {}, outside its transfer ID range{range} (server_ports)",
                 tuple.src, tuple.sport
@@ -270,7 +264,7 @@ impl Engine {
 
     /// Records a flow admitted by a pinhole as a child of the pinhole's parent.
     fn adopt(&mut self, pinhole: &Pinhole, child: FlowHandle, tuple: FlowTuple) {
-        if pinhole.spec.alg == Alg::Tftp {
+        if pinhole.spec.opening.alg == Alg::Tftp {
             // The transfer's client end: anything else aimed at it is an unknown TID.
             self.tftp_transfers.insert((tuple.dst, tuple.dport), child);
         }
@@ -349,12 +343,7 @@ impl Engine {
             for request in pinholes {
                 let over_quota = self.over_peer_quota(&request);
                 let spec = PinholeSpec {
-                    alg: request.alg,
-                    proto: request.proto,
-                    src: request.src,
-                    sport: request.sport,
-                    dst: request.dst,
-                    dport: request.dport,
+                    opening: request.opening,
                     parent: Some(ParentRef {
                         handle,
                         flow: tuple,
@@ -369,13 +358,7 @@ impl Engine {
                         .open_pinhole(spec, request.per_parent, &mut events)
                         .is_err();
                 if refused {
-                    let (reason, detail) = self.pinhole_refusal(
-                        request.alg,
-                        full,
-                        request.src,
-                        request.dst,
-                        request.dport,
-                    );
+                    let (reason, detail) = self.pinhole_refusal(&request.opening, full);
                     let mut refusal = AlgOutcome::default();
                     if let Some(AlgState::Ftp(ftp)) =
                         self.flows.get_mut(handle).and_then(|f| f.alg.as_mut())
@@ -384,7 +367,7 @@ impl Engine {
                     } else {
                         refusal.verdict = AlgVerdict::Drop(reason);
                         refusal.events.push(Event::Violation {
-                            alg: request.alg,
+                            alg: request.opening.alg,
                             reason,
                             flow: Some(tuple),
                             detail,
@@ -416,22 +399,10 @@ impl Engine {
     }
 
     /// Closes the pending pinholes of `handle` that an inspector asked to close.
-    fn close_requested(
-        &mut self,
-        handle: FlowHandle,
-        close: &[PinholeRequest],
-        events: &mut Vec<Event>,
-    ) {
-        for request in close {
+    fn close_requested(&mut self, handle: FlowHandle, close: &[Opening], events: &mut Vec<Event>) {
+        for opening in close {
             let mut closed = Vec::new();
-            self.pinholes.close_matching(
-                handle,
-                request.proto,
-                request.src,
-                request.dst,
-                request.dport,
-                &mut closed,
-            );
+            self.pinholes.close_matching(handle, opening, &mut closed);
             for pinhole in closed {
                 self.counters.pinholes_closed += 1;
                 events.push(pinhole_event(PinholeAction::Close, &pinhole, None));
@@ -441,32 +412,27 @@ impl Engine {
 
     /// True when `request` would exceed its inspector's quota of pinholes per peer.
     fn over_peer_quota(&self, request: &PinholeRequest) -> bool {
-        request
-            .per_peer
-            .is_some_and(|max| self.pinholes.count_to(request.alg, request.dst) >= max)
+        request.per_peer.is_some_and(|max| {
+            self.pinholes
+                .count_to(request.opening.alg, request.opening.dst)
+                >= max
+        })
     }
 
-    /// Why a pinhole from `src` to `dst:dport` was not opened: the client's quota (`full`) or
-    /// the table.
-    fn pinhole_refusal(
-        &self,
-        alg: Alg,
-        full: bool,
-        src: IpAddr,
-        dst: IpAddr,
-        dport: u16,
-    ) -> (Reason, String) {
+    /// Why `opening` was not opened: the client's quota (`full`) or the table.
+    fn pinhole_refusal(&self, opening: &Opening, full: bool) -> (Reason, String) {
         let table_full = format!(
-            "pinhole table full ({} pinholes); not opening {src} -> {dst}:{dport}",
+            "pinhole table full ({} pinholes); not opening {opening}",
             self.pinholes.len()
         );
-        match alg {
+        match opening.alg {
             Alg::Ftp => (Reason::FtpPinholeLimit, table_full),
             Alg::Tftp if full => (
                 Reason::TftpRequestLimit,
                 format!(
-                    "{} requests already pending for {dst}",
-                    self.pinholes.count_to(Alg::Tftp, dst)
+                    "{} requests already pending for {}",
+                    self.pinholes.count_to(Alg::Tftp, opening.dst),
+                    opening.dst
                 ),
             ),
             Alg::Tftp => (Reason::TftpRequestLimit, table_full),

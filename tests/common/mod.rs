@@ -104,7 +104,8 @@ pub fn pinhole_events(
             Event::Pinhole {
                 action, pinhole, ..
             } if *action == wanted => {
-                Some((pinhole.src, pinhole.sport, pinhole.dst, pinhole.dport))
+                let o = pinhole.opening;
+                Some((o.src, o.sport, o.dst, o.dport))
             }
             _ => None,
         })

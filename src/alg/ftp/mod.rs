@@ -23,8 +23,8 @@ pub use lines::LineAssembler;
 
 use crate::alg::stream::{HalfStream, StreamError, StreamLimits};
 use crate::alg::{Alg, AlgOutcome, AlgVerdict, PinholeRequest};
-use crate::conntrack::PortMatch;
 use crate::conntrack::key::{Direction, FlowTuple};
+use crate::conntrack::{Opening, PortMatch};
 use crate::decision::Reason;
 use crate::event::Event;
 use crate::wire::TcpSegment;
@@ -487,8 +487,7 @@ impl FtpControl {
             }
             Some(Pending::Active(addr, true)) if !(200..300).contains(&code) => {
                 // The server refused the address: close the pinhole the command opened.
-                let request = self.active_request(addr);
-                out.close.push(request);
+                out.close.push(self.active_request(addr).opening);
             }
             Some(Pending::Pasv) if code == 227 => {
                 let addr = ftp::parse_227(text);
@@ -594,12 +593,14 @@ impl FtpControl {
 
     fn request(&self, src: IpAddr, sport: PortMatch, dst: IpAddr, dport: u16) -> PinholeRequest {
         PinholeRequest {
-            alg: Alg::Ftp,
-            proto: proto::TCP,
-            src,
-            sport,
-            dst,
-            dport,
+            opening: Opening {
+                alg: Alg::Ftp,
+                proto: proto::TCP,
+                src,
+                sport,
+                dst,
+                dport,
+            },
             timeout: self.options.data_timeout,
             per_parent: self.options.max_pending,
             per_peer: None,
