@@ -139,7 +139,7 @@ pub struct TransferInit {
     pub kind: RequestKind,
     /// The options the client asked for.
     pub requested: KnownOptions,
-    /// Names (lower case) of the other options it asked for, which the server may acknowledge.
+    /// Names of the other options it asked for, which the server may acknowledge.
     pub requested_unknown: Vec<Box<[u8]>>,
     /// The rule's options.
     pub options: Arc<TftpOptions>,
@@ -255,7 +255,7 @@ impl TftpRequests {
                 requested_unknown: options
                     .unknown
                     .iter()
-                    .map(|(name, _)| name.to_ascii_lowercase().into_boxed_slice())
+                    .map(|(name, _)| Box::from(*name))
                     .collect(),
                 options: Arc::clone(&self.options),
             })),
@@ -322,8 +322,10 @@ enum Phase {
     Negotiated,
     /// Blocks are moving.
     Running,
-    /// The last block was acknowledged, or an ERROR ended it: only retransmissions now.
+    /// The last block was acknowledged: only retransmissions now.
     Done,
+    /// An ERROR ended it: nothing more passes (RFC 1350 section 7).
+    Failed,
 }
 
 /// Blocks a retransmission may lag behind, beyond the window.
@@ -347,8 +349,6 @@ pub struct TftpTransfer {
     highest_ack: u64,
     /// The short block that ends the transfer.
     final_block: Option<u64>,
-    /// An ERROR ended the transfer.
-    errored: bool,
     /// The options the server's OACK acknowledged.
     acknowledged: Option<KnownOptions>,
 }
@@ -386,14 +386,8 @@ impl TftpTransfer {
             highest_data: 0,
             highest_ack: 0,
             final_block: None,
-            errored: false,
             acknowledged: None,
         }
-    }
-
-    /// True once the transfer ended (last block acknowledged, or an ERROR).
-    pub fn is_done(&self) -> bool {
-        self.phase == Phase::Done
     }
 
     /// How long the flow may be idle: the rule's transfer timeout, then its dally once the
@@ -401,7 +395,7 @@ impl TftpTransfer {
     /// (RFC 2349), so one lost packet and its retransmission still find the flow.
     pub fn idle_timeout(&self) -> Duration {
         let options = &self.init.options;
-        let base = if self.phase == Phase::Done {
+        let base = if matches!(self.phase, Phase::Done | Phase::Failed) {
             options.dally
         } else {
             options.transfer_timeout
@@ -442,14 +436,13 @@ impl TftpTransfer {
         let mut out = AlgOutcome::default();
         // An ERROR ends the transfer; it is neither acknowledged nor retransmitted (RFC 1350
         // section 7), so nothing after it has a purpose.
-        if self.errored {
+        if self.phase == Phase::Failed {
             out.verdict = AlgVerdict::Drop(Reason::TftpTransferEnded);
             return out;
         }
         match packet {
             TftpPacket::Error { code, message } => {
-                self.phase = Phase::Done;
-                self.errored = true;
+                self.phase = Phase::Failed;
                 notice(
                     &mut out,
                     flow,

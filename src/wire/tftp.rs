@@ -213,7 +213,7 @@ fn zero_padding(bytes: &[u8]) -> Result<(), TftpError> {
 /// Reads `name NUL value NUL` pairs to the end of the packet.
 fn options(mut rest: &[u8]) -> Result<Options<'_>, TftpError> {
     let mut out = Options::default();
-    let mut seen: Vec<Vec<u8>> = Vec::new();
+    let mut seen: Vec<&[u8]> = Vec::new();
     while !rest.is_empty() {
         let (name, after) = field(rest)?;
         let (value, after) = field(after)?;
@@ -224,18 +224,23 @@ fn options(mut rest: &[u8]) -> Result<Options<'_>, TftpError> {
         if seen.len() == MAX_OPTIONS {
             return Err(TftpError::TooManyOptions);
         }
-        let lower = name.to_ascii_lowercase();
-        if seen.contains(&lower) {
+        // Option names are case-insensitive (RFC 2347 section 2).
+        if seen.iter().any(|s| s.eq_ignore_ascii_case(name)) {
             return Err(TftpError::BadOption);
         }
-        match lower.as_slice() {
-            b"blksize" => out.known.blksize = Some(in_range(value, 8, 65_464)? as u16),
-            b"timeout" => out.known.timeout = Some(in_range(value, 1, 255)? as u8),
-            b"tsize" => out.known.tsize = Some(decimal(value)?),
-            b"windowsize" => out.known.windowsize = Some(in_range(value, 1, 65_535)? as u16),
-            _ => out.unknown.push((name, value)),
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        if is(b"blksize") {
+            out.known.blksize = Some(in_range(value, 8, 65_464)? as u16);
+        } else if is(b"timeout") {
+            out.known.timeout = Some(in_range(value, 1, 255)? as u8);
+        } else if is(b"tsize") {
+            out.known.tsize = Some(decimal(value)?);
+        } else if is(b"windowsize") {
+            out.known.windowsize = Some(in_range(value, 1, 65_535)? as u16);
+        } else {
+            out.unknown.push((name, value));
         }
-        seen.push(lower);
+        seen.push(name);
     }
     Ok(out)
 }
@@ -259,12 +264,14 @@ pub fn parse(payload: &[u8]) -> Result<TftpPacket<'_>, TftpError> {
             if filename.is_empty() {
                 return Err(TftpError::EmptyFilename);
             }
-            let mode = match mode.to_ascii_lowercase().as_slice() {
-                b"netascii" => Mode::Netascii,
-                b"octet" => Mode::Octet,
-                b"mail" => Mode::Mail,
-                _ => return Err(TftpError::BadMode),
-            };
+            let mode = [
+                (&b"netascii"[..], Mode::Netascii),
+                (b"octet", Mode::Octet),
+                (b"mail", Mode::Mail),
+            ]
+            .into_iter()
+            .find_map(|(name, m)| mode.eq_ignore_ascii_case(name).then_some(m))
+            .ok_or(TftpError::BadMode)?;
             let options = options(rest)?;
             let kind = if op == opcode::RRQ {
                 RequestKind::Read
