@@ -12,6 +12,7 @@
 mod datagram;
 mod lifecycle;
 mod tcp;
+mod tftp_tid;
 
 use std::net::IpAddr;
 use std::sync::Arc;
