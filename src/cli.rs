@@ -1,9 +1,12 @@
 //! Command-line interface definitions (clap). The names here are a public contract.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::daemon::control::DEFAULT_SOCKET;
+use crate::io::iptables::{Flavour, Mode};
 use crate::output::Format;
 
 /// pinhole: a stateful FTP/TFTP inspection firewall for Linux edge routers.
@@ -45,6 +48,130 @@ pub enum Command {
     },
     /// Print the embedded default policy (used when --rules is not given).
     DefaultRules,
+    /// Run inline on NFQUEUE: one worker per queue, enforcing the rules with the inspectors.
+    Run(RunArgs),
+    /// Print the iptables-restore script that sends forwarded traffic to the queues.
+    Rules(KernelRulesArgs),
+    /// Ask the running daemon: mode, policy, reloads, table sizes.
+    Status(QueryArgs),
+    /// Ask the running daemon: every tracked flow (like `show ip inspect sessions`).
+    Sessions(QueryArgs),
+    /// Ask the running daemon: every open pinhole.
+    Pinholes(QueryArgs),
+    /// Ask the running daemon: counters, drops by reason, queue health.
+    Stats(QueryArgs),
+}
+
+/// What the kernel rules depend on (shared by `run` and `rules`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KernelRulesArgs {
+    /// Queues, one worker each: "0" or a range "0-3". The kernel balances flows over them by
+    /// address pair, so an FTP control connection and its data connections share a queue.
+    #[arg(long, value_name = "RANGE", default_value = "0", value_parser = parse_queues)]
+    pub queues: RangeInclusive<u16>,
+
+    /// offload: flows that need no more inspection are carried by the kernel; inspect-all:
+    /// every forwarded packet is judged by pinhole.
+    #[arg(long, value_enum, default_value_t = Mode::Offload)]
+    pub mode: Mode,
+
+    /// When pinhole is not running or a queue is full, let packets through instead of
+    /// dropping them (queue bypass and NFQA_CFG_F_FAIL_OPEN). Default: fail closed.
+    #[arg(long)]
+    pub fail_open: bool,
+
+    /// The packet/connection mark bit for offloaded connections.
+    #[arg(long, value_name = "BIT", default_value = "0x10000000", value_parser = parse_mark)]
+    pub offload_mark: u32,
+
+    /// The packet mark bit for packets the kernel must reject (TCP reset or ICMP).
+    #[arg(long, value_name = "BIT", default_value = "0x20000000", value_parser = parse_mark)]
+    pub reject_mark: u32,
+}
+
+/// Arguments of `pinhole run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Rules file; SIGHUP re-reads it (an invalid file keeps the old policy).
+    #[arg(long, value_name = "FILE")]
+    pub rules: PathBuf,
+
+    /// Kernel rule settings.
+    #[command(flatten)]
+    pub kernel: KernelRulesArgs,
+
+    /// Install the kernel rules (for IPv4 and IPv6) at start and remove them at exit.
+    #[arg(long)]
+    pub install_rules: bool,
+
+    /// Which iptables installs them.
+    #[arg(long, value_enum, default_value_t = Flavour::Auto)]
+    pub iptables: Flavour,
+
+    /// Enforce the rules without inspectors (compare: what the policy does without an ALG).
+    #[arg(long)]
+    pub no_inspect: bool,
+
+    /// Control socket for status, sessions, pinholes and stats.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub control: PathBuf,
+
+    /// Packets a queue holds waiting for verdicts before it counts as full.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub queue_maxlen: u32,
+
+    /// Receive buffer of each queue's netlink socket, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    pub rcvbuf: usize,
+
+    /// Take GSO/GRO super-packets segmented by the kernel instead of whole.
+    #[arg(long)]
+    pub no_gso: bool,
+}
+
+/// Arguments of the commands that ask the running daemon.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// Print the answer as JSON (for scripts) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub control: PathBuf,
+}
+
+/// Parses "3" or "0-3".
+fn parse_queues(text: &str) -> Result<RangeInclusive<u16>, String> {
+    let number = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("{s:?} is not a queue number (0-65535)"))
+    };
+    let (lo, hi) = text.split_once('-').unwrap_or((text, text));
+    let (lo, hi) = (number(lo)?, number(hi)?);
+    if lo > hi {
+        return Err(format!(
+            "queue range {text:?} runs backwards; write it low-high"
+        ));
+    }
+    if hi - lo >= 64 {
+        return Err("at most 64 queues (one worker thread each)".to_owned());
+    }
+    Ok(lo..=hi)
+}
+
+/// Parses a single mark bit, in hex (0x...) or decimal.
+fn parse_mark(text: &str) -> Result<u32, String> {
+    let value = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+    .map_err(|_| format!("{text:?} is not a number"))?;
+    if value.count_ones() != 1 {
+        return Err(format!("{text:?} must be a single bit, such as 0x10000000"));
+    }
+    Ok(value)
 }
 
 /// Arguments of `pinhole replay`.
@@ -74,4 +201,26 @@ pub struct ReplayArgs {
     /// Captures to replay.
     #[arg(required = true, value_name = "PCAP")]
     pub pcaps: Vec<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_ranges() {
+        assert_eq!(parse_queues("2"), Ok(2..=2));
+        assert_eq!(parse_queues("0-3"), Ok(0..=3));
+        assert!(parse_queues("3-0").is_err());
+        assert!(parse_queues("0-64").is_err());
+        assert!(parse_queues("x").is_err());
+    }
+
+    #[test]
+    fn marks_are_single_bits() {
+        assert_eq!(parse_mark("0x10000000"), Ok(0x1000_0000));
+        assert_eq!(parse_mark("256"), Ok(256));
+        assert!(parse_mark("0x3").is_err());
+        assert!(parse_mark("0").is_err());
+    }
 }

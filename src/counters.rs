@@ -26,6 +26,11 @@ pub struct Counters {
     pub flows_closed: u64,
     /// Flows evicted because the table was full.
     pub flows_evicted: u64,
+    /// Flows handed to the kernel (offload mode).
+    pub flows_offloaded: u64,
+    /// Packets of offloaded connections the engine no longer tracked, accepted on the
+    /// kernel's word (a FIN or RST after the engine's own timeout).
+    pub offloaded_untracked: u64,
     /// Pinholes opened.
     pub pinholes_opened: u64,
     /// Pinholes consumed by their connection.
@@ -52,6 +57,8 @@ impl Default for Counters {
             flows_opened: 0,
             flows_closed: 0,
             flows_evicted: 0,
+            flows_offloaded: 0,
+            offloaded_untracked: 0,
             pinholes_opened: 0,
             pinholes_used: 0,
             pinholes_expired: 0,
@@ -64,6 +71,46 @@ impl Default for Counters {
 }
 
 impl Counters {
+    /// Adds `other` into `self` (workers' counters into a total).
+    pub fn add(&mut self, other: &Counters) {
+        let Counters {
+            packets,
+            accepted,
+            dropped,
+            drops,
+            flows_opened,
+            flows_closed,
+            flows_evicted,
+            flows_offloaded,
+            offloaded_untracked,
+            pinholes_opened,
+            pinholes_used,
+            pinholes_expired,
+            pinholes_closed,
+            pinholes_refused,
+            violations,
+            datagrams_reassembled,
+        } = other;
+        self.packets += packets;
+        self.accepted += accepted;
+        self.dropped += dropped;
+        for (mine, theirs) in self.drops.0.iter_mut().zip(drops.0.iter()) {
+            *mine += theirs;
+        }
+        self.flows_opened += flows_opened;
+        self.flows_closed += flows_closed;
+        self.flows_evicted += flows_evicted;
+        self.flows_offloaded += flows_offloaded;
+        self.offloaded_untracked += offloaded_untracked;
+        self.pinholes_opened += pinholes_opened;
+        self.pinholes_used += pinholes_used;
+        self.pinholes_expired += pinholes_expired;
+        self.pinholes_closed += pinholes_closed;
+        self.pinholes_refused += pinholes_refused;
+        self.violations += violations;
+        self.datagrams_reassembled += datagrams_reassembled;
+    }
+
     /// Counts a final verdict.
     pub fn verdict(&mut self, verdict: Verdict, reason: Option<Reason>) {
         match verdict {
@@ -130,5 +177,17 @@ mod tests {
             r#"{"tcp_no_handshake":2}"#
         );
         assert_eq!((c.accepted, c.dropped), (1, 2));
+    }
+
+    #[test]
+    fn add_sums_every_counter_and_reason() {
+        let mut a = Counters::default();
+        a.verdict(Verdict::Drop, Some(Reason::DefaultDeny));
+        a.flows_offloaded = 2;
+        let mut total = Counters::default();
+        total.add(&a);
+        total.add(&a);
+        assert_eq!(total.drops.get(Reason::DefaultDeny), 2);
+        assert_eq!((total.dropped, total.flows_offloaded), (2, 4));
     }
 }

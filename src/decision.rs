@@ -261,6 +261,9 @@ pub struct Decision {
     pub events: Vec<Event>,
     /// Verdicts for packets held earlier, resolved by this one (IP fragments).
     pub released: Vec<Released>,
+    /// The flow needs no more inspection: in offload mode the adapter may let the kernel
+    /// carry the rest of it (set once, on the packet that made it eligible).
+    pub offload: bool,
 }
 
 impl Decision {
@@ -272,6 +275,7 @@ impl Decision {
             flow,
             events: Vec::new(),
             released: Vec::new(),
+            offload: false,
         }
     }
 
@@ -283,6 +287,7 @@ impl Decision {
             flow,
             events: Vec::new(),
             released: Vec::new(),
+            offload: false,
         }
     }
 
@@ -294,6 +299,7 @@ impl Decision {
             flow: None,
             events: Vec::new(),
             released: Vec::new(),
+            offload: false,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod alg;
 pub mod cli;
 pub mod conntrack;
 pub mod counters;
+pub mod daemon;
 pub mod decision;
 pub mod defrag;
 pub mod engine;

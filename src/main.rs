@@ -7,7 +7,11 @@ use std::sync::Arc;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use pinhole::cli::{Cli, Command, LogFormat, ReplayArgs};
+use pinhole::cli::{Cli, Command, KernelRulesArgs, LogFormat, QueryArgs, ReplayArgs, RunArgs};
+use pinhole::daemon::control::{self, Question};
+use pinhole::daemon::{self, RunOptions};
+use pinhole::io::iptables::RulesConfig;
+use pinhole::io::nfqueue::QueueConfig;
 use pinhole::output::{Format, RecordWriter};
 use pinhole::policy::{DEFAULT_RULES, Policy};
 use pinhole::replay::{ReplayOptions, replay_file};
@@ -22,6 +26,75 @@ fn main() -> ExitCode {
             print!("{DEFAULT_RULES}");
             ExitCode::SUCCESS
         }
+        Command::Run(args) => run(&args),
+        Command::Rules(args) => {
+            print!("{}", rules_config(&args).script());
+            ExitCode::SUCCESS
+        }
+        Command::Status(args) => ask(Question::Status, &args),
+        Command::Sessions(args) => ask(Question::Sessions, &args),
+        Command::Pinholes(args) => ask(Question::Pinholes, &args),
+        Command::Stats(args) => ask(Question::Stats, &args),
+    }
+}
+
+fn rules_config(args: &KernelRulesArgs) -> RulesConfig {
+    RulesConfig {
+        queues: args.queues.clone(),
+        mode: args.mode,
+        fail_open: args.fail_open,
+        offload_mark: args.offload_mark,
+        reject_mark: args.reject_mark,
+    }
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    if args.kernel.offload_mark == args.kernel.reject_mark {
+        eprintln!("pinhole run: --offload-mark and --reject-mark must be different bits");
+        return ExitCode::FAILURE;
+    }
+    let options = RunOptions {
+        rules: args.rules.clone(),
+        queues: args.kernel.queues.clone(),
+        mode: args.kernel.mode,
+        install_rules: args.install_rules,
+        flavour: args.iptables,
+        fail_open: args.kernel.fail_open,
+        no_inspect: args.no_inspect,
+        control: args.control.clone(),
+        offload_mark: args.kernel.offload_mark,
+        reject_mark: args.kernel.reject_mark,
+        queue: QueueConfig {
+            max_len: args.queue_maxlen,
+            fail_open: args.kernel.fail_open,
+            gso: !args.no_gso,
+            rcvbuf: args.rcvbuf,
+            ..QueueConfig::default()
+        },
+    };
+    match daemon::run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("pinhole run: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ask(question: Question, args: &QueryArgs) -> ExitCode {
+    match control::query(&args.control, question) {
+        Ok(value) => {
+            if args.json {
+                println!("{value}");
+            } else {
+                print!("{}", control::render(question, &value));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("pinhole: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -35,6 +108,7 @@ fn init_logging(format: LogFormat, verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(io::stderr().is_terminal())
         .with_writer(io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -72,6 +72,8 @@ pub struct Flow {
     pub packets: [u64; 2],
     /// IP bytes per direction (original, reply).
     pub bytes: [u64; 2],
+    /// Handed to the kernel (offload mode): only its FIN and RST segments are still seen.
+    pub offloaded: bool,
 }
 
 impl Flow {
@@ -93,6 +95,7 @@ impl Flow {
             last_seen: now,
             packets: [0; 2],
             bytes: [0; 2],
+            offloaded: false,
         }
     }
 

@@ -227,6 +227,31 @@ impl TcpTracker {
         self.state = TcpState::Closed;
     }
 
+    /// Follows a FIN or RST of a connection the kernel carries (offload mode). The data in
+    /// between was never seen, so sequence numbers cannot be checked: the kernel's own
+    /// connection tracking validated the segment before handing it over. Both FINs end the
+    /// connection in `TimeWait` (the last acknowledgement is not seen either).
+    pub fn on_offloaded_segment(&mut self, dir: Direction, seg: &TcpSegment<'_>) {
+        let flags = seg.flags;
+        if flags.rst() {
+            self.state = TcpState::Closed;
+            return;
+        }
+        if flags.fin() {
+            let peer = &mut self.peers[dir.index()];
+            peer.seen = true;
+            if peer.fin_seq.is_none() {
+                peer.fin_seq = Some(seg.seq.wrapping_add(seg_len(seg)));
+            }
+            let [a, b] = &self.peers;
+            self.state = if a.fin_seq.is_some() && b.fin_seq.is_some() {
+                TcpState::TimeWait
+            } else {
+                TcpState::FinWait
+            };
+        }
+    }
+
     /// Judges `seg`, sent from `dir`, and advances the state when it fits.
     pub fn on_segment(&mut self, dir: Direction, seg: &TcpSegment<'_>) -> TcpVerdict {
         if !valid_flags(seg.flags) {

@@ -79,10 +79,12 @@ impl Engine {
         }
         flow.account(dir, packet.len, now);
         self.refresh_deadline(now, handle);
-        match outcome {
+        let mut decision = match outcome {
             Some(outcome) => self.apply_inspection(now, handle, tuple, dir, outcome),
             None => Decision::accept(Some(tuple)),
-        }
+        };
+        self.maybe_offload(handle, &mut decision);
+        decision
     }
 
     pub(super) fn echo_request(

@@ -11,6 +11,7 @@
 
 mod datagram;
 mod lifecycle;
+mod offload;
 mod tcp;
 mod tftp_tid;
 
@@ -48,6 +49,10 @@ pub struct PacketInfo {
     /// payloads). Off when the checksums cannot be right: captured on the sending host with
     /// offload, or handed over by the kernel before it computed them (NFQUEUE with GSO).
     pub verify_checksums: bool,
+    /// The kernel marks the packet as belonging to a connection this engine offloaded earlier
+    /// (offload mode: the connection mark it set came back). Only such a connection's FIN and
+    /// RST segments still reach the engine.
+    pub offloaded: bool,
 }
 
 impl PacketInfo {
@@ -59,6 +64,7 @@ impl PacketInfo {
             ingress: None,
             egress: None,
             verify_checksums: true,
+            offloaded: false,
         }
     }
 }
@@ -84,6 +90,8 @@ pub struct Engine {
     now: Instant,
     /// Client ends (address, port) of live TFTP transfers, to their transfer flows.
     tftp_transfers: HashMap<(IpAddr, u16), FlowHandle, foldhash::fast::RandomState>,
+    /// Offload mode: flows that need no more inspection are handed to the kernel.
+    offload: bool,
 }
 
 fn defrag_limits(policy: &Policy) -> DefragLimits {
@@ -106,6 +114,7 @@ impl Engine {
             counters: Counters::default(),
             now: Instant::ZERO,
             tftp_transfers: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            offload: false,
             policy,
         }
     }

@@ -26,6 +26,11 @@ impl Engine {
         packet: Packet,
         seg: &TcpSegment<'_>,
     ) -> Decision {
+        if info.offloaded
+            && let Some(decision) = self.offloaded_segment(now, packet, seg)
+        {
+            return decision;
+        }
         let key = FlowKey::new(
             packet.proto,
             (packet.src, seg.sport),
@@ -119,6 +124,7 @@ impl Engine {
             Some(outcome) => self.apply_inspection(now, handle, tuple, dir, outcome),
             None => Decision::accept(Some(tuple)),
         };
+        self.maybe_offload(handle, &mut decision);
         // A control connection that ended takes its pending pinholes with it.
         if matches!(state, TcpState::Closed | TcpState::TimeWait)
             || decision.verdict == crate::Verdict::Reject

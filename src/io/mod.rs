@@ -1,3 +1,5 @@
 //! I/O adapters: everything that touches files, sockets or clocks lives here.
 
+pub mod iptables;
+pub mod nfqueue;
 pub mod pcap;

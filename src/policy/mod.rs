@@ -332,6 +332,18 @@ impl Policy {
         file::parse(&text, &origin)
     }
 
+    /// The same rules with no inspector attached: what the policy does without an ALG (each
+    /// rule keeps the ports its inspector implied). For comparisons (`pinhole run
+    /// --no-inspect`): passive and active data connections and TFTP replies from new ports are
+    /// then refused, as on a firewall without inspection.
+    #[must_use]
+    pub fn without_inspection(mut self) -> Policy {
+        for rule in &mut self.rules {
+            rule.inspect = None;
+        }
+        self
+    }
+
     /// The first rule matching a new flow, or the default action.
     pub fn evaluate(&self, flow: &FlowContext) -> RuleMatch {
         for (id, rule) in self.rules.iter().enumerate() {
@@ -412,6 +424,15 @@ mod tests {
             let m = policy.evaluate(&ctx("198.51.100.10", "192.0.2.10", p, port));
             assert_eq!((m.rule, m.action), (None, Action::Deny), "{p}/{port}");
         }
+    }
+
+    #[test]
+    fn without_inspection_keeps_the_ports_and_drops_the_inspectors() {
+        let policy = Policy::embedded_default().without_inspection();
+        let ftp = policy.evaluate(&ctx("198.51.100.10", "192.0.2.10", proto::TCP, 21));
+        assert_eq!((ftp.action, ftp.inspect), (Action::Allow, None));
+        let data = policy.evaluate(&ctx("198.51.100.10", "192.0.2.10", proto::TCP, 40000));
+        assert_eq!((data.rule, data.action), (None, Action::Deny));
     }
 
     #[test]

@@ -53,6 +53,15 @@ impl Harness {
         self.engine.process(self.now, &info, frame)
     }
 
+    /// Processes a frame the kernel marked as part of an offloaded connection.
+    pub fn send_offloaded(&mut self, frame: &[u8]) -> Decision {
+        self.now = self.now + Duration::from_millis(1);
+        let mut info = PacketInfo::new(self.next, LinkType::Ethernet);
+        info.offloaded = true;
+        self.next += 1;
+        self.engine.process(self.now, &info, frame)
+    }
+
     /// Processes a frame that must be accepted.
     pub fn accept(&mut self, frame: &[u8]) -> Decision {
         let d = self.send(frame);

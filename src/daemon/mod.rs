@@ -1,0 +1,321 @@
+//! `pinhole run`: the inline firewall on NFQUEUE.
+//!
+//! Threads: one [`worker`] per queue (each with its own engine; `--queue-balance` hashes both
+//! directions of an address pair to the same queue, so an FTP control connection and its data
+//! connections meet on one worker), one for the [`control`] socket, and the main thread,
+//! which waits for signals: SIGHUP reloads the rules file, SIGINT and SIGTERM stop.
+//!
+//! Start: policy, then kernel rules (`--install-rules`), then queues; a failure at any step
+//! undoes the earlier ones. Stop: workers unbind their queues, the rules come out, the control
+//! socket is removed.
+
+pub mod control;
+pub mod ifnames;
+pub mod snapshot;
+pub mod worker;
+
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+
+use serde::Serialize;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::io::iptables::{Flavour, Installer, Mode, RulesConfig};
+use crate::io::nfqueue::{QueueConfig, QueueSocket};
+use crate::policy::Policy;
+use crate::time::Instant;
+
+use self::worker::{Query, VerdictMarks, Worker};
+
+/// Everything `pinhole run` was asked to do.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The rules file (re-read on SIGHUP).
+    pub rules: PathBuf,
+    /// Queues, one worker each.
+    pub queues: RangeInclusive<u16>,
+    /// Offload or inspect-all.
+    pub mode: Mode,
+    /// Install the kernel rules at start, remove them at exit.
+    pub install_rules: bool,
+    /// Which iptables installs them.
+    pub flavour: Flavour,
+    /// Accept instead of drop when the daemon is gone or a queue is full.
+    pub fail_open: bool,
+    /// Enforce the rules without inspectors.
+    pub no_inspect: bool,
+    /// The control socket's path.
+    pub control: PathBuf,
+    /// The offload mark bit.
+    pub offload_mark: u32,
+    /// The reject mark bit.
+    pub reject_mark: u32,
+    /// Socket and queue settings.
+    pub queue: QueueConfig,
+}
+
+impl RunOptions {
+    /// The kernel rules these options call for.
+    pub fn rules_config(&self) -> RulesConfig {
+        RulesConfig {
+            queues: self.queues.clone(),
+            mode: self.mode,
+            fail_open: self.fail_open,
+            offload_mark: self.offload_mark,
+            reject_mark: self.reject_mark,
+        }
+    }
+}
+
+/// Outcome of the last reloads, for `pinhole status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReloadStatus {
+    /// Successful reloads.
+    pub reloads: u64,
+    /// Reloads refused because the file was invalid (the old policy stayed).
+    pub reload_failures: u64,
+    /// The errors of the last refused reload, until the next successful one.
+    pub last_reload_error: Option<String>,
+}
+
+/// State the threads share.
+pub struct Shared {
+    /// Set to stop every thread.
+    pub stop: AtomicBool,
+    policy: Mutex<(Arc<Policy>, u64)>,
+    reload: Mutex<ReloadStatus>,
+    started: std::time::Instant,
+    options: RunOptions,
+    workers: Vec<(u16, Sender<Query>)>,
+}
+
+impl Shared {
+    /// The policy in force and its generation (bumped by every reload).
+    pub fn policy(&self) -> (Arc<Policy>, u64) {
+        let guard = self.policy.lock().unwrap_or_else(PoisonError::into_inner);
+        (guard.0.clone(), guard.1)
+    }
+
+    /// The engines' clock: monotonic, starting at one second when the daemon started.
+    pub fn now(&self) -> Instant {
+        let elapsed = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        Instant::from_nanos(elapsed.saturating_add(1_000_000_000))
+    }
+
+    /// The reload outcomes so far.
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Re-reads the rules file. An invalid file keeps the old policy; its errors (file, line,
+    /// fix) are logged and kept for `pinhole status`.
+    pub fn reload(&self) {
+        let path = &self.options.rules;
+        let mut status = self.reload.lock().unwrap_or_else(PoisonError::into_inner);
+        match load_policy(path, self.options.no_inspect) {
+            Ok(policy) => {
+                let rules = policy.rules.len();
+                let mut guard = self.policy.lock().unwrap_or_else(PoisonError::into_inner);
+                guard.0 = Arc::new(policy);
+                guard.1 += 1;
+                status.reloads += 1;
+                status.last_reload_error = None;
+                tracing::info!(file = %path.display(), rules, "rules reloaded");
+            }
+            Err(errors) => {
+                status.reload_failures += 1;
+                status.last_reload_error = Some(errors.clone());
+                tracing::error!(
+                    file = %path.display(),
+                    "rules reload failed; the old policy stays in force:\n{errors}"
+                );
+            }
+        }
+    }
+}
+
+/// Reads the rules file, without inspectors when asked.
+pub fn load_policy(path: &std::path::Path, no_inspect: bool) -> Result<Policy, String> {
+    let policy = Policy::from_file(path).map_err(|errors| errors.to_string())?;
+    Ok(if no_inspect {
+        policy.without_inspection()
+    } else {
+        policy
+    })
+}
+
+/// Why `pinhole run` could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The rules file is invalid.
+    #[error("{0}")]
+    Policy(String),
+    /// The kernel rules could not be installed.
+    #[error("installing the kernel rules: {0}")]
+    Rules(String),
+    /// A queue could not be bound.
+    #[error("binding NFQUEUE queue {queue}: {source}{hint}")]
+    Queue {
+        /// The queue.
+        queue: u16,
+        /// The kernel's error.
+        source: std::io::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// The control socket could not be created.
+    #[error("control socket {path}: {source}")]
+    Control {
+        /// Its path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Signal handling could not be set up.
+    #[error("signal handling: {0}")]
+    Signals(std::io::Error),
+    /// A worker failed.
+    #[error("worker for queue {queue}: {source}")]
+    Worker {
+        /// Its queue.
+        queue: u16,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn queue_hint(err: &std::io::Error) -> &'static str {
+    match err.raw_os_error() {
+        Some(nix::libc::EPERM) => " (run as root, or with CAP_NET_ADMIN)",
+        Some(nix::libc::EBUSY) => " (another program is bound to this queue)",
+        _ => "",
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn run(options: &RunOptions) -> Result<(), RunError> {
+    let policy = load_policy(&options.rules, options.no_inspect).map_err(RunError::Policy)?;
+    let signals = Signals::new([SIGHUP, SIGINT, SIGTERM]).map_err(RunError::Signals)?;
+    let installer = Installer::new(options.flavour);
+    if options.install_rules {
+        installer
+            .install(&options.rules_config())
+            .map_err(RunError::Rules)?;
+    }
+    let result = serve(options.clone(), policy, signals);
+    if options.install_rules {
+        installer.remove();
+        tracing::info!("kernel rules removed");
+    }
+    result
+}
+
+fn serve(options: RunOptions, policy: Policy, mut signals: Signals) -> Result<(), RunError> {
+    let mut sockets = Vec::new();
+    for queue in options.queues.clone() {
+        let socket =
+            QueueSocket::open(queue, &options.queue).map_err(|source| RunError::Queue {
+                queue,
+                hint: queue_hint(&source),
+                source,
+            })?;
+        sockets.push(socket);
+    }
+    let mut receivers = Vec::new();
+    let mut workers = Vec::new();
+    for socket in &sockets {
+        let (tx, rx) = mpsc::channel();
+        workers.push((socket.queue(), tx));
+        receivers.push(rx);
+    }
+    let marks = VerdictMarks {
+        mode: options.mode,
+        offload: options.offload_mark,
+        reject: options.reject_mark,
+    };
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        policy: Mutex::new((Arc::new(policy), 0)),
+        reload: Mutex::new(ReloadStatus::default()),
+        started: std::time::Instant::now(),
+        options,
+        workers,
+    });
+    let listener = control::bind(&shared.options.control).map_err(|source| RunError::Control {
+        path: shared.options.control.clone(),
+        source,
+    })?;
+    let mut handles = Vec::new();
+    for (socket, queries) in sockets.into_iter().zip(receivers) {
+        let queue = socket.queue();
+        let worker = Worker::new(socket, &shared, marks);
+        let shared = shared.clone();
+        let handle = thread::Builder::new()
+            .name(format!("pinhole-q{queue}"))
+            .spawn(move || {
+                let result = worker.run(&shared, &queries);
+                if let Err(err) = &result {
+                    tracing::error!(queue, %err, "worker failed; stopping");
+                    shared.stop.store(true, Ordering::Relaxed);
+                }
+                result.map_err(|source| RunError::Worker { queue, source })
+            })
+            .map_err(RunError::Signals)?;
+        handles.push(handle);
+    }
+    let control_thread = {
+        let shared = shared.clone();
+        thread::Builder::new()
+            .name("pinhole-control".to_owned())
+            .spawn(move || control::serve(&listener, &shared))
+            .map_err(RunError::Signals)?
+    };
+    tracing::warn!(
+        mode = shared.options.mode.as_str(),
+        queues = ?shared.options.queues,
+        rules = %shared.options.rules.display(),
+        control = %shared.options.control.display(),
+        "pinhole running"
+    );
+    let signal_handle = signals.handle();
+    let stopper = {
+        let shared = shared.clone();
+        thread::Builder::new()
+            .name("pinhole-signals".to_owned())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    if signal == SIGHUP {
+                        shared.reload();
+                    } else {
+                        tracing::warn!(signal, "stopping");
+                        shared.stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            })
+            .map_err(RunError::Signals)?
+    };
+    let mut result = Ok(());
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => result = Err(err),
+            Err(_) => tracing::error!("a worker thread panicked"),
+        }
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    signal_handle.close();
+    let _ = stopper.join();
+    control::unblock(&shared.options.control);
+    let _ = control_thread.join();
+    let _ = std::fs::remove_file(&shared.options.control);
+    result
+}

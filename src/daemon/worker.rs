@@ -1,0 +1,274 @@
+//! One worker: one queue, one socket, one engine, one thread.
+//!
+//! The loop waits on the socket with the engine's next timer as the timeout (at most
+//! [`TICK`], so queries, reloads and the stop flag are seen promptly), then drains up to
+//! [`BATCH`] datagrams, judges each packet and sends all their verdicts in one `send`.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Duration;
+
+use crate::decision::{Decision, Verdict};
+use crate::engine::{Engine, PacketInfo};
+use crate::event::Event;
+use crate::io::iptables::Mode;
+use crate::io::nfqueue::{KernelVerdict, Message, QueueSocket, QueuedPacket, VerdictBatch};
+use crate::time::Instant;
+use crate::wire::LinkType;
+
+use super::Shared;
+use super::ifnames::IfNames;
+use super::snapshot::{self, PinholeRow, QueueCounters, SessionRow, WorkerStats};
+
+/// Longest wait between two looks at queries, reloads and the stop flag.
+const TICK: Duration = Duration::from_millis(100);
+/// Most datagrams read before the verdicts go out.
+const BATCH: usize = 64;
+
+/// A question from the control socket to a worker.
+pub enum Query {
+    /// Counters and table sizes.
+    Stats(Sender<WorkerStats>),
+    /// Every tracked flow.
+    Sessions(Sender<Vec<SessionRow>>),
+    /// Every open pinhole.
+    Pinholes(Sender<Vec<PinholeRow>>),
+}
+
+/// Marks and mode the verdicts depend on.
+#[derive(Clone, Copy, Debug)]
+pub struct VerdictMarks {
+    /// Offload or inspect-all.
+    pub mode: Mode,
+    /// The offload mark bit.
+    pub offload: u32,
+    /// The reject mark bit.
+    pub reject: u32,
+}
+
+/// A worker's state.
+pub struct Worker {
+    engine: Engine,
+    socket: QueueSocket,
+    marks: VerdictMarks,
+    counters: QueueCounters,
+    ifnames: IfNames,
+    batch: VerdictBatch,
+    buf: Vec<u8>,
+    policy_generation: u64,
+}
+
+impl Worker {
+    /// A worker for `socket`, with a fresh engine on the shared policy.
+    pub fn new(socket: QueueSocket, shared: &Shared, marks: VerdictMarks) -> Worker {
+        let (policy, generation) = shared.policy();
+        let mut engine = Engine::new(policy);
+        engine.set_offload(marks.mode == Mode::Offload);
+        Worker {
+            engine,
+            socket,
+            marks,
+            counters: QueueCounters::default(),
+            ifnames: IfNames::default(),
+            batch: VerdictBatch::default(),
+            buf: Vec::new(),
+            policy_generation: generation,
+        }
+    }
+
+    /// Runs until the stop flag is set; unbinds the queue on the way out.
+    pub fn run(mut self, shared: &Arc<Shared>, queries: &Receiver<Query>) -> io::Result<()> {
+        let result = self.serve(shared, queries);
+        if let Err(err) = self.socket.unbind() {
+            tracing::warn!(queue = self.socket.queue(), %err, "could not unbind the queue");
+        }
+        result
+    }
+
+    fn serve(&mut self, shared: &Arc<Shared>, queries: &Receiver<Query>) -> io::Result<()> {
+        while !shared.stop.load(Ordering::Relaxed) {
+            self.follow_policy(shared);
+            while let Ok(query) = queries.try_recv() {
+                self.answer(query, shared.now());
+            }
+            let now = shared.now();
+            let wait = self
+                .engine
+                .next_timeout()
+                .map_or(TICK, |deadline| deadline.saturating_since(now).min(TICK));
+            if self.socket.wait_readable(wait)? {
+                self.drain(shared)?;
+            }
+            self.run_timers(shared.now());
+        }
+        Ok(())
+    }
+
+    fn follow_policy(&mut self, shared: &Shared) {
+        let (policy, generation) = shared.policy();
+        if generation != self.policy_generation {
+            self.policy_generation = generation;
+            self.ifnames.clear();
+            let events = self.engine.set_policy(policy);
+            log_events(&events);
+        }
+    }
+
+    fn answer(&self, query: Query, now: Instant) {
+        let queue = self.socket.queue();
+        // A client that gave up has dropped its receiver; nothing to do then.
+        let _ = match query {
+            Query::Stats(reply) => reply
+                .send(WorkerStats {
+                    queue,
+                    engine: self.engine.counters().clone(),
+                    queue_counters: self.counters.clone(),
+                    flows: self.engine.flows().len(),
+                    pinholes: self.engine.pinholes().len(),
+                })
+                .map_err(drop),
+            Query::Sessions(reply) => reply
+                .send(snapshot::sessions(&self.engine, queue, now))
+                .map_err(drop),
+            Query::Pinholes(reply) => reply
+                .send(snapshot::pinholes(&self.engine, queue, now))
+                .map_err(drop),
+        };
+    }
+
+    fn drain(&mut self, shared: &Shared) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        for _ in 0..BATCH {
+            match self.socket.recv(&mut buf) {
+                Ok(Some(data)) => {
+                    let now = shared.now();
+                    for message in crate::io::nfqueue::messages(data) {
+                        match message {
+                            Message::Packet(packet) => self.judge(now, &packet),
+                            Message::Ack { errno, .. } if errno != 0 => {
+                                // The kernel refused a verdict (an id it no longer knows).
+                                self.counters.verdict_errors += 1;
+                            }
+                            Message::Ack { .. } | Message::Other => {}
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(err) if err.raw_os_error() == Some(nix::libc::ENOBUFS) => {
+                    self.counters.enobufs += 1;
+                    tracing::warn!(
+                        queue = self.socket.queue(),
+                        "netlink socket overrun (ENOBUFS): the kernel dropped queued packets; raise --rcvbuf or add queues"
+                    );
+                }
+                Err(err) => {
+                    self.counters.recv_errors += 1;
+                    self.buf = buf;
+                    return Err(err);
+                }
+            }
+        }
+        self.buf = buf;
+        self.flush_verdicts();
+        Ok(())
+    }
+
+    fn judge(&mut self, now: Instant, packet: &QueuedPacket<'_>) {
+        self.counters.received += 1;
+        self.counters.gso += u64::from(packet.gso);
+        self.counters.truncated += u64::from(packet.is_truncated());
+        if packet.mark & self.marks.reject != 0 {
+            // Our own rejected packet came back: the REJECT rule before the queue is missing.
+            self.counters.mark_loops += 1;
+            self.push(packet.queue, packet.id, KernelVerdict::Drop, None);
+            return;
+        }
+        let info = PacketInfo {
+            handle: u64::from(packet.id),
+            link: LinkType::RawIp,
+            ingress: self.ifnames.get(packet.indev),
+            egress: self.ifnames.get(packet.outdev),
+            // A packet from a local socket or a GSO super-packet has no checksum yet.
+            verify_checksums: !packet.checksum_not_ready,
+            offloaded: self.marks.mode == Mode::Offload && packet.mark & self.marks.offload != 0,
+        };
+        let decision = self.engine.process(now, &info, packet.payload);
+        self.verdict(packet, &decision);
+        for released in &decision.released {
+            let verdict = match released.verdict {
+                Verdict::Accept => KernelVerdict::Accept,
+                Verdict::Drop | Verdict::Reject | Verdict::Held => KernelVerdict::Drop,
+            };
+            self.counters.held = self.counters.held.saturating_sub(1);
+            self.push(packet.queue, released.handle as u32, verdict, None);
+        }
+        log_events(&decision.events);
+    }
+
+    fn verdict(&mut self, packet: &QueuedPacket<'_>, decision: &Decision) {
+        let (verdict, mark) = match decision.verdict {
+            Verdict::Accept
+                if decision.offload
+                    && self.marks.mode == Mode::Offload
+                    && packet.mark & self.marks.offload == 0 =>
+            {
+                self.counters.offload_verdicts += 1;
+                (
+                    KernelVerdict::Repeat,
+                    Some(packet.mark | self.marks.offload),
+                )
+            }
+            Verdict::Accept => (KernelVerdict::Accept, None),
+            Verdict::Drop => (KernelVerdict::Drop, None),
+            Verdict::Reject => {
+                self.counters.reject_verdicts += 1;
+                (KernelVerdict::Repeat, Some(packet.mark | self.marks.reject))
+            }
+            Verdict::Held => {
+                self.counters.held += 1;
+                return;
+            }
+        };
+        self.push(packet.queue, packet.id, verdict, mark);
+    }
+
+    fn push(&mut self, queue: u16, id: u32, verdict: KernelVerdict, mark: Option<u32>) {
+        self.batch.push(queue, id, verdict, mark);
+    }
+
+    fn flush_verdicts(&mut self) {
+        let n = self.batch.len() as u64;
+        if n == 0 {
+            return;
+        }
+        match self.socket.send_verdicts(&mut self.batch) {
+            Ok(()) => self.counters.verdicts += n,
+            Err(err) => {
+                self.counters.verdict_errors += 1;
+                tracing::warn!(queue = self.socket.queue(), %err, "sending verdicts failed");
+            }
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        if self.engine.next_timeout().is_none_or(|t| t > now) {
+            return;
+        }
+        let expired = self.engine.expire(now);
+        let queue = self.socket.queue();
+        for released in &expired.released {
+            self.counters.held = self.counters.held.saturating_sub(1);
+            self.push(queue, released.handle as u32, KernelVerdict::Drop, None);
+        }
+        log_events(&expired.events);
+        self.flush_verdicts();
+    }
+}
+
+fn log_events(events: &[Event]) {
+    for event in events {
+        tracing::debug!(?event, "event");
+    }
+}

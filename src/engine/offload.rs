@@ -1,0 +1,101 @@
+//! Offload mode: flows that need no more inspection are handed to the kernel.
+//!
+//! On the router, the NFQUEUE adapter marks such a flow's connection (a connmark), and the
+//! kernel then forwards its packets without queueing them. Only three things still reach the
+//! engine: new connections, inspected flows (FTP control connections, TFTP requests and
+//! transfers), and the FIN and RST segments of offloaded TCP connections, so the engine learns
+//! when they end and releases their state (and their place among their parent's children).
+//! An offloaded flow whose end is never seen (a UDP flow, or a FIN lost before the queue)
+//! leaves the table when its idle timeout runs out, counted from the moment it was offloaded.
+//!
+//! A flow qualifies once it is confirmed (TCP handshake complete, or a datagram answered),
+//! has no inspector, and is not a data connection that must close with its FTP control
+//! connection (`data_outlives_control = false`): the kernel could not be told to cut it.
+
+use crate::alg::AlgState;
+use crate::conntrack::{FlowHandle, FlowKey, FlowState, TcpState};
+use crate::decision::Decision;
+use crate::time::Instant;
+use crate::wire::TcpSegment;
+
+use super::tcp::tcp_timeout;
+use super::{Engine, Packet};
+
+impl Engine {
+    /// Turns offload mode on or off. Off (the default, and always in replay), every packet is
+    /// judged here; on, [`Decision::offload`] says when a flow may go to the kernel.
+    pub fn set_offload(&mut self, enabled: bool) {
+        self.offload = enabled;
+    }
+
+    /// True in offload mode.
+    pub fn offload_enabled(&self) -> bool {
+        self.offload
+    }
+
+    /// Marks the flow of an accepted packet as offloaded when it qualifies.
+    pub(super) fn maybe_offload(&mut self, handle: FlowHandle, decision: &mut Decision) {
+        if !self.offload || !decision.is_accept() {
+            return;
+        }
+        let Some(flow) = self.flows.get(handle) else {
+            return;
+        };
+        let confirmed = match &flow.state {
+            FlowState::Tcp(tcp) => tcp.state() == TcpState::Established && !tcp.is_embryonic(),
+            FlowState::Datagram { replied } => *replied,
+        };
+        if flow.offloaded || flow.alg.is_some() || !confirmed {
+            return;
+        }
+        let parent_lets_go = flow.parent.is_none_or(|parent| {
+            match self.flows.get(parent).and_then(|p| p.alg.as_ref()) {
+                Some(AlgState::Ftp(ftp)) => ftp.options().data_outlives_control,
+                _ => true,
+            }
+        });
+        if !parent_lets_go {
+            return;
+        }
+        if let Some(flow) = self.flows.get_mut(handle) {
+            flow.offloaded = true;
+            self.counters.flows_offloaded += 1;
+            decision.offload = true;
+        }
+    }
+
+    /// A segment the kernel says belongs to an offloaded connection (a FIN or a RST). `None`
+    /// when the engine tracks that tuple as a flow it did not offload (a new connection reused
+    /// the tuple): then the segment goes the normal way.
+    pub(super) fn offloaded_segment(
+        &mut self,
+        now: Instant,
+        packet: Packet,
+        seg: &TcpSegment<'_>,
+    ) -> Option<Decision> {
+        let key = FlowKey::new(
+            packet.proto,
+            (packet.src, seg.sport),
+            (packet.dst, seg.dport),
+        );
+        let Some(handle) = self.flows.lookup(&key) else {
+            self.counters.offloaded_untracked += 1;
+            return Some(Decision::accept(None));
+        };
+        let timeouts = &self.policy.timeouts;
+        let flow = self.flows.get_mut(handle)?;
+        if !flow.offloaded {
+            return None;
+        }
+        let tuple = flow.tuple;
+        let dir = tuple.direction_of(packet.src, seg.sport);
+        let FlowState::Tcp(tracker) = &mut flow.state else {
+            return Some(Decision::accept(Some(tuple)));
+        };
+        tracker.on_offloaded_segment(dir, seg);
+        let timeout = tcp_timeout(timeouts, tracker);
+        flow.account(dir, packet.len, now);
+        self.flows.set_deadline(handle, now + timeout);
+        Some(Decision::accept(Some(tuple)))
+    }
+}

@@ -1,0 +1,286 @@
+//! The kernel rules that send forwarded traffic to pinhole's queues, and carry out its marks.
+//!
+//! Everything lives in one chain, `PINHOLE`, jumped to from the top of `FORWARD` in the
+//! `filter` table. The same script is valid for `iptables-restore --noflush` and
+//! `ip6tables-restore --noflush`, with iptables-nft and iptables-legacy alike. (nft's own
+//! `queue` statement needs `nft_queue`, which not every kernel ships; the iptables NFQUEUE
+//! target works everywhere iptables does.)
+//!
+//! Marks: a verdict can only accept or drop a packet, and `NF_ACCEPT` ends the chain, so a rule
+//! after the queue rule never sees an accepted packet. pinhole therefore answers
+//! `NF_REPEAT` with a mark instead when it wants the kernel to do more, and the rules at the
+//! top of the chain act on that mark when the packet comes through again:
+//!
+//! * the **reject mark**: the packet is rejected (a TCP reset, or ICMP port unreachable);
+//! * the **offload mark** (offload mode): the mark is saved on the connection (connmark) and
+//!   the packet accepted; from then on the kernel forwards that connection's packets itself,
+//!   except FIN and RST segments, which are queued with the offload mark set so that pinhole
+//!   learns the connection ended.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::ops::RangeInclusive;
+use std::process::{Command, Stdio};
+
+use serde::Serialize;
+
+/// Name of the chain pinhole owns.
+pub const CHAIN: &str = "PINHOLE";
+
+/// How forwarded packets are split between the kernel and pinhole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// New connections and inspected flows are judged by pinhole; flows it admitted and no
+    /// longer needs to inspect are carried by the kernel's connection tracking.
+    Offload,
+    /// Every forwarded packet is judged by pinhole.
+    InspectAll,
+}
+
+impl Mode {
+    /// The name used on the command line.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Mode::Offload => "offload",
+            Mode::InspectAll => "inspect-all",
+        }
+    }
+}
+
+/// Which iptables flavour installs the rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Flavour {
+    /// Whatever `iptables-restore` is on this system.
+    Auto,
+    /// `iptables-nft-restore` (nf_tables backend).
+    Nft,
+    /// `iptables-legacy-restore` (x_tables backend).
+    Legacy,
+}
+
+impl Flavour {
+    /// The `iptables` and `iptables-restore` commands for IPv4 or IPv6.
+    fn commands(self, v6: bool) -> (String, String) {
+        let family = if v6 { "ip6tables" } else { "iptables" };
+        let suffix = match self {
+            Flavour::Auto => "",
+            Flavour::Nft => "-nft",
+            Flavour::Legacy => "-legacy",
+        };
+        (
+            format!("{family}{suffix}"),
+            format!("{family}{suffix}-restore"),
+        )
+    }
+}
+
+/// Everything the rules depend on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RulesConfig {
+    /// The queues to balance over (one worker each).
+    pub queues: RangeInclusive<u16>,
+    /// Offload or inspect-all.
+    pub mode: Mode,
+    /// Accept packets instead of dropping them when nobody listens on the queue.
+    pub fail_open: bool,
+    /// The mark bit meaning "offload this connection" / "an offloaded connection".
+    pub offload_mark: u32,
+    /// The mark bit meaning "reject this packet".
+    pub reject_mark: u32,
+}
+
+impl RulesConfig {
+    /// The `iptables-restore --noflush` script.
+    pub fn script(&self) -> String {
+        let mut s = String::new();
+        let o = self.offload_mark;
+        let r = self.reject_mark;
+        let _ = writeln!(
+            s,
+            "# pinhole kernel rules: mode {}, queues {}-{}, fail-{}.",
+            self.mode.as_str(),
+            self.queues.start(),
+            self.queues.end(),
+            if self.fail_open { "open" } else { "closed" }
+        );
+        let _ = writeln!(
+            s,
+            "# Load with `iptables-restore --noflush` and `ip6tables-restore --noflush`; remove with\n\
+             # `iptables -D FORWARD -j {CHAIN}; iptables -F {CHAIN}; iptables -X {CHAIN}` (and ip6tables).\n\
+             # Keep your FORWARD policy DROP: pinhole accepts what it admits, and its rules act only\n\
+             # while they are loaded."
+        );
+        s.push_str("*filter\n");
+        let _ = writeln!(s, ":{CHAIN} - [0:0]");
+        let _ = writeln!(s, "-I FORWARD 1 -j {CHAIN}");
+        let _ = writeln!(
+            s,
+            "-A {CHAIN} -p tcp -m mark --mark {r:#x}/{r:#x} -j REJECT --reject-with tcp-reset"
+        );
+        let _ = writeln!(s, "-A {CHAIN} -m mark --mark {r:#x}/{r:#x} -j REJECT");
+        if self.mode == Mode::Offload {
+            let _ = writeln!(
+                s,
+                "-A {CHAIN} -m mark --mark {o:#x}/{o:#x} -m connmark ! --mark {o:#x}/{o:#x} -j CONNMARK --set-xmark {o:#x}/{o:#x}"
+            );
+            let _ = writeln!(
+                s,
+                "-A {CHAIN} -m connmark --mark {o:#x}/{o:#x} -p tcp --tcp-flags FIN,RST NONE -j ACCEPT"
+            );
+            let _ = writeln!(
+                s,
+                "-A {CHAIN} -m connmark --mark {o:#x}/{o:#x} ! -p tcp -j ACCEPT"
+            );
+            let _ = writeln!(
+                s,
+                "-A {CHAIN} -m connmark --mark {o:#x}/{o:#x} -j MARK --set-xmark {o:#x}/{o:#x}"
+            );
+        }
+        let queue = if self.queues.start() == self.queues.end() {
+            format!("--queue-num {}", self.queues.start())
+        } else {
+            format!(
+                "--queue-balance {}:{}",
+                self.queues.start(),
+                self.queues.end()
+            )
+        };
+        let bypass = if self.fail_open {
+            " --queue-bypass"
+        } else {
+            ""
+        };
+        let _ = writeln!(s, "-A {CHAIN} -j NFQUEUE {queue}{bypass}");
+        s.push_str("COMMIT\n");
+        s
+    }
+}
+
+/// Installs and removes the rules for both address families.
+pub struct Installer {
+    flavour: Flavour,
+}
+
+impl Installer {
+    /// An installer using `flavour`.
+    pub fn new(flavour: Flavour) -> Self {
+        Installer { flavour }
+    }
+
+    /// Removes any earlier copy (a daemon that was killed leaves its chain), then loads the
+    /// rules for IPv4 and IPv6. On failure nothing stays loaded.
+    pub fn install(&self, config: &RulesConfig) -> Result<(), String> {
+        self.remove();
+        let script = config.script();
+        for v6 in [false, true] {
+            if let Err(err) = self.restore(v6, &script) {
+                self.remove();
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the jump and the chain for both families; quiet when they are not there.
+    pub fn remove(&self) {
+        for v6 in [false, true] {
+            let (iptables, _) = self.flavour.commands(v6);
+            // Every jump (a killed daemon restarted by hand may have left more than one).
+            for _ in 0..16 {
+                if !run_quiet(&iptables, &["-w", "-D", "FORWARD", "-j", CHAIN]) {
+                    break;
+                }
+            }
+            run_quiet(&iptables, &["-w", "-F", CHAIN]);
+            run_quiet(&iptables, &["-w", "-X", CHAIN]);
+        }
+    }
+
+    fn restore(&self, v6: bool, script: &str) -> Result<(), String> {
+        let (_, restore) = self.flavour.commands(v6);
+        let mut child = Command::new(&restore)
+            .args(["--noflush", "-w"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| format!("cannot run {restore}: {err} (install the iptables package)"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(script.as_bytes())
+                .map_err(|err| format!("{restore}: {err}"))?;
+        }
+        let output = child
+            .wait_with_output()
+            .map_err(|err| format!("{restore}: {err}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{restore} refused the rules ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    }
+}
+
+fn run_quiet(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(mode: Mode, queues: RangeInclusive<u16>, fail_open: bool) -> RulesConfig {
+        RulesConfig {
+            queues,
+            mode,
+            fail_open,
+            offload_mark: 0x1000_0000,
+            reject_mark: 0x2000_0000,
+        }
+    }
+
+    fn rules(script: &str) -> Vec<&str> {
+        script.lines().filter(|l| l.starts_with("-A")).collect()
+    }
+
+    #[test]
+    fn inspect_all_queues_everything_and_rejects_by_mark() {
+        let script = config(Mode::InspectAll, 0..=3, false).script();
+        assert!(script.contains("*filter\n:PINHOLE - [0:0]\n-I FORWARD 1 -j PINHOLE\n"));
+        assert_eq!(
+            rules(&script),
+            vec![
+                "-A PINHOLE -p tcp -m mark --mark 0x20000000/0x20000000 -j REJECT --reject-with tcp-reset",
+                "-A PINHOLE -m mark --mark 0x20000000/0x20000000 -j REJECT",
+                "-A PINHOLE -j NFQUEUE --queue-balance 0:3",
+            ]
+        );
+        assert!(script.ends_with("COMMIT\n"));
+    }
+
+    #[test]
+    fn offload_saves_the_mark_and_still_queues_fin_and_rst() {
+        let script = config(Mode::Offload, 0..=0, true).script();
+        let rules = rules(&script);
+        assert_eq!(rules.len(), 7);
+        assert!(rules[2].contains("-j CONNMARK --set-xmark 0x10000000/0x10000000"));
+        assert!(rules[3].contains("--tcp-flags FIN,RST NONE -j ACCEPT"));
+        assert!(rules[4].ends_with("! -p tcp -j ACCEPT"));
+        assert!(rules[5].ends_with("-j MARK --set-xmark 0x10000000/0x10000000"));
+        assert_eq!(
+            rules[6],
+            "-A PINHOLE -j NFQUEUE --queue-num 0 --queue-bypass"
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! Offload mode: which flows the engine hands to the kernel, and how it follows their end from
+//! the FIN and RST segments the kernel still queues.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{Harness, opened};
+use pinhole::conntrack::TcpState;
+use pinhole::event::{CloseCause, Event};
+use pinhole::testkit::{self, TcpSession, sock};
+use pinhole::{Decision, Verdict};
+
+const LAB: &str = r#"
+[[rule]]
+name = "ftp"
+action = "allow"
+inspect = "ftp"
+
+[[rule]]
+name = "tftp"
+action = "allow"
+inspect = "tftp"
+
+[[rule]]
+name = "web"
+action = "allow"
+proto = "tcp"
+ports = [80]
+
+[[rule]]
+name = "dns"
+action = "allow"
+proto = "udp"
+ports = [53]
+"#;
+
+fn offloading(policy: &str) -> Harness {
+    let mut h = Harness::new(policy);
+    h.engine.set_offload(true);
+    h
+}
+
+fn closed_causes(events: &[Event]) -> Vec<CloseCause> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::FlowClosed { cause, .. } => Some(*cause),
+            _ => None,
+        })
+        .collect()
+}
+
+fn web() -> TcpSession {
+    TcpSession::new(sock("198.51.100.10:40000"), sock("192.0.2.10:80"), 1, 9)
+}
+
+/// The handshake, returning the decision for each of its three segments.
+fn handshake(h: &mut Harness, s: &mut TcpSession) -> Vec<Decision> {
+    s.handshake().iter().map(|f| h.accept(f)).collect()
+}
+
+#[test]
+fn a_plain_connection_is_offloaded_once_its_handshake_completes() {
+    let mut h = offloading(LAB);
+    let mut s = web();
+    let offload: Vec<bool> = handshake(&mut h, &mut s)
+        .iter()
+        .map(|d| d.offload)
+        .collect();
+    assert_eq!(
+        offload,
+        vec![false, false, true],
+        "offloaded on the third segment"
+    );
+    // Packets already queued behind it are still judged normally, and offered only once.
+    let d = h.accept(&s.client_data(b"GET / HTTP/1.0\r\n\r\n"));
+    assert!(!d.offload);
+    assert_eq!(h.engine.counters().flows_offloaded, 1);
+    assert!(h.engine.flows().iter().all(|(_, f)| f.offloaded));
+}
+
+#[test]
+fn without_offload_mode_nothing_is_offloaded() {
+    let mut h = Harness::new(LAB);
+    let mut s = web();
+    assert!(handshake(&mut h, &mut s).iter().all(|d| !d.offload));
+    assert!(!h.accept(&s.client_data(b"x")).offload);
+    assert_eq!(h.engine.counters().flows_offloaded, 0);
+}
+
+#[test]
+fn fins_of_an_offloaded_connection_end_it_without_sequence_checks() {
+    let mut h = offloading(LAB);
+    let mut s = web();
+    handshake(&mut h, &mut s);
+    // The kernel carried a megabyte each way; the engine saw none of it.
+    let client_fin = s.client_raw(testkit::flags::FIN | testkit::flags::ACK, 1_000_000, b"");
+    let server_fin = s.server_raw(testkit::flags::FIN | testkit::flags::ACK, 1_000_000, b"");
+    // Without the kernel's mark, such a FIN is far outside the window the engine knows.
+    assert_eq!(h.send(&client_fin).verdict, Verdict::Drop);
+    assert_eq!(h.send_offloaded(&client_fin).verdict, Verdict::Accept);
+    let state = |h: &Harness| match &h.engine.flows().iter().next().unwrap().1.state {
+        pinhole::conntrack::FlowState::Tcp(t) => t.state(),
+        other @ pinhole::conntrack::FlowState::Datagram { .. } => panic!("{other:?}"),
+    };
+    assert_eq!(state(&h), TcpState::FinWait);
+    assert_eq!(h.send_offloaded(&server_fin).verdict, Verdict::Accept);
+    assert_eq!(state(&h), TcpState::TimeWait);
+    let expired = h.advance(300);
+    assert_eq!(closed_causes(&expired.events), vec![CloseCause::Fin]);
+    assert_eq!(h.engine.flows().len(), 0);
+}
+
+#[test]
+fn a_reset_of_an_offloaded_connection_ends_it() {
+    let mut h = offloading(LAB);
+    let mut s = web();
+    handshake(&mut h, &mut s);
+    let rst = s.server_raw(testkit::flags::RST, 5_000_000, b"");
+    assert_eq!(h.send_offloaded(&rst).verdict, Verdict::Accept);
+    let expired = h.advance(300);
+    assert_eq!(closed_causes(&expired.events), vec![CloseCause::Reset]);
+}
+
+#[test]
+fn an_offloaded_flow_the_engine_forgot_is_taken_on_the_kernels_word() {
+    let mut h = offloading(LAB);
+    let mut s = web();
+    handshake(&mut h, &mut s);
+    // Idle (for the engine) past the established timeout: the flow leaves the table.
+    let expired = h.advance(100_000);
+    assert_eq!(closed_causes(&expired.events), vec![CloseCause::Timeout]);
+    let fin = s.client_raw(testkit::flags::FIN | testkit::flags::ACK, 1_000_000, b"");
+    assert_eq!(h.send_offloaded(&fin).verdict, Verdict::Accept);
+    assert_eq!(h.engine.counters().offloaded_untracked, 1);
+    assert_eq!(h.engine.flows().len(), 0, "no state is created for it");
+    // The same segment without the mark is a segment of no connection.
+    assert_eq!(h.send(&fin).verdict, Verdict::Drop);
+}
+
+#[test]
+fn control_connections_stay_in_userspace_and_data_connections_are_offloaded() {
+    let mut h = offloading(LAB);
+    let mut control = TcpSession::new(sock("198.51.100.10:40000"), sock("192.0.2.10:21"), 1, 9);
+    assert!(handshake(&mut h, &mut control).iter().all(|d| !d.offload));
+    h.accept(&control.server_data(b"220 ready\r\n"));
+    h.accept(&control.client_data(b"PASV\r\n"));
+    let d = h.accept(&control.server_data(b"227 Entering Passive Mode (192,0,2,10,156,64).\r\n"));
+    assert_eq!(opened(&d).len(), 1);
+    let mut data = TcpSession::new(sock("198.51.100.10:41000"), sock("192.0.2.10:40000"), 5, 6);
+    let offload: Vec<bool> = handshake(&mut h, &mut data)
+        .iter()
+        .map(|d| d.offload)
+        .collect();
+    assert_eq!(offload, vec![false, false, true]);
+    // The control connection is still inspected: its next command is parsed, never offloaded.
+    assert!(!h.accept(&control.client_data(b"NOOP\r\n")).offload);
+    assert_eq!(h.engine.counters().flows_offloaded, 1);
+}
+
+#[test]
+fn data_that_must_die_with_its_control_connection_is_not_offloaded() {
+    let policy = "[[rule]]\naction = \"allow\"\ninspect = \"ftp\"\n[rule.ftp]\ndata_outlives_control = false\n";
+    let mut h = offloading(policy);
+    let mut control = TcpSession::new(sock("198.51.100.10:40000"), sock("192.0.2.10:21"), 1, 9);
+    handshake(&mut h, &mut control);
+    h.accept(&control.server_data(b"220 ready\r\n"));
+    h.accept(&control.client_data(b"PASV\r\n"));
+    h.accept(&control.server_data(b"227 Entering Passive Mode (192,0,2,10,156,64).\r\n"));
+    let mut data = TcpSession::new(sock("198.51.100.10:41000"), sock("192.0.2.10:40000"), 5, 6);
+    assert!(handshake(&mut h, &mut data).iter().all(|d| !d.offload));
+    assert!(!h.accept(&data.server_data(b"bytes")).offload);
+}
+
+#[test]
+fn answered_udp_is_offloaded_but_tftp_transfers_are_not() {
+    let mut h = offloading(LAB);
+    let query = testkit::udp(sock("198.51.100.10:5000"), sock("192.0.2.53:53"), b"q");
+    let answer = testkit::udp(sock("192.0.2.53:53"), sock("198.51.100.10:5000"), b"a");
+    assert!(!h.accept(&query).offload, "not confirmed before the answer");
+    assert!(h.accept(&answer).offload);
+
+    let rrq = testkit::udp(
+        sock("198.51.100.10:6000"),
+        sock("192.0.2.10:69"),
+        &testkit::tftp::rrq("f", "octet", &[]),
+    );
+    assert!(!h.accept(&rrq).offload);
+    let data = testkit::udp(
+        sock("192.0.2.10:30000"),
+        sock("198.51.100.10:6000"),
+        &testkit::tftp::data(1, 100),
+    );
+    assert!(
+        !h.accept(&data).offload,
+        "a transfer is inspected block by block"
+    );
+    let ack = testkit::udp(
+        sock("198.51.100.10:6000"),
+        sock("192.0.2.10:30000"),
+        &testkit::tftp::ack(1),
+    );
+    assert!(!h.accept(&ack).offload);
+    assert_eq!(h.engine.counters().flows_offloaded, 1);
+}
