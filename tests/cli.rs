@@ -171,3 +171,66 @@ fn readme_documents_every_drop_reason() {
         );
     }
 }
+
+#[test]
+fn rules_prints_the_iptables_restore_script_for_each_mode() {
+    let out = pinhole(&["rules", "--queues", "0-3", "--mode", "inspect-all"]);
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains("*filter\n:PINHOLE - [0:0]\n-I FORWARD 1 -j PINHOLE\n"));
+    assert!(script.contains("-A PINHOLE -j NFQUEUE --queue-balance 0:3\nCOMMIT\n"));
+    assert!(!script.contains("connmark"), "inspect-all offloads nothing");
+
+    let out = pinhole(&["rules", "--fail-open", "--offload-mark", "0x100"]);
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains("-A PINHOLE -m connmark --mark 0x100/0x100 ! -p tcp -j ACCEPT\n"));
+    assert!(script.contains("-A PINHOLE -j NFQUEUE --queue-num 0 --queue-bypass\n"));
+}
+
+#[test]
+fn rules_refuses_bad_queues_and_marks() {
+    for args in [
+        &["rules", "--queues", "3-1"][..],
+        &["rules", "--queues", "0-99"],
+        &["rules", "--reject-mark", "0x3"],
+    ] {
+        let out = pinhole(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+}
+
+#[test]
+fn queries_without_a_daemon_say_what_to_check() {
+    let socket = std::env::temp_dir().join(format!("pinhole-none-{}.sock", std::process::id()));
+    for command in ["status", "sessions", "pinholes", "stats"] {
+        let out = pinhole(&[command, "--control", socket.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains("cannot reach the pinhole daemon at") && stderr.contains("--control"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn run_refuses_a_bad_rules_file_before_touching_the_kernel() {
+    let rules = temp_file("run-bad.toml", "[[rule]]\naction = \"maybe\"\n");
+    let socket = rules.with_extension("sock");
+    let out = pinhole(&[
+        "run",
+        "--install-rules",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--control",
+        socket.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with(&format!("pinhole run: {}:2:", rules.display())),
+        "{stderr}"
+    );
+    assert!(!socket.exists());
+}
