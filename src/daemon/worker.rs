@@ -208,29 +208,17 @@ impl Worker {
     }
 
     fn verdict(&mut self, packet: &QueuedPacket<'_>, decision: &Decision) {
-        let (verdict, mark) = match decision.verdict {
-            Verdict::Accept
-                if decision.offload
-                    && self.marks.mode == Mode::Offload
-                    && packet.mark & self.marks.offload == 0 =>
-            {
-                self.counters.offload_verdicts += 1;
-                (
-                    KernelVerdict::Repeat,
-                    Some(packet.mark | self.marks.offload),
-                )
-            }
-            Verdict::Accept => (KernelVerdict::Accept, None),
-            Verdict::Drop => (KernelVerdict::Drop, None),
-            Verdict::Reject => {
-                self.counters.reject_verdicts += 1;
-                (KernelVerdict::Repeat, Some(packet.mark | self.marks.reject))
-            }
-            Verdict::Held => {
-                self.counters.held += 1;
-                return;
-            }
+        let Some((verdict, mark)) = kernel_verdict(decision, packet.mark, self.marks) else {
+            self.counters.held += 1;
+            return;
         };
+        match (verdict, mark) {
+            (KernelVerdict::Repeat, Some(m)) if m & self.marks.reject != 0 => {
+                self.counters.reject_verdicts += 1;
+            }
+            (KernelVerdict::Repeat, _) => self.counters.offload_verdicts += 1,
+            _ => {}
+        }
         self.push(packet.queue, packet.id, verdict, mark);
     }
 
@@ -267,8 +255,90 @@ impl Worker {
     }
 }
 
+/// What the kernel is told for a packet carrying `mark`: `None` while it is held.
+///
+/// Accept and drop are final. A reject, and in offload mode an accept that offloads the flow,
+/// are `NF_REPEAT` with a mark bit added (the packet's other mark bits kept), for the rules at
+/// the top of the chain to carry out. A packet already marked offloaded is simply accepted.
+pub fn kernel_verdict(
+    decision: &Decision,
+    mark: u32,
+    marks: VerdictMarks,
+) -> Option<(KernelVerdict, Option<u32>)> {
+    Some(match decision.verdict {
+        Verdict::Accept
+            if decision.offload && marks.mode == Mode::Offload && mark & marks.offload == 0 =>
+        {
+            (KernelVerdict::Repeat, Some(mark | marks.offload))
+        }
+        Verdict::Accept => (KernelVerdict::Accept, None),
+        Verdict::Drop => (KernelVerdict::Drop, None),
+        Verdict::Reject => (KernelVerdict::Repeat, Some(mark | marks.reject)),
+        Verdict::Held => return None,
+    })
+}
+
 fn log_events(events: &[Event]) {
     for event in events {
         tracing::debug!(?event, "event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::Reason;
+
+    const MARKS: VerdictMarks = VerdictMarks {
+        mode: Mode::Offload,
+        offload: 0x10,
+        reject: 0x20,
+    };
+
+    fn offloading() -> Decision {
+        let mut d = Decision::accept(None);
+        d.offload = true;
+        d
+    }
+
+    #[test]
+    fn accept_drop_and_held_are_final_or_deferred() {
+        assert_eq!(
+            kernel_verdict(&Decision::accept(None), 0x1, MARKS),
+            Some((KernelVerdict::Accept, None))
+        );
+        assert_eq!(
+            kernel_verdict(&Decision::drop(Reason::DefaultDeny, None), 0, MARKS),
+            Some((KernelVerdict::Drop, None))
+        );
+        assert_eq!(kernel_verdict(&Decision::held(), 0, MARKS), None);
+    }
+
+    #[test]
+    fn reject_and_offload_repeat_with_their_bit_added() {
+        assert_eq!(
+            kernel_verdict(&Decision::reject(Reason::FtpBounce, None), 0x1, MARKS),
+            Some((KernelVerdict::Repeat, Some(0x21)))
+        );
+        assert_eq!(
+            kernel_verdict(&offloading(), 0x1, MARKS),
+            Some((KernelVerdict::Repeat, Some(0x11)))
+        );
+    }
+
+    #[test]
+    fn offload_is_plain_accept_when_already_offloaded_or_in_inspect_all() {
+        assert_eq!(
+            kernel_verdict(&offloading(), 0x10, MARKS),
+            Some((KernelVerdict::Accept, None))
+        );
+        let inspect_all = VerdictMarks {
+            mode: Mode::InspectAll,
+            ..MARKS
+        };
+        assert_eq!(
+            kernel_verdict(&offloading(), 0, inspect_all),
+            Some((KernelVerdict::Accept, None))
+        );
     }
 }
