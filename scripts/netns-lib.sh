@@ -5,16 +5,18 @@
 # Source this file from bash (it is not meant to be executed):
 #
 #     . "$(dirname "$0")/netns-lib.sh"
+#     ph_ensure_tools         # apt-get install what is missing (root, Debian)
 #     ph_init                 # work dir + cleanup trap
 #     ph_topology_up          # 3 namespaces: client <-> fw <-> server
+#     ph_add_third_host       # optional: a second client address (198.51.100.66)
 #     ph_start_vsftpd         # real servers inside the server namespace
 #     ph_capture_start -w /tmp/x.pcap
 #     ph_in_client curl -s http://192.0.2.10/small.txt
 #     ph_capture_stop
 #     # ph_cleanup runs from the EXIT trap installed by ph_init
 #
-# It is used by scripts/record-pcaps.sh and is intended to be reused by the
-# end-to-end tests and the demo.  Everything it starts is recorded so that
+# It is used by scripts/record-pcaps.sh, tests/e2e/nfqueue.sh and
+# scripts/demo.sh.  Everything it starts is recorded so that
 # ph_cleanup can stop exactly those processes (by pid / own process group)
 # and delete exactly the namespaces it created.  Traffic only ever flows
 # between the namespaces created here; nothing is routed to the outside.
@@ -66,6 +68,11 @@ PH_NS_SERVER="${PH_PREFIX}server"
 : "${PH_WAN_V6:=2001:db8:100::1}"
 : "${PH_LAN_V6:=2001:db8:2::1}"
 : "${PH_SERVER_V6:=2001:db8:2::10}"
+# A second ("third host") address for the client namespace, added on demand by
+# ph_add_third_host: another host on the outside network, for bounce and
+# spoofing checks.
+: "${PH_THIRD_V4:=198.51.100.66}"
+: "${PH_THIRD_V6:=2001:db8:100::66}"
 
 # vsftpd's passive-mode data port range (pasv_min_port / pasv_max_port).
 # Every 227 / 229 reply announces a port in PH_PASV_MIN..PH_PASV_MAX, so
@@ -108,6 +115,57 @@ ph_in()        { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 ph_in_client() { ph_in "$PH_NS_CLIENT" "$@"; }
 ph_in_fw()     { ph_in "$PH_NS_FW" "$@"; }
 ph_in_server() { ph_in "$PH_NS_SERVER" "$@"; }
+
+# ph_ensure_tools: install (Debian, apt-get) whatever of the test bed's tools
+# is missing: vsftpd, tftpd-hpa, the tftp-hpa client, curl, lftp, iptables,
+# tcpdump, python3, iproute2.  Runs `apt-get update` once, and only when
+# something is missing.  Debian's vsftpd and tftpd-hpa start their system
+# service (on :21 / :69 in the root namespace) from their postinst; those
+# could not disturb the test bed -- its servers run in their own network
+# namespaces -- but nothing should be left running: a temporary policy-rc.d
+# answering 101 ("action forbidden") keeps invoke-rc.d and deb-systemd-invoke
+# from starting them, and under systemd the units enabled for the next boot
+# are disabled again.
+ph_ensure_tools() {
+    local -a need=()
+    _ph_have() { command -v "$1" >/dev/null 2>&1; }
+    _ph_have vsftpd || need+=(vsftpd)
+    _ph_have in.tftpd || need+=(tftpd-hpa)
+    # The tftp-hpa client (`tftp -V` says so): other tftp clients differ.
+    { _ph_have tftp && [[ $(tftp -V 2>/dev/null) == *tftp-hpa* ]]; } || need+=(tftp-hpa)
+    _ph_have curl || need+=(curl)
+    _ph_have lftp || need+=(lftp)
+    { _ph_have iptables && _ph_have ip6tables && _ph_have iptables-save &&
+        _ph_have ip6tables-restore; } || need+=(iptables)
+    _ph_have tcpdump || need+=(tcpdump)
+    _ph_have python3 || need+=(python3)
+    { _ph_have ip && _ph_have ss; } || need+=(iproute2)
+    [ ${#need[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" != 0 ] || ! _ph_have apt-get; then
+        ph_warn "missing ${need[*]} (install them as root with apt-get)"
+        return 1
+    fi
+    ph_log "installing ${need[*]}"
+    local prc=/usr/sbin/policy-rc.d made_prc=0 rc=0 svc
+    if [ ! -e "$prc" ]; then
+        printf '#!/bin/sh\n# temporary, from netns-lib.sh ph_ensure_tools\nexit 101\n' > "$prc"
+        chmod 0755 "$prc"
+        made_prc=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${need[@]}" >/dev/null || rc=1
+    [ "$made_prc" = 1 ] && rm -f "$prc"
+    if [ -d /run/systemd/system ]; then
+        for svc in vsftpd tftpd-hpa; do
+            if [[ " ${need[*]} " == *" $svc "* ]]; then
+                systemctl disable --now "$svc" >/dev/null 2>&1 || true
+            fi
+        done
+    fi
+    [ $rc = 0 ] || ph_warn "apt-get install ${need[*]} failed"
+    return $rc
+}
 
 # ph_init: create the work dir (PH_WORKDIR) and install the cleanup trap.
 # Call once, early.  Safe to call when PH_WORKDIR is already set.
@@ -155,7 +213,9 @@ ph_listening() {
         udp) flag=-Hlun ;;
         *) return 2 ;;
     esac
-    ph_in "$ns" ss "$flag" "sport = :$port" | grep -q .
+    # (No `| grep -q`: under `set -o pipefail` an early-exiting grep can make
+    # the pipeline fail with SIGPIPE.)
+    [ -n "$(ph_in "$ns" ss "$flag" "sport = :$port")" ]
 }
 
 ph_wait_listen() {
@@ -235,7 +295,7 @@ ph_stop_all() {
 # Topology
 # --------------------------------------------------------------------------
 
-ph_ns_exists() { ip netns list | awk '{ print $1 }' | grep -qx "$1"; }
+ph_ns_exists() { ip netns list | awk -v n="$1" '$1 == n { f = 1 } END { exit !f }'; }
 
 # Apply sysctls that must be in place before interfaces get addresses.
 _ph_ns_base() {
@@ -315,6 +375,17 @@ ph_topology_up() {
     ph_in_server ip -6 route add default via "$PH_LAN_V6"
 
     ph_topology_check
+}
+
+# ph_add_third_host: give the client namespace a second address on its link
+# (PH_THIRD_V4, PH_THIRD_V6), i.e. another host outside the firewall, used
+# only by programs that bind to it explicitly.  The IPv4 one is a secondary
+# address and the IPv6 one is deprecated (preferred_lft 0), so the kernel
+# never picks either as a source address: otherwise a server in the client
+# namespace (tftpd-hpa over IPv6 does) may answer from the third address.
+ph_add_third_host() {
+    ph_in_client ip addr add "$PH_THIRD_V4/24" dev "$PH_IF_CLIENT" || return 1
+    ph_in_client ip -6 addr add "$PH_THIRD_V6/64" dev "$PH_IF_CLIENT" nodad preferred_lft 0
 }
 
 # ph_topology_check: end-to-end reachability (v4 + v6), which also primes
@@ -590,11 +661,22 @@ ph_start_vsftpd() {
 # given), chrooted into $PH_WORKDIR/tftp, uploads allowed (--create).
 # Example: ph_start_tftpd --port-range 30000:30009
 ph_start_tftpd() {
-    ph_start_bg tftpd "$PH_NS_SERVER" "$PH_WORKDIR/tftpd.out" \
+    ph_start_tftpd_in "$PH_NS_SERVER" tftpd "$PH_WORKDIR/tftp" "$@"
+}
+
+# ph_start_tftpd_in NS NAME ROOT [EXTRA_ARGS...]: the same in any namespace,
+# with its own root directory (created world-writable for --create) and log
+# $PH_WORKDIR/NAME.out; e.g. a TFTP server outside that a device inside
+# writes its backup to:  ph_start_tftpd_in "$PH_NS_CLIENT" tftpd-out DIR
+ph_start_tftpd_in() {
+    local ns=$1 name=$2 root=$3
+    shift 3
+    mkdir -p "$root" && chmod 0777 "$root"
+    ph_start_bg "$name" "$ns" "$PH_WORKDIR/$name.out" \
         in.tftpd --foreground --listen --address :69 --secure --create \
-                 --user nobody -v -v "$@" "$PH_WORKDIR/tftp"
-    ph_wait_listen "$PH_NS_SERVER" udp 69 || {
-        cat "$PH_WORKDIR/tftpd.out" >&2; return 1; }
+                 --user nobody -v -v "$@" "$root"
+    ph_wait_listen "$ns" udp 69 || {
+        cat "$PH_WORKDIR/$name.out" >&2; return 1; }
 }
 
 # ph_start_http: python http.server on [::]:80 (dual stack), name "http".

@@ -23,4 +23,10 @@ echo "== cargo test (unit, integration, golden replays, property tests)"
 cargo test --locked --all-targets
 echo "== doc tests"
 cargo test --locked --doc
+echo "== end-to-end: pinhole run inline between real servers and clients in network namespaces"
+if [ "$(id -u)" = 0 ]; then
+    tests/e2e/nfqueue.sh
+else
+    echo "skipped: the end-to-end tests need root (network namespaces, iptables, NFQUEUE)"
+fi
 echo "== all tests passed"

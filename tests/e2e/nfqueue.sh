@@ -1,0 +1,1049 @@
+#!/usr/bin/env bash
+#
+# nfqueue.sh - end-to-end test of `pinhole run`: pinhole inline on NFQUEUE in a
+# firewall namespace, between real FTP/TFTP clients and servers.
+#
+# Builds the test bed of scripts/netns-lib.sh (client <-> fw <-> server; the
+# client is "outside" on wan0, the server "inside" on lan0), runs vsftpd and
+# tftpd-hpa in the server namespace, gives the firewall the base policy of a
+# real router (FORWARD policy DROP, v4 and v6) and runs
+#
+#     pinhole run --install-rules --queues 0-1 --mode MODE --rules rules.toml -v
+#
+# in it, where rules.toml is a copy of rules/edge-router.toml. Then, for each
+# mode (offload, inspect-all), it checks with real clients (curl, lftp,
+# tftp-hpa, python ftplib and raw sockets) that what the policy allows works,
+# with file contents compared against the originals, and that what it refuses
+# is dropped by the firewall: every refusal is shown so that it could not
+# pass by accident (a time-out where a server would answer with a reset, a
+# server log or a capture that never saw the packet, the drop counter).
+# Also: SIGHUP reloads (a broken file keeps the old policy and the open
+# sessions), `pinhole sessions` / `pinholes` / `stats`, failing closed
+# (SIGKILL, SIGSTOP), failing open (--fail-open), a clean stop on SIGTERM,
+# and what the same rules do with --no-inspect. About 2 minutes.
+#
+# Usage:  tests/e2e/nfqueue.sh [MODE...]        (as root; MODE: offload, inspect-all)
+# Environment:
+#   PINHOLE_BIN=path     the binary to test; default: `cargo build --locked --bin
+#                        pinhole` first, then target/debug/pinhole
+#   PH_PREFIX=phe2e-     namespace name prefix (see scripts/netns-lib.sh)
+#   PH_KEEP_WORKDIR=1    keep the work dir (logs, configs, files) after the run
+#   E2E_TIME_LIMIT=540   seconds before the whole run is stopped
+#
+# Output is TAP-like: one "ok N - ..." / "not ok N - ..." line per check,
+# diagnostics as "# ..." lines, and a last line "e2e: N passed, N failed".
+# Exit status 0 when every check passed (or when skipped: not root), 1 when
+# any failed. Traffic only flows between the namespaces this script creates;
+# everything it starts is stopped and removed on any exit.
+
+set -uo pipefail
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$E2E_DIR/../.." && pwd)
+
+if [ "$(id -u)" != 0 ]; then
+    echo "# skip: tests/e2e/nfqueue.sh needs root (network namespaces, iptables, NFQUEUE);" \
+         "run it as root to test pinhole inline"
+    exit 0
+fi
+
+MODES=("$@")
+[ ${#MODES[@]} -gt 0 ] || MODES=(offload inspect-all)
+for m in "${MODES[@]}"; do
+    case $m in
+        offload|inspect-all) ;;
+        *) echo "usage: $0 [offload|inspect-all]..." >&2; exit 2 ;;
+    esac
+done
+
+# --------------------------------------------------------------------------
+# Test bed library, tools (installed if missing), pinhole
+# --------------------------------------------------------------------------
+: "${PH_PREFIX:=phe2e-}"
+# shellcheck source=scripts/netns-lib.sh
+. "$REPO_DIR/scripts/netns-lib.sh"
+
+ph_ensure_tools || { echo "Bail out! missing tools could not be installed"; exit 1; }
+
+if [ -z "${PINHOLE_BIN:-}" ]; then
+    if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+        # shellcheck disable=SC1091
+        . "$HOME/.cargo/env"
+    fi
+    echo "# cargo build --locked --bin pinhole"
+    (cd "$REPO_DIR" && cargo build --locked --quiet --bin pinhole) || {
+        echo "Bail out! cargo build failed"; exit 1; }
+    PINHOLE_BIN=$REPO_DIR/target/debug/pinhole
+fi
+case $PINHOLE_BIN in /*) ;; *) PINHOLE_BIN=$PWD/$PINHOLE_BIN ;; esac
+if ! "$PINHOLE_BIN" run --help >/dev/null 2>&1; then
+    echo "Bail out! $PINHOLE_BIN has no 'run' command"
+    exit 1
+fi
+
+# --------------------------------------------------------------------------
+# Test bed
+# --------------------------------------------------------------------------
+SV4=$PH_SERVER_V4 SV6=$PH_SERVER_V6 CV4=$PH_CLIENT_V4 CV6=$PH_CLIENT_V6
+FTP_PROBE=$E2E_DIR/ftp_probe.py
+TFTP_PROBE=$E2E_DIR/tftp_probe.py
+PJ=$E2E_DIR/pj.py
+
+# Clients: never a proxy, bounded time, no URL globbing (IPv6 brackets).
+CURL=(curl -sS --noproxy '*' --globoff --max-time 30)
+# How long a TFTP transfer that must work may take, and one that must fail.
+TFTP_WAIT=20
+BLOCKED_WAIT=5
+
+# --------------------------------------------------------------------------
+# TAP-like reporting
+# --------------------------------------------------------------------------
+CHECK_N=0 PASS=0 FAIL=0
+MODE=setup
+
+# check DESCRIPTION CMD...: run CMD (a function of this script, in this
+# shell), its output to a file; print ok/not ok; on failure show the output
+# and keep a snapshot of pinhole's stats.
+check() {
+    local desc=$1 out
+    shift
+    CHECK_N=$((CHECK_N + 1))
+    out=$PH_WORKDIR/checks/$CHECK_N.out
+    if "$@" >"$out" 2>&1; then
+        PASS=$((PASS + 1))
+        echo "ok $CHECK_N - [$MODE] $desc"
+        return 0
+    fi
+    FAIL=$((FAIL + 1))
+    echo "not ok $CHECK_N - [$MODE] $desc"
+    tail -n 30 "$out" | sed 's/^/#   /'
+    snapshot_stats "$CHECK_N [$MODE] $desc"
+    return 1
+}
+
+note() { echo "# $*"; }
+
+# --------------------------------------------------------------------------
+# pinhole: start, stop, query
+# --------------------------------------------------------------------------
+RULES=""            # the file pinhole loads (a copy of rules/edge-router.toml)
+CTL=""              # its control socket
+PINHOLE_PID=""
+PINHOLE_LOG=""
+PINHOLE_STARTS=0
+EXIT_STATUS=""
+
+# ctl COMMAND [ARGS]: query the running daemon (bounded: a stopped daemon
+# must not hang the test).
+ctl() { timeout 5 "$PINHOLE_BIN" "$@" --control "$CTL"; }
+
+pstat()   { ctl stats --json | python3 "$PJ" "g('$1')"; }    # a stats counter (0 if absent)
+pstatus() { ctl status --json | python3 "$PJ" "g('$1', None)"; }
+drops()   { pstat "engine.drops.$1"; }
+
+pinhole_alive() {
+    [ -n "$PINHOLE_PID" ] && kill -0 "$PINHOLE_PID" 2>/dev/null &&
+        [ "$(ps -o stat= -p "$PINHOLE_PID" 2>/dev/null | cut -c1)" != Z ]
+}
+
+snapshot_stats() {
+    pinhole_alive || return 0
+    [ "$(ps -o stat= -p "$PINHOLE_PID" 2>/dev/null | cut -c1)" = T ] && return 0
+    { echo "== after: $1"; ctl stats 2>&1; } >> "$PH_WORKDIR/failure-stats.txt"
+}
+
+# pinhole_start [EXTRA_ARGS...]: start the daemon in the fw namespace (its
+# pid is registered, so cleanup stops it) and wait until it answers
+# `pinhole status` (at most 10 s; fails at once if it exits).
+pinhole_start() {
+    PINHOLE_STARTS=$((PINHOLE_STARTS + 1))
+    PINHOLE_LOG=$PH_WORKDIR/pinhole-$PINHOLE_STARTS-$MODE.log
+    echo "pinhole run --mode $MODE $* (log $PINHOLE_LOG)"
+    ph_start_bg pinhole "$PH_NS_FW" "$PINHOLE_LOG" \
+        "$PINHOLE_BIN" run --rules "$RULES" --queues 0-1 --mode "$MODE" \
+        --install-rules --control "$CTL" -v "$@"
+    PINHOLE_PID=$PH_LAST_PID
+    local i
+    for ((i = 0; i < 100; i++)); do
+        if ! pinhole_alive; then
+            echo "pinhole exited during start-up:"
+            tail -n 20 "$PINHOLE_LOG"
+            return 1
+        fi
+        if ctl status >/dev/null 2>&1; then
+            echo "ready after $((i / 10)).$((i % 10)) s"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "pinhole did not answer 'status' within 10 s:"
+    tail -n 20 "$PINHOLE_LOG"
+    return 1
+}
+
+# wait_exit PID SECONDS: wait for a child to exit; its status in EXIT_STATUS.
+wait_exit() {
+    local pid=$1 i
+    for ((i = 0; i < $2 * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" = Z ] && break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null &&
+            [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" != Z ]; then
+        return 1
+    fi
+    wait "$pid" 2>/dev/null
+    EXIT_STATUS=$?
+}
+
+# pinhole_signal_exit SIGNAL: send SIGNAL, wait for the exit, forget the pid.
+pinhole_signal_exit() {
+    kill "-$1" "$PINHOLE_PID" || return 1
+    if ! wait_exit "$PINHOLE_PID" 10; then
+        echo "pinhole still running 10 s after SIG$1"
+        return 1
+    fi
+    echo "pinhole exited after SIG$1 with status $EXIT_STATUS"
+    ph_stop pinhole
+    PINHOLE_PID=""
+}
+
+# Kernel rules in the fw namespace.
+fw_save() { ph_in_fw iptables-save; ph_in_fw ip6tables-save; }
+# jumps_to_pinhole iptables|ip6tables: how many FORWARD rules jump to PINHOLE.
+jumps_to_pinhole() { ph_in_fw "$1" -S FORWARD | grep -cE -- '-j PINHOLE( |$)'; }
+
+# The chain is in place, for IPv4 and IPv6, first in FORWARD, exactly once.
+chain_installed() {
+    local fam first n rc=0
+    for fam in iptables ip6tables; do
+        first=$(ph_in_fw "$fam" -S FORWARD | sed -n 2p)
+        n=$(jumps_to_pinhole "$fam")
+        echo "$fam: first FORWARD rule: $first; jumps to PINHOLE: $n"
+        [[ $first == *"-j PINHOLE"* ]] && [ "$n" = 1 ] || rc=1
+    done
+    return $rc
+}
+
+no_pinhole_rules() {
+    if fw_save | grep -i pinhole; then
+        echo "^ left in the fw namespace's iptables/ip6tables rules"
+        return 1
+    fi
+    echo "no PINHOLE chain or rule left (v4, v6)"
+}
+
+# Remove what a killed daemon left: every rule and chain naming PINHOLE.
+purge_leftover_rules() {
+    local fam
+    for fam in iptables ip6tables; do
+        ph_in_fw "$fam-save" | grep -vi pinhole | ph_in_fw "$fam-restore" || return 1
+    done
+}
+
+# counter_at_least PATH N: the stats counter PATH is >= N.
+counter_at_least() { local v; v=$(pstat "$1") && [ "$v" -ge "$2" ]; }
+
+# expect_grown PATH BEFORE [MIN]: the counter grew by at least MIN (default
+# 1) from BEFORE, within 5 s (workers publish counters asynchronously).
+expect_grown() {
+    local path=$1 before=$2 min=${3:-1}
+    if ph_wait_for "$path >= $((before + min))" 5 counter_at_least "$path" $((before + min)); then
+        echo "$path: $before -> $(pstat "$path")"
+        return 0
+    fi
+    echo "$path did not grow by $min: $before -> $(pstat "$path")"
+    return 1
+}
+
+# status_at_least FIELD N
+status_at_least() { local v; v=$(pstatus "$1") && [ "$v" -ge "$2" ]; }
+
+# reload_with FILE: install FILE as the rules file and SIGHUP; wait for the
+# reload (status "reloads" grows).
+reload_with() {
+    local r0
+    r0=$(pstatus reloads) || return 1
+    cp "$1" "$RULES"
+    kill -HUP "$PINHOLE_PID"
+    if ! ph_wait_for "reload of $1" 10 status_at_least reloads $((r0 + 1)); then
+        echo "no reload within 10 s; status:"
+        ctl status
+        return 1
+    fi
+    echo "reloaded $(basename "$1"): reloads $r0 -> $(pstatus reloads)"
+}
+
+# --------------------------------------------------------------------------
+# Clients
+# --------------------------------------------------------------------------
+# Run in the client namespace, in the client work dir.
+client() { (cd "$PH_WORKDIR/client" && ph_in_client "$@"); }
+
+# ftp_get HOST FILE [CURL_OPTIONS...]: download FILE, compare with the original.
+ftp_get() {
+    local host=$1 file=$2 out
+    shift 2
+    out=$PH_WORKDIR/client/ftp-got-$file
+    rm -f "$out"
+    client "${CURL[@]}" "$@" -o "$out" "ftp://$host/$file" &&
+        cmp "$PH_WORKDIR/ftp/$file" "$out" && echo "$file: $(stat -c %s "$out") bytes, identical"
+}
+
+# ftp_put HOST LOCAL REMOTE [CURL_OPTIONS...]: upload client/LOCAL as
+# upload/REMOTE (anonymous), compare what the server stored.
+ftp_put() {
+    local host=$1 src=$PH_WORKDIR/client/$2 remote=$3
+    shift 3
+    client "${CURL[@]}" "$@" -T "$src" "ftp://$host/upload/$remote" &&
+        cmp "$src" "$PH_WORKDIR/ftp/upload/$remote" &&
+        echo "upload/$remote: $(stat -c %s "$src") bytes, identical"
+}
+
+# curl's four ways to get an FTP data connection.
+declare -A FTP_FLAGS=(
+    [PASV]="--ftp-pasv --disable-epsv"
+    [EPSV]="--ftp-pasv"
+    [PORT]="--ftp-port - --disable-eprt"
+    [EPRT]="--ftp-port -"
+)
+ftp_flags() { read -ra FLAGS <<<"${FTP_FLAGS[$1]}"; }
+
+# tftp_get [-6] HOST FILE: read FILE with tftp-hpa (octet), compare. tftp-hpa
+# exits 0 even on an error reply or a time-out and leaves an empty local
+# file, so only the comparison tells.
+tftp_get() {
+    local -a fam=()
+    if [ "$1" = -6 ]; then fam=(-6); shift; fi
+    local host=$1 file=$2 out
+    out=$PH_WORKDIR/client/tftp-got-$file
+    rm -f "$out"
+    client timeout "$TFTP_WAIT" tftp "${fam[@]}" -m octet "$host" -c get "$file" "$out"
+    cmp "$PH_WORKDIR/tftp/$file" "$out" && echo "$file: $(stat -c %s "$out") bytes, identical"
+}
+
+# tftp_put [-6] HOST LOCAL REMOTE: write client/LOCAL as REMOTE, compare.
+tftp_put() {
+    local -a fam=()
+    if [ "$1" = -6 ]; then fam=(-6); shift; fi
+    local host=$1 src=$2 remote=$3
+    client timeout "$TFTP_WAIT" tftp "${fam[@]}" -m octet "$host" -c put "$src" "$remote"
+    cmp "$PH_WORKDIR/client/$src" "$PH_WORKDIR/tftp/$remote" &&
+        echo "$remote: $(stat -c %s "$PH_WORKDIR/tftp/$remote") bytes written, identical"
+}
+
+# Transfers that must fail, quickly. Both run in parallel.
+curl_blocked() {
+    if ftp_get "$SV4" small.txt --max-time "$BLOCKED_WAIT" --ftp-pasv; then
+        echo "FTP download unexpectedly worked"
+        return 1
+    fi
+    echo "FTP download failed, as it must"
+}
+tftp_blocked() {
+    local TFTP_WAIT=$BLOCKED_WAIT
+    if tftp_get "$SV4" small.txt; then
+        echo "TFTP read unexpectedly worked"
+        return 1
+    fi
+    echo "TFTP read failed, as it must"
+}
+# in_parallel A B: run the functions A and B at the same time (each waits for
+# a time-out); true when both succeed.
+in_parallel() {
+    local pa ra rb
+    "$1" > "$PH_WORKDIR/parallel-a.out" 2>&1 &
+    pa=$!
+    "$2" > "$PH_WORKDIR/parallel-b.out" 2>&1
+    rb=$?
+    wait "$pa"
+    ra=$?
+    cat "$PH_WORKDIR/parallel-a.out" "$PH_WORKDIR/parallel-b.out"
+    [ "$ra" = 0 ] && [ "$rb" = 0 ]
+}
+ftp_tftp_blocked() { in_parallel curl_blocked tftp_blocked; }
+# Without inspection: a passive data connection (outside to the server) and
+# the reply of a TFTP server outside to a WRQ from inside are new inbound
+# flows no rule allows.
+backup_blocked() {
+    local TFTP_WAIT=$BLOCKED_WAIT
+    if tftp_backup "blocked-$MODE" "$CV4"; then
+        echo "TFTP backup unexpectedly worked"
+        return 1
+    fi
+    echo "TFTP backup failed, as it must"
+}
+no_inspect_blocked() { in_parallel curl_blocked backup_blocked; }
+ftp_tftp_work() {
+    ftp_get "$SV4" small.txt --ftp-pasv --disable-epsv && tftp_get "$SV4" small.txt
+}
+
+# lftp_session NAME PASSIVE(true|false) COMMANDS...: one lftp session.
+lftp_session() {
+    local name=$1 passive=$2 script out
+    shift 2
+    script=$PH_WORKDIR/client/lftp-$name.lftp
+    out=$PH_WORKDIR/client/lftp-$name.out
+    {
+        echo "set cmd:fail-exit yes"
+        echo "set ftp:ssl-allow no"
+        echo "set ftp:passive-mode $passive"
+        # Fail fast instead of retrying for minutes.
+        echo "set net:max-retries 1"
+        echo "set net:timeout 5"
+        echo "set net:reconnect-interval-base 1"
+        echo "set xfer:clobber yes"
+        echo "open ftp://$SV4"
+        printf '%s\n' "$@"
+        echo "quit"
+    } > "$script"
+    (cd "$PH_WORKDIR/client" &&
+        HOME=$PH_WORKDIR/client ph_in_client timeout 60 lftp -f "$script") > "$out" 2>&1
+    local rc=$?
+    cat "$out"
+    return $rc
+}
+
+# Held FTP control sessions (ftp_probe.py session): commands appended to a
+# file, one result line each.
+declare -A SESSION_N=()
+SESSION_PORT=""
+session_open() {   # NAME
+    local dir=$PH_WORKDIR/sess-$1
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    : > "$dir/cmd"
+    SESSION_N[$1]=0
+    ph_start_bg "sess-$1" "$PH_NS_CLIENT" "$dir/log" \
+        python3 "$FTP_PROBE" session "$SV4" "$dir/cmd" "$dir/res" --lifetime 600
+    if ! ph_wait_for "FTP session $1" 15 grep -q '^0 ' "$dir/res" ||
+            ! grep -q '^0 ok' "$dir/res"; then
+        cat "$dir/res" "$dir/log" 2>/dev/null
+        return 1
+    fi
+    SESSION_PORT=$(awk '$1 == 0 { print $4 }' "$dir/res")
+    echo "FTP control session $1 open from $CV4 port $SESSION_PORT"
+}
+# session_do NAME COMMAND...: run one command, print its result line.
+SESSION_RESULT=""
+session_do() {
+    local name=$1 dir=$PH_WORKDIR/sess-$1 n
+    shift
+    n=$((SESSION_N[$name] + 1))
+    SESSION_N[$name]=$n
+    echo "$*" >> "$dir/cmd"
+    if ! ph_wait_for "session $name command $n" 30 grep -q "^$n " "$dir/res"; then
+        tail -n 5 "$dir/log"
+        return 1
+    fi
+    SESSION_RESULT=$(grep "^$n " "$dir/res")
+    echo "session $name: $* -> $SESSION_RESULT"
+    [[ $SESSION_RESULT == "$n ok"* ]]
+}
+# session_get NAME FILE: download FILE over the held session (PASV), compare.
+session_get() {
+    local out=$PH_WORKDIR/client/sess-$1-$2
+    rm -f "$out"
+    session_do "$1" get "$2" "$out" pasv && cmp "$PH_WORKDIR/ftp/$2" "$out"
+}
+session_close() {
+    session_do "$1" quit >/dev/null 2>&1
+    ph_stop "sess-$1"
+}
+
+# --------------------------------------------------------------------------
+# Checks: allowed traffic
+# --------------------------------------------------------------------------
+check_started() {
+    pinhole_start || return 1
+    chain_installed || return 1
+    local st
+    st=$(ctl status --json) || return 1
+    echo "status: $st"
+    python3 "$PJ" -t "data['mode'] == '$MODE' and data['queues'] == [0, 1]" <<<"$st" ||
+        { echo "status does not say mode $MODE, queues [0, 1]"; return 1; }
+    ctl stats --json | python3 "$PJ" -t "g('workers') == 2" ||
+        { echo "stats do not say 2 workers"; return 1; }
+}
+
+ftp_curl_checks() {
+    local m
+    for m in PASV EPSV PORT EPRT; do
+        ftp_flags "$m"
+        check "FTP $m download over IPv4 (curl ${FTP_FLAGS[$m]})" \
+            ftp_get "$SV4" medium.bin "${FLAGS[@]}"
+        check "FTP $m upload over IPv4 (curl -T ${FTP_FLAGS[$m]})" \
+            ftp_put "$SV4" upload-1m.bin "$MODE-$m-v4.bin" "${FLAGS[@]}"
+    done
+    for m in EPSV EPRT; do
+        ftp_flags "$m"
+        check "FTP $m download over IPv6 (curl ${FTP_FLAGS[$m]})" \
+            ftp_get "[$SV6]" medium.bin "${FLAGS[@]}"
+        check "FTP $m upload over IPv6" \
+            ftp_put "[$SV6]" upload-1m.bin "$MODE-$m-v6.bin" "${FLAGS[@]}"
+    done
+}
+
+# 8 MiB over a PASV data connection; in offload mode the kernel must have
+# carried flows (the data connection needs no inspection once admitted), in
+# inspect-all mode pinhole saw every packet and offloaded nothing.
+check_bulk() {
+    ftp_get "$SV4" big.bin --ftp-pasv --disable-epsv || return 1
+    local off
+    off=$(pstat engine.flows_offloaded) || return 1
+    echo "engine.flows_offloaded = $off, engine.packets = $(pstat engine.packets)"
+    if [ "$MODE" = offload ]; then
+        [ "$off" -gt 0 ]
+    else
+        [ "$off" -eq 0 ]
+    fi
+}
+
+check_lftp_passive() {
+    lftp_session "pasv-$MODE" true \
+        "cls -l" \
+        "get medium.bin -o $PH_WORKDIR/client/lftp-$MODE-medium.bin" \
+        "put $PH_WORKDIR/client/upload.bin -o upload/lftp-$MODE.bin" \
+        "cls upload/lftp-$MODE.bin" || return 1
+    # LIST (cls) came back through its data connection: the listing names the files.
+    grep -q 'medium.bin' "$PH_WORKDIR/client/lftp-pasv-$MODE.out" &&
+        grep -q "upload/lftp-$MODE.bin" "$PH_WORKDIR/client/lftp-pasv-$MODE.out" &&
+        cmp "$PH_WORKDIR/ftp/medium.bin" "$PH_WORKDIR/client/lftp-$MODE-medium.bin" &&
+        cmp "$PH_WORKDIR/client/upload.bin" "$PH_WORKDIR/ftp/upload/lftp-$MODE.bin"
+}
+
+check_lftp_active() {
+    lftp_session "port-$MODE" false \
+        "cls" \
+        "get small.txt -o $PH_WORKDIR/client/lftp-$MODE-small.txt" || return 1
+    grep -q 'medium.bin' "$PH_WORKDIR/client/lftp-port-$MODE.out" &&
+        cmp "$PH_WORKDIR/ftp/small.txt" "$PH_WORKDIR/client/lftp-$MODE-small.txt"
+}
+
+check_abort() {   # STYLE
+    client python3 "$FTP_PROBE" abort "$SV4" big.bin small.txt "$PH_WORKDIR/ftp/small.txt" \
+        --style "$1"
+}
+
+# While a control session is held open, `pinhole sessions` lists it (text and
+# JSON), and a PASV on it shows up in `pinhole pinholes`.
+check_sessions_listing() {
+    session_open list || return 1
+    local port=$SESSION_PORT out
+    out=$(ctl sessions) || { echo "pinhole sessions failed"; return 1; }
+    echo "$out"
+    # (Every grep reads all its input: `grep -q` at the end of a pipeline can
+    # fail it under pipefail.)
+    if ! grep -F "$CV4:$port" <<<"$out" | grep -F "$SV4:21"; then
+        echo "no line with $CV4 port $port -> $SV4 in 'pinhole sessions'"
+        return 1
+    fi
+    ctl sessions --json | python3 "$PJ" -t "any(s['sport'] == $port and s['dport'] == 21 \
+        and s['src'] == '$CV4' and s['alg'] == 'ftp' for s in data)" ||
+        { echo "sessions --json lacks the control session"; return 1; }
+}
+
+check_pinholes_listing() {
+    session_do list pasv || return 1
+    local port
+    port=$(awk '{ print $3 }' <<<"$SESSION_RESULT")
+    ctl pinholes || { echo "pinhole pinholes failed"; return 1; }
+    ctl pinholes --json | python3 "$PJ" -t "any(p['dport'] == $port and p['dst'] == '$SV4' \
+        and p['src'] == '$CV4' and p['alg'] == 'ftp' for p in data)" ||
+        { echo "pinholes --json lacks $CV4 -> $SV4:$port"; return 1; }
+    echo "pinhole $CV4 -> $SV4:$port listed"
+}
+
+# --------------------------------------------------------------------------
+# Checks: SIGHUP reloads
+# --------------------------------------------------------------------------
+RULES_COUNT="" RELOADS="" RELOAD_FAILURES=""
+
+# A broken rules file: SIGHUP must keep the old policy and log an error that
+# names the file and line.
+check_hup_broken() {
+    RULES_COUNT=$(pstatus rules) && RELOADS=$(pstatus reloads) &&
+        RELOAD_FAILURES=$(pstatus reload_failures) || return 1
+    echo "before: rules $RULES_COUNT, reloads $RELOADS, reload_failures $RELOAD_FAILURES"
+    cp "$RULES_BROKEN" "$RULES"
+    kill -HUP "$PINHOLE_PID"
+    ph_wait_for "reload failure" 10 status_at_least reload_failures $((RELOAD_FAILURES + 1)) ||
+        return 1
+    if ! grep -i error "$PINHOLE_LOG" | grep -F "$RULES:$BROKEN_LINE"; then
+        echo "no error naming $RULES:$BROKEN_LINE in the log; its last lines:"
+        tail -n 5 "$PINHOLE_LOG"
+        return 1
+    fi
+}
+
+check_hup_kept_policy() {
+    local st
+    st=$(ctl status --json) || return 1
+    echo "$st"
+    python3 "$PJ" -t "data['rules'] == $RULES_COUNT and data['reloads'] == $RELOADS \
+        and data['reload_failures'] == $RELOAD_FAILURES + 1 \
+        and data['last_reload_error'] is not None" <<<"$st"
+}
+
+check_hup_good() {
+    cp "$RULES_SHIPPED" "$RULES"
+    kill -HUP "$PINHOLE_PID"
+    ph_wait_for "reload" 10 status_at_least reloads $((RELOADS + 1)) || return 1
+    echo "reloads $RELOADS -> $(pstatus reloads), rules $(pstatus rules)"
+}
+
+# --------------------------------------------------------------------------
+# Checks: refused traffic
+# --------------------------------------------------------------------------
+# A connection into vsftpd's passive range that no PASV announced. First,
+# from the firewall itself (not forwarded, so pinhole is not involved), the
+# server answers it with a reset: nothing listens there. From the client
+# through the firewall the same SYN must time out -- only a firewall that
+# drops it can make that happen -- and default_deny counts it.
+check_passive_range_closed() {
+    local port=$PH_PASV_MIN before
+    while ph_listening "$PH_NS_SERVER" tcp "$port"; do port=$((port + 1)); done
+    ph_in_fw python3 "$FTP_PROBE" connect "$SV4" "$port" --expect refused || return 1
+    before=$(drops default_deny) || return 1
+    client python3 "$FTP_PROBE" connect "$SV4" "$port" --timeout 3 --expect timeout || return 1
+    expect_grown engine.drops.default_deny "$before"
+}
+
+# FTP bounce (RFC 2577): PORT naming a third host. Without a firewall vsftpd
+# answers "500 Illegal PORT command" (and logs the command); with pinhole
+# the command never reaches it (no reply, the connection is reset), vsftpd's
+# protocol log never shows it, and ftp_bounce counts it.
+check_bounce() {
+    local before
+    before=$(drops ftp_bounce) || return 1
+    client python3 "$FTP_PROBE" bounce "$SV4" "$PH_THIRD_V4" || return 1
+    if grep -F "${PH_THIRD_V4//./,}" "$PH_WORKDIR/vsftpd-plain.log"; then
+        echo "^ vsftpd received the PORT command"
+        return 1
+    fi
+    expect_grown engine.drops.ftp_bounce "$before"
+}
+
+# A pinhole admits one connection: while the first data connection runs, a
+# second one to the same port from a new source port times out (vsftpd
+# still listens during the transfer, so without a firewall it would connect).
+check_pinhole_single_use() {
+    local before
+    before=$(drops default_deny) || return 1
+    client python3 "$FTP_PROBE" reuse "$SV4" big.bin "$(stat -c %s "$PH_WORKDIR/ftp/big.bin")" \
+        --timeout 3 --expect timeout || return 1
+    expect_grown engine.drops.default_deny "$before"
+}
+
+# TFTP transfer IDs: a python client reads image.bin and pauses after DATA 1.
+# Meanwhile (1) the server's address sends a forged DATA block from another
+# port to the client's transfer port (tftp_unknown_tid) and (2) a third host
+# outside sends a forged ERROR to the server's transfer port. The client
+# sees neither, a capture on the server sees nothing from the third host,
+# and the transfer completes intact.
+TID_DIR=""
+check_tftp_tid_probe() {
+    TID_DIR=$PH_WORKDIR/tid-$MODE
+    rm -rf "$TID_DIR"
+    mkdir -p "$TID_DIR"
+    TID_UNKNOWN0=$(drops tftp_unknown_tid) && TID_DENY0=$(drops default_deny) || return 1
+    ph_capture_start -n "$PH_NS_SERVER" -i "$PH_IF_SERVER" \
+        -f "udp and src host $PH_THIRD_V4" -w "$TID_DIR/server.pcap" || return 1
+    client python3 "$TFTP_PROBE" read "$SV4" image.bin "$PH_WORKDIR/tftp/image.bin" \
+        --state-dir "$TID_DIR" --third "$PH_THIRD_V4" > "$TID_DIR/probe.out" 2>&1 &
+    local pid=$! cport rc
+    if ph_wait_for "TFTP transfer ports" 10 test -s "$TID_DIR/tid.json"; then
+        cport=$(python3 "$PJ" "data['client_port']" < "$TID_DIR/tid.json")
+        ph_in_server python3 "$TFTP_PROBE" inject "$SV4" 31999 "$CV4" "$cport"
+    fi
+    touch "$TID_DIR/go"
+    wait "$pid"
+    rc=$?
+    ph_capture_stop
+    cat "$TID_DIR/probe.out"
+    return $rc
+}
+check_tftp_tid_capture() {
+    local n
+    n=$(tcpdump -n -r "$TID_DIR/server.pcap" 2>/dev/null | wc -l)
+    echo "datagrams from $PH_THIRD_V4 captured on the server: $n"
+    [ "$n" = 0 ]
+}
+check_tftp_tid_counters() {
+    local unknown deny
+    unknown=$(drops tftp_unknown_tid) && deny=$(drops default_deny) || return 1
+    echo "tftp_unknown_tid $TID_UNKNOWN0 -> $unknown, default_deny $TID_DENY0 -> $deny"
+    [ "$unknown" -gt "$TID_UNKNOWN0" ] &&
+        [ $((unknown + deny)) -ge $((TID_UNKNOWN0 + TID_DENY0 + 2)) ]
+}
+
+# The shipped policy is read-only from outside: a WRQ to the server is
+# dropped (tftp_write_denied), the client times out, nothing is written.
+check_tftp_write_denied() {
+    local before name=denied-$MODE.bin TFTP_WAIT=$BLOCKED_WAIT
+    before=$(drops tftp_write_denied) || return 1
+    if tftp_put "$SV4" tftp-up.bin "$name"; then
+        echo "the write worked"
+        return 1
+    fi
+    if [ -e "$PH_WORKDIR/tftp/$name" ]; then
+        echo "the server created $name"
+        return 1
+    fi
+    expect_grown engine.drops.tftp_write_denied "$before"
+}
+
+# server_ports = "30000-30009" while tftpd answers from any port: the reply
+# is dropped (tftp_tid_out_of_range), the read fails.
+check_tftp_out_of_range() {
+    local before TFTP_WAIT=$BLOCKED_WAIT
+    before=$(drops tftp_tid_out_of_range) || return 1
+    if tftp_get "$SV4" small.txt; then
+        echo "the read worked"
+        return 1
+    fi
+    expect_grown engine.drops.tftp_tid_out_of_range "$before"
+}
+
+# A device inside writes its backup to a TFTP server outside (the second
+# tftpd-hpa, in the client namespace): inside-tftp-out admits the WRQ and
+# the server's reply from its new port.
+check_backup_out() {   # [-6] HOST
+    local name=router1-confg-$MODE${2:+-6} rc
+    # (a capture on wan0, shown if the backup fails)
+    ph_capture_start -n "$PH_NS_FW" -i "$PH_IF_WAN" -f udp -w "$PH_WORKDIR/backup-$name.pcap" ||
+        return 1
+    tftp_backup "$name" "$@"
+    rc=$?
+    ph_capture_stop
+    if [ $rc != 0 ]; then
+        echo "on wan0:"
+        tcpdump -n -r "$PH_WORKDIR/backup-$name.pcap" 2>/dev/null | head -n 20
+        tail -n 5 "$PH_WORKDIR/tftpd-out.out"
+    fi
+    return $rc
+}
+
+# tftp_backup NAME [-6] HOST: from the server namespace, write config.txt as
+# NAME to the TFTP server in the client namespace; compare.
+tftp_backup() {
+    local name=$1
+    shift
+    (cd "$PH_WORKDIR/tftp" &&
+        ph_in_server timeout "$TFTP_WAIT" tftp "${@:1:$#-1}" -m octet "${!#}" \
+            -c put config.txt "$name")
+    cmp "$PH_WORKDIR/tftp/config.txt" "$PH_WORKDIR/tftp-out/$name" &&
+        echo "$name arrived intact"
+}
+
+restart_tftpd() {   # [EXTRA_ARGS...]
+    ph_stop tftpd
+    ph_start_tftpd "$@"
+}
+
+# --------------------------------------------------------------------------
+# Checks: failing closed / open, stopping
+# --------------------------------------------------------------------------
+check_sigkill_leaves_rules() {
+    pinhole_signal_exit KILL || return 1
+    local rules
+    rules=$(fw_save)    # (not `fw_save | grep -q`: with pipefail, grep -q may SIGPIPE it)
+    if ! grep -q PINHOLE <<<"$rules"; then
+        echo "no PINHOLE rules left after SIGKILL (nothing queues: fail-closed depends on them)"
+        return 1
+    fi
+    echo "rules stay installed after SIGKILL"
+}
+
+# Starting over the rules a killed daemon left must work and leave exactly
+# one jump to PINHOLE.
+check_start_over_leftover() {   # [EXTRA_ARGS...]
+    pinhole_start "$@" && chain_installed
+}
+
+check_clean_stop() {
+    pinhole_signal_exit TERM || return 1
+    [ "$EXIT_STATUS" = 0 ] || { echo "exit status $EXIT_STATUS, not 0"; return 1; }
+    no_pinhole_rules
+}
+
+# --------------------------------------------------------------------------
+# One mode
+# --------------------------------------------------------------------------
+run_mode() {
+    MODE=$1
+    local t0=$SECONDS
+    note "--- mode $MODE"
+    cp "$RULES_SHIPPED" "$RULES"
+    restart_tftpd --port-range 30000:30009 >/dev/null 2>&1
+
+    if ! check "pinhole run starts, installs its chain first in FORWARD (v4, v6), answers status" \
+            check_started; then
+        note "pinhole did not start in mode $MODE: skipping the rest of this mode"
+        ph_stop pinhole
+        PINHOLE_PID=""
+        purge_leftover_rules
+        return
+    fi
+
+    # FTP that the policy allows.
+    ftp_curl_checks
+    check "FTP bulk: 8 MiB PASV download; flows_offloaded $([ "$MODE" = offload ] &&
+        echo '> 0' || echo '== 0')" check_bulk
+    check "lftp passive session: LIST, RETR, STOR" check_lftp_passive
+    check "lftp active session: LIST, RETR" check_lftp_active
+    check "ABOR mid-transfer (close data, ftplib abort), then RETR on the same session" \
+        check_abort ftplib
+    check "ABOR mid-transfer (RFC 959 IP/Synch), then RETR on the same session" \
+        check_abort rfc959
+
+    # FTP that the policy refuses (no session held open: its pinholes could admit the probes).
+    check "SYN into the passive range without PASV times out (server would reset it)" \
+        check_passive_range_closed
+    check "PORT naming a third host gets no reply, never reaches vsftpd; ftp_bounce counted" \
+        check_bounce
+    check "second connection through a used pinhole times out; the first transfer completes" \
+        check_pinhole_single_use
+
+    # Listing sessions and pinholes.
+    check "pinhole sessions lists a held FTP control session" check_sessions_listing
+    check "pinhole pinholes lists the pinhole a PASV opened" check_pinholes_listing
+
+    # SIGHUP: a broken file keeps the old policy and the held session.
+    check "SIGHUP with a broken rules file: refused, error names file:line" check_hup_broken
+    check "after the broken reload: old rule count, reload_failures + 1" check_hup_kept_policy
+    check "the held control session still transfers (PASV) after the broken reload" \
+        session_get list medium.bin
+    check "a new control session works after the broken reload" \
+        ftp_get "$SV4" small.txt --ftp-pasv --disable-epsv
+    check "SIGHUP with the good file again: reloaded" check_hup_good
+    check "the held control session still transfers after the good reload" \
+        session_get list small.txt
+    session_close list
+
+    # TFTP: tftpd-hpa --port-range 30000:30009, the policy as shipped (read-only).
+    check "TFTP read over IPv4 (tftpd --port-range, server_ports)" tftp_get "$SV4" image.bin
+    check "TFTP read over IPv6 (tftpd --port-range, server_ports)" tftp_get -6 "$SV6" image.bin
+    check "TFTP write refused by the shipped read-only policy (tftp_write_denied)" \
+        check_tftp_write_denied
+    check "TFTP forged packets from another server port and a third host do not reach" \
+        check_tftp_tid_probe
+    check "TFTP: the server never saw the third host's datagram" check_tftp_tid_capture
+    check "TFTP: tftp_unknown_tid (and default_deny) counted the forged datagrams" \
+        check_tftp_tid_counters
+
+    # Variant (b), write = true: writes to the server.
+    check "SIGHUP to the write = true variant" reload_with "$RULES_WRITE"
+    check "TFTP write over IPv4 (write = true)" tftp_put "$SV4" tftp-up.bin "up-$MODE-v4.bin"
+    check "TFTP write over IPv6 (write = true)" tftp_put -6 "$SV6" tftp-up.bin "up-$MODE-v6.bin"
+
+    # tftpd-hpa without --port-range: its replies come from any port.
+    restart_tftpd >/dev/null 2>&1
+    check "TFTP reply from outside server_ports dropped (tftp_tid_out_of_range)" \
+        check_tftp_out_of_range
+    check "SIGHUP to the variant without server_ports" reload_with "$RULES_ANY_PORT"
+    check "TFTP read over IPv4 (any server port)" tftp_get "$SV4" image.bin
+    check "TFTP read over IPv6 (any server port)" tftp_get -6 "$SV6" image.bin
+    check "SIGHUP to the variant without server_ports, write = true" \
+        reload_with "$RULES_ANY_PORT_WRITE"
+    check "TFTP write over IPv4 (any server port)" tftp_put "$SV4" tftp-up.bin "any-$MODE-v4.bin"
+    check "TFTP write over IPv6 (any server port)" tftp_put -6 "$SV6" tftp-up.bin "any-$MODE-v6.bin"
+    check "SIGHUP back to the shipped rules" reload_with "$RULES_SHIPPED"
+    restart_tftpd --port-range 30000:30009 >/dev/null 2>&1
+
+    # Inside to outside.
+    check "TFTP backup from inside to a server outside, IPv4 (inside-tftp-out)" \
+        check_backup_out "$CV4"
+    check "TFTP backup from inside to a server outside, IPv6" check_backup_out -6 "$CV6"
+
+    if [ "$MODE" = inspect-all ]; then
+        check "inspect-all: nothing was offloaded" counter_at_most_zero engine.flows_offloaded
+    fi
+
+    # Failing closed: nobody answers the queue.
+    check "SIGSTOP: FTP and TFTP blocked while pinhole is stopped" \
+        stopped_blocks
+    check "SIGCONT: transfers work again" ftp_tftp_work
+    check "SIGKILL: pinhole dies, its rules stay" check_sigkill_leaves_rules
+    check "after SIGKILL: FTP and TFTP blocked (fail-closed)" ftp_tftp_blocked
+    if ! check "start with --fail-open over the rules the killed daemon left" \
+            check_start_over_leftover --fail-open; then
+        note "removing the leftover rules by hand and starting again"
+        ph_stop pinhole
+        purge_leftover_rules
+        pinhole_start --fail-open >/dev/null 2>&1
+    fi
+    check "with --fail-open running: transfers work" ftp_tftp_work
+    check "SIGKILL the --fail-open daemon" check_sigkill_leaves_rules
+    check "after SIGKILL with --fail-open: FTP and TFTP pass (queue bypass)" ftp_tftp_work
+    check "leftover rules removed by hand" purge_leftover_rules
+    check "pinhole starts again" pinhole_start
+    check "SIGTERM: exit status 0, no PINHOLE rule left (v4, v6)" check_clean_stop
+    check "after a clean stop: FTP and TFTP blocked (FORWARD policy DROP)" ftp_tftp_blocked
+
+    # The same policy without inspection (--no-inspect): only what the rules
+    # name passes. The control connection is allowed by rule; a passive data
+    # connection into the server, and the reply of a TFTP server outside to a
+    # device inside, are new inbound flows no rule allows. What goes from the
+    # server out works anyway -- inside-out lets the inside reach anything --
+    # so active FTP and TFTP reads from the server pass, and so does a TFTP
+    # write to the server: write = false needs the inspector to read the WRQ.
+    check "--no-inspect: pinhole starts" pinhole_start --no-inspect
+    check "--no-inspect: the FTP control connection works (login)" check_control_only
+    check "--no-inspect: passive FTP and a TFTP backup from inside to outside fail" \
+        no_inspect_blocked
+    check "--no-inspect: active FTP works (inside-out admits the server's connection)" \
+        ftp_get "$SV4" small.txt --ftp-port - --disable-eprt
+    check "--no-inspect: TFTP read works (inside-out admits the server's reply)" \
+        tftp_get "$SV4" small.txt
+    check "--no-inspect: TFTP write to the server is not refused (no inspector reads the WRQ)" \
+        tftp_put "$SV4" tftp-up.bin "no-inspect-$MODE.bin"
+    check "--no-inspect: SIGTERM, clean stop" check_clean_stop
+    if pinhole_alive; then
+        ph_stop pinhole
+        PINHOLE_PID=""
+    fi
+    purge_leftover_rules
+    note "mode $MODE: $((SECONDS - t0)) s"
+}
+
+check_control_only() {
+    session_open ctl || return 1
+    session_do ctl noop
+    local rc=$?
+    session_close ctl
+    return $rc
+}
+
+counter_at_most_zero() {
+    local v
+    v=$(pstat "$1") || return 1
+    echo "$1 = $v"
+    [ "$v" -eq 0 ]
+}
+
+# SIGSTOP: the queue fills and nobody gives verdicts; SIGCONT afterwards
+# whatever happened.
+stopped_blocks() {
+    kill -STOP "$PINHOLE_PID" || return 1
+    ftp_tftp_blocked
+    local rc=$?
+    kill -CONT "$PINHOLE_PID"
+    return $rc
+}
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+# Bound the whole run: stop it (and so clean up) if it ever hangs.
+start_watchdog() {
+    local limit=${E2E_TIME_LIMIT:-540}
+    setsid bash -c "sleep $limit; echo 'Bail out! time limit of $limit s reached' >&2; kill -TERM $$" \
+        </dev/null &
+    printf 'watchdog %s\n' $! >> "$PH_WORKDIR/pids"
+}
+
+main() {
+    local t0=$SECONDS
+    ph_init || exit 1
+    start_watchdog
+    mkdir -p "$PH_WORKDIR/checks"
+    RULES=$PH_WORKDIR/rules.toml
+    CTL=$PH_WORKDIR/ctl.sock
+    note "pinhole e2e on NFQUEUE: $("$PINHOLE_BIN" --version), modes ${MODES[*]}, work dir $PH_WORKDIR"
+    ph_versions | sed 's/^/# /'
+
+    check "test bed: namespaces, content, vsftpd, tftpd-hpa, third host" setup_testbed ||
+        { echo "Bail out! no test bed"; exit 1; }
+    check "rules variants generated and checked (pinhole check-rules)" setup_rules ||
+        { echo "Bail out! no rules"; exit 1; }
+
+    local m
+    for m in "${MODES[@]}"; do
+        run_mode "$m"
+    done
+
+    MODE=end
+    if [ "$FAIL" -gt 0 ]; then
+        note "--- pinhole stats at the failures"
+        sed 's/^/# /' "$PH_WORKDIR/failure-stats.txt" 2>/dev/null
+        local log
+        for log in "$PH_WORKDIR"/pinhole-*.log; do
+            [ -e "$log" ] || continue
+            note "--- $(basename "$log") (last 60 lines)"
+            tail -n 60 "$log" | sed 's/^/# /'
+        done
+    fi
+    note "total: $((SECONDS - t0)) s"
+    # Clean up now, so that the summary is the last line. (Its warnings are
+    # expected: vsftpd session processes run in their own session, and the
+    # ones whose client pinhole reset -- the bounce -- are still open.)
+    local warnings
+    warnings=$(mktemp)
+    ph_cleanup 2>"$warnings"
+    sed 's/^/# cleanup: /' "$warnings"
+    rm -f "$warnings"
+    echo "e2e: $PASS passed, $FAIL failed"
+    [ "$FAIL" -eq 0 ]
+}
+
+setup_testbed() {
+    ph_topology_up || return 1
+    ph_add_third_host || return 1
+    ph_content_init
+    local d=$PH_WORKDIR
+    ph_gen_bytes $((8 * 1024 * 1024)) 8 > "$d/ftp/big.bin"      # bulk, ABOR
+    ph_gen_bytes $((1024 * 1024)) 9 > "$d/client/upload-1m.bin" # FTP uploads
+    ph_gen_bytes 102400 10 > "$d/client/tftp-up.bin"            # TFTP writes
+    chmod 0644 "$d/ftp/big.bin"
+    ph_start_vsftpd plain || return 1
+    ph_start_tftpd --port-range 30000:30009 || return 1
+    # A TFTP server outside, for a device inside to back its config up to.
+    ph_start_tftpd_in "$PH_NS_CLIENT" tftpd-out "$d/tftp-out" || return 1
+    # The firewall's base policy, as on a real router: nothing is forwarded
+    # unless pinhole's rules accept it, so a stopped pinhole stays closed.
+    ph_in_fw iptables -P FORWARD DROP && ph_in_fw ip6tables -P FORWARD DROP || return 1
+    # Without pinhole, nothing passes.
+    curl_blocked
+}
+
+RULES_SHIPPED="" RULES_ANY_PORT="" RULES_WRITE="" RULES_ANY_PORT_WRITE="" RULES_BROKEN=""
+BROKEN_LINE=""
+setup_rules() {
+    local d=$PH_WORKDIR/rules
+    mkdir -p "$d"
+    RULES_SHIPPED=$d/edge-router.toml
+    cp "$REPO_DIR/rules/edge-router.toml" "$RULES_SHIPPED"
+    # (a) tftpd-hpa started without --port-range answers from any port: drop
+    #     the server_ports line (as the comment in the file says to).
+    RULES_ANY_PORT=$d/any-port.toml
+    sed '/^server_ports = /d' "$RULES_SHIPPED" > "$RULES_ANY_PORT"
+    # (b) writes to the server allowed (the shipped policy is read-only).
+    RULES_WRITE=$d/write.toml
+    sed 's/^write = false/write = true/' "$RULES_SHIPPED" > "$RULES_WRITE"
+    # (a) + (b)
+    RULES_ANY_PORT_WRITE=$d/any-port-write.toml
+    sed 's/^write = false/write = true/' "$RULES_ANY_PORT" > "$RULES_ANY_PORT_WRITE"
+    # Broken: the first rule to the server names a zone that does not exist.
+    RULES_BROKEN=$d/broken.toml
+    sed '0,/^to = "server"/s//to = "nowhere"/' "$RULES_SHIPPED" > "$RULES_BROKEN"
+    BROKEN_LINE=$(grep -n '^to = "nowhere"' "$RULES_BROKEN" | cut -d: -f1)
+    local f rc=0
+    for f in "$RULES_ANY_PORT" "$RULES_WRITE" "$RULES_ANY_PORT_WRITE" "$RULES_BROKEN"; do
+        if cmp -s "$RULES_SHIPPED" "$f"; then
+            echo "$(basename "$f"): sed changed nothing (rules/edge-router.toml changed?)"
+            rc=1
+        fi
+    done
+    grep -q '^server_ports = ' "$RULES_WRITE" || rc=1
+    "$PINHOLE_BIN" check-rules "$RULES_SHIPPED" "$RULES_ANY_PORT" "$RULES_WRITE" \
+        "$RULES_ANY_PORT_WRITE" || rc=1
+    if "$PINHOLE_BIN" check-rules "$RULES_BROKEN"; then
+        echo "the broken variant passes check-rules"
+        rc=1
+    fi
+    return $rc
+}
+
+main
