@@ -500,6 +500,23 @@ check_bulk() {
     fi
 }
 
+# IP fragments: a 4000-byte ping (allowed by ping-server) in 3 fragments each way, v4 and
+# v6. In inspect-all mode the kernel queues the fragments (no conntrack defrag in the fw
+# namespace): pinhole holds them until the datagram is whole and then gives every fragment
+# the datagram's verdict. In offload mode conntrack reassembles before the queue.
+check_fragments() {
+    ph_in_client ping -c 2 -W 3 -s 4000 "$SV4" || return 1
+    ph_in_client ping -6 -c 2 -W 3 -s 4000 "$SV6" || return 1
+    local n held
+    n=$(pstat engine.datagrams_reassembled) || return 1
+    held=$(pstat queue.held) || return 1
+    echo "engine.datagrams_reassembled = $n, queue.held = $held"
+    [ "$held" -eq 0 ] || return 1
+    if [ "$MODE" = inspect-all ]; then
+        [ "$n" -ge 8 ]
+    fi
+}
+
 check_lftp_passive() {
     lftp_session "pasv-$MODE" true \
         "cls -l" \
@@ -791,6 +808,8 @@ run_mode() {
     ftp_curl_checks
     check "FTP bulk: 8 MiB PASV download; flows_offloaded $([ "$MODE" = offload ] &&
         echo '> 0' || echo '== 0')" check_bulk
+    check "fragmented ping (4000 bytes, v4 and v6) passes; no fragment left held" \
+        check_fragments
     check "lftp passive session: LIST, RETR, STOR" check_lftp_passive
     check "lftp active session: LIST, RETR" check_lftp_active
     check "ABOR mid-transfer (close data, ftplib abort), then RETR on the same session" \
