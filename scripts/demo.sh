@@ -179,11 +179,7 @@ pinhole_start() {   # [EXTRA_ARGS...]
 
 pinhole_stop() {
     kill -TERM "$PINHOLE_PID" 2>/dev/null
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$PINHOLE_PID" 2>/dev/null || break
-        sleep 0.1
-    done
+    ph_wait_gone "$PINHOLE_PID" 10
     wait "$PINHOLE_PID" 2>/dev/null
     local rc=$?
     ph_stop pinhole

@@ -205,6 +205,18 @@ ph_wait_for() {
     return 1
 }
 
+# ph_wait_gone PID SECONDS: poll until PID has exited (or is a zombie); false
+# if it still runs after SECONDS.
+ph_wait_gone() {
+    local pid=$1 i
+    for ((i = 0; i < $2 * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" = Z ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # ph_listening NS tcp|udp PORT: true if something listens on PORT in NS.
 ph_listening() {
     local ns=$1 proto=$2 port=$3 flag
@@ -498,11 +510,7 @@ ph_capture_stop() {
     [ -n "$PH_CAPTURE_PID" ] || return 0
     sleep "${PH_CAPTURE_SETTLE:-0.5}"
     kill -INT "$PH_CAPTURE_PID" 2>/dev/null
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$PH_CAPTURE_PID" 2>/dev/null || break
-        sleep 0.1
-    done
+    ph_wait_gone "$PH_CAPTURE_PID" 10
     ph_stop capture
     PH_CAPTURE_PID=""
     ph_debug "$(grep -E 'packets|Packets' "$PH_CAPTURE_LOG" | tr '\n' ' ')"

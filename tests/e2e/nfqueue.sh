@@ -183,16 +183,8 @@ pinhole_start() {
 
 # wait_exit PID SECONDS: wait for a child to exit; its status in EXIT_STATUS.
 wait_exit() {
-    local pid=$1 i
-    for ((i = 0; i < $2 * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" = Z ] && break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null &&
-            [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" != Z ]; then
-        return 1
-    fi
+    local pid=$1
+    ph_wait_gone "$pid" "$2" || return 1
     wait "$pid" 2>/dev/null
     EXIT_STATUS=$?
 }
