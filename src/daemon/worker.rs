@@ -158,10 +158,15 @@ impl Worker {
                 Ok(None) => break,
                 Err(err) if err.raw_os_error() == Some(nix::libc::ENOBUFS) => {
                     self.counters.enobufs += 1;
-                    tracing::warn!(
-                        queue = self.socket.queue(),
-                        "netlink socket overrun (ENOBUFS): the kernel dropped queued packets; raise --rcvbuf or add queues"
-                    );
+                    // Logged at the 1st, 2nd, 4th, 8th... overrun: a storm of them is one
+                    // counter, not a storm of log lines.
+                    if self.counters.enobufs.is_power_of_two() {
+                        tracing::warn!(
+                            queue = self.socket.queue(),
+                            overruns = self.counters.enobufs,
+                            "netlink socket overrun (ENOBUFS): the kernel dropped queued packets; raise --rcvbuf or add queues"
+                        );
+                    }
                 }
                 Err(err) => {
                     self.counters.recv_errors += 1;
