@@ -204,3 +204,22 @@ fn answered_udp_is_offloaded_but_tftp_transfers_are_not() {
     assert!(!h.accept(&ack).offload);
     assert_eq!(h.engine.counters().flows_offloaded, 1);
 }
+
+#[test]
+fn a_syn_on_an_offloaded_tuple_is_judged_like_any_other() {
+    let mut h = offloading(LAB);
+    let mut s = web();
+    handshake(&mut h, &mut s);
+    // A SYN with another ISN on the established tuple: dropped, as without offload.
+    let syn = s.client_raw(testkit::flags::SYN, 77_777, b"");
+    let d = h.send_offloaded(&syn);
+    assert_eq!(
+        (d.verdict, d.reason),
+        (Verdict::Drop, Some(pinhole::Reason::TcpSynInEstablished))
+    );
+    // A late FIN after a RST does not revive the flow.
+    h.send_offloaded(&s.server_raw(testkit::flags::RST, 5_000_000, b""));
+    h.send_offloaded(&s.client_raw(testkit::flags::FIN | testkit::flags::ACK, 9, b""));
+    let expired = h.advance(300);
+    assert_eq!(closed_causes(&expired.events), vec![CloseCause::Reset]);
+}

@@ -233,6 +233,10 @@ impl TcpTracker {
     /// connection in `TimeWait` (the last acknowledgement is not seen either).
     pub fn on_offloaded_segment(&mut self, dir: Direction, seg: &TcpSegment<'_>) {
         let flags = seg.flags;
+        if self.state == TcpState::Closed {
+            // Reset already: a late FIN must not bring it back.
+            return;
+        }
         if flags.rst() {
             self.state = TcpState::Closed;
             return;

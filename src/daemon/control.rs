@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -78,30 +78,43 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
             "another pinhole daemon answers on this socket",
         ));
     }
-    let _ = std::fs::remove_file(path);
+    match std::fs::symlink_metadata(path) {
+        // A stale socket from a daemon that was killed.
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "exists and is not a socket; choose another --control path",
+            ));
+        }
+        Err(_) => {}
+    }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
     Ok(listener)
 }
 
-/// Wakes the accept loop so it sees the stop flag.
-pub fn unblock(path: &Path) {
-    let _ = UnixStream::connect(path);
-}
-
-/// Answers clients until the stop flag is set.
+/// Answers clients, one at a time, until the stop flag is set (checked every 50 ms: the
+/// listener does not block, so a stop never waits on a client that does not come).
 pub fn serve(listener: &UnixListener, shared: &Shared) {
-    for stream in listener.incoming() {
-        if shared.stop.load(Ordering::Relaxed) {
-            break;
-        }
-        match stream {
-            Ok(stream) => {
-                if let Err(err) = answer(stream, shared) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if let Err(err) = stream
+                    .set_nonblocking(false)
+                    .and_then(|()| answer(stream, shared))
+                {
                     tracing::debug!(%err, "control client");
                 }
             }
-            Err(err) => tracing::warn!(%err, "control socket accept failed"),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(err) => {
+                tracing::warn!(%err, "control socket accept failed");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod snapshot;
 pub mod worker;
 
 use std::ops::RangeInclusive;
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -194,31 +195,32 @@ pub enum RunError {
 
 fn queue_hint(err: &std::io::Error) -> &'static str {
     match err.raw_os_error() {
-        Some(nix::libc::EPERM) => " (run as root, or with CAP_NET_ADMIN)",
-        Some(nix::libc::EBUSY) => " (another program is bound to this queue)",
+        // The kernel answers EPERM both without CAP_NET_ADMIN and when another socket holds
+        // the queue.
+        Some(nix::libc::EPERM) => {
+            " (run as root or with CAP_NET_ADMIN; or another program, perhaps another pinhole, holds this queue)"
+        }
         _ => "",
     }
 }
 
+/// Sets the stop flag when dropped: a worker that ends for any reason, a panic included,
+/// stops the daemon rather than leave its queue unserved.
+struct StopOnExit(Arc<Shared>);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Runs the daemon until SIGINT or SIGTERM.
+///
+/// The queues and the control socket are taken before the kernel rules are touched, so a
+/// second daemon started by mistake fails there and leaves the running one's rules alone.
 pub fn run(options: &RunOptions) -> Result<(), RunError> {
     let policy = load_policy(&options.rules, options.no_inspect).map_err(RunError::Policy)?;
     let signals = Signals::new([SIGHUP, SIGINT, SIGTERM]).map_err(RunError::Signals)?;
-    let installer = Installer::new(options.flavour);
-    if options.install_rules {
-        installer
-            .install(&options.rules_config())
-            .map_err(RunError::Rules)?;
-    }
-    let result = serve(options.clone(), policy, signals);
-    if options.install_rules {
-        installer.remove();
-        tracing::info!("kernel rules removed");
-    }
-    result
-}
-
-fn serve(options: RunOptions, policy: Policy, mut signals: Signals) -> Result<(), RunError> {
     let mut sockets = Vec::new();
     for queue in options.queues.clone() {
         let socket =
@@ -229,6 +231,33 @@ fn serve(options: RunOptions, policy: Policy, mut signals: Signals) -> Result<()
             })?;
         sockets.push(socket);
     }
+    let listener = control::bind(&options.control).map_err(|source| RunError::Control {
+        path: options.control.clone(),
+        source,
+    })?;
+    let installer = Installer::new(options.flavour);
+    if options.install_rules
+        && let Err(err) = installer.install(&options.rules_config())
+    {
+        let _ = std::fs::remove_file(&options.control);
+        return Err(RunError::Rules(err));
+    }
+    let result = serve(options.clone(), policy, signals, sockets, &listener);
+    if options.install_rules {
+        installer.remove();
+        tracing::info!("kernel rules removed");
+    }
+    let _ = std::fs::remove_file(&options.control);
+    result
+}
+
+fn serve(
+    options: RunOptions,
+    policy: Policy,
+    mut signals: Signals,
+    sockets: Vec<QueueSocket>,
+    listener: &UnixListener,
+) -> Result<(), RunError> {
     let mut receivers = Vec::new();
     let mut workers = Vec::new();
     for socket in &sockets {
@@ -249,10 +278,6 @@ fn serve(options: RunOptions, policy: Policy, mut signals: Signals) -> Result<()
         options,
         workers,
     });
-    let listener = control::bind(&shared.options.control).map_err(|source| RunError::Control {
-        path: shared.options.control.clone(),
-        source,
-    })?;
     let mut handles = Vec::new();
     for (socket, queries) in sockets.into_iter().zip(receivers) {
         let queue = socket.queue();
@@ -261,6 +286,7 @@ fn serve(options: RunOptions, policy: Policy, mut signals: Signals) -> Result<()
         let handle = thread::Builder::new()
             .name(format!("pinhole-q{queue}"))
             .spawn(move || {
+                let _stop_on_exit = StopOnExit(shared.clone());
                 let result = worker.run(&shared, &queries);
                 if let Err(err) = &result {
                     tracing::error!(queue, %err, "worker failed; stopping");
@@ -273,6 +299,7 @@ fn serve(options: RunOptions, policy: Policy, mut signals: Signals) -> Result<()
     }
     let control_thread = {
         let shared = shared.clone();
+        let listener = listener.try_clone().map_err(RunError::Signals)?;
         thread::Builder::new()
             .name("pinhole-control".to_owned())
             .spawn(move || control::serve(&listener, &shared))
@@ -314,8 +341,6 @@ fn serve(options: RunOptions, policy: Policy, mut signals: Signals) -> Result<()
     shared.stop.store(true, Ordering::Relaxed);
     signal_handle.close();
     let _ = stopper.join();
-    control::unblock(&shared.options.control);
     let _ = control_thread.join();
-    let _ = std::fs::remove_file(&shared.options.control);
     result
 }

@@ -139,11 +139,16 @@ fn secs_between(later: Instant, earlier: Instant) -> u64 {
     later.saturating_since(earlier).as_secs()
 }
 
-/// The sessions of `engine` at `now`, labelled with `worker`.
+/// Most rows one worker lists: building them stops its packets, so a table of a million
+/// flows is not listed whole (`pinhole stats` has the counts).
+pub const MAX_ROWS: usize = 20_000;
+
+/// The sessions of `engine` at `now` (at most [`MAX_ROWS`]), labelled with `worker`.
 pub fn sessions(engine: &Engine, worker: u16, now: Instant) -> Vec<SessionRow> {
     let flows = engine.flows();
     flows
         .iter()
+        .take(MAX_ROWS)
         .map(|(_, flow)| session_row(flow, worker, now, |h| flows.get(h).map(|p| p.tuple)))
         .collect()
 }
@@ -178,11 +183,12 @@ fn session_row(
     }
 }
 
-/// The open pinholes of `engine` at `now`, labelled with `worker`.
+/// The open pinholes of `engine` at `now` (at most [`MAX_ROWS`]), labelled with `worker`.
 pub fn pinholes(engine: &Engine, worker: u16, now: Instant) -> Vec<PinholeRow> {
     engine
         .pinholes()
         .iter()
+        .take(MAX_ROWS)
         .map(|p| pinhole_row(p, worker, now))
         .collect()
 }

@@ -65,14 +65,19 @@ impl Engine {
     }
 
     /// A segment the kernel says belongs to an offloaded connection (a FIN or a RST). `None`
-    /// when the engine tracks that tuple as a flow it did not offload (a new connection reused
-    /// the tuple): then the segment goes the normal way.
+    /// for a SYN, and when the engine tracks that tuple as a flow it did not offload (a new
+    /// connection reused the tuple): then the segment goes the normal way.
     pub(super) fn offloaded_segment(
         &mut self,
         now: Instant,
         packet: Packet,
         seg: &TcpSegment<'_>,
     ) -> Option<Decision> {
+        if seg.flags.syn() {
+            // A SYN on an offloaded connection's tuple (a retransmitted SYN-ACK, a new
+            // connection after TIME-WAIT, an attack) is judged the normal way.
+            return None;
+        }
         let key = FlowKey::new(
             packet.proto,
             (packet.src, seg.sport),

@@ -12,6 +12,7 @@
 //! attributes (`nlattr`: 16-bit length and type, host order, payload padded to 4 bytes).
 //! NFQUEUE attribute payloads are in network byte order.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
@@ -235,6 +236,13 @@ fn attributes(mut rest: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
         }
         let len = u16_ne(&rest[0..2]) as usize;
         let kind = u16_ne(&rest[2..4]) & NLA_TYPE_MASK;
+        if kind == NFQA_PAYLOAD && len < NLA_HDRLEN {
+            // The kernel writes the payload last, with a 16-bit length that wraps for packets
+            // of 65532 bytes and more: the payload is the rest of the message.
+            let value = &rest[NLA_HDRLEN..];
+            rest = &[];
+            return Some((kind, value));
+        }
         if len < NLA_HDRLEN || len > rest.len() {
             return None;
         }
@@ -261,18 +269,22 @@ fn parse_packet(body: &[u8]) -> Option<QueuedPacket<'_>> {
     let mut has_header = false;
     for (kind, value) in attributes(&body[NFGEN_HDRLEN..]) {
         match kind {
+            // A short attribute leaves its field at the default: once the id is known the
+            // packet must get a verdict, so nothing after the header makes it unusable.
             NFQA_PACKET_HDR => {
                 // struct nfqnl_msg_packet_hdr { __be32 packet_id; __be16 hw_protocol; __u8 hook; }
-                packet.id = be32(value)?;
-                has_header = true;
+                if let Some(id) = be32(value) {
+                    packet.id = id;
+                    has_header = true;
+                }
             }
-            NFQA_MARK => packet.mark = be32(value)?,
-            NFQA_IFINDEX_INDEV => packet.indev = be32(value)?,
-            NFQA_IFINDEX_OUTDEV => packet.outdev = be32(value)?,
+            NFQA_MARK => packet.mark = be32(value).unwrap_or(0),
+            NFQA_IFINDEX_INDEV => packet.indev = be32(value).unwrap_or(0),
+            NFQA_IFINDEX_OUTDEV => packet.outdev = be32(value).unwrap_or(0),
             NFQA_PAYLOAD => packet.payload = value,
             NFQA_CAP_LEN => packet.cap_len = be32(value),
             NFQA_SKB_INFO => {
-                let info = be32(value)?;
+                let info = be32(value).unwrap_or(0);
                 packet.checksum_not_ready = info & NFQA_SKB_CSUMNOTREADY != 0;
                 packet.gso = info & NFQA_SKB_GSO != 0;
             }
@@ -363,8 +375,33 @@ impl VerdictBatch {
         self.count == 0
     }
 
+    #[cfg(test)]
     fn bytes(&self) -> &[u8] {
         &self.writer.buf
+    }
+
+    /// The messages in runs of at most `max` bytes (a message is never split).
+    fn chunks(&self, max: usize) -> Vec<&[u8]> {
+        let buf = &self.writer.buf;
+        let mut chunks = Vec::new();
+        let (mut start, mut at) = (0, 0);
+        while at + 4 <= buf.len() {
+            let len = align4(
+                u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize,
+            );
+            if len == 0 {
+                break;
+            }
+            if at + len - start > max && at > start {
+                chunks.push(&buf[start..at]);
+                start = at;
+            }
+            at += len;
+        }
+        if start < buf.len() {
+            chunks.push(&buf[start..]);
+        }
+        chunks
     }
 
     fn clear(&mut self) {
@@ -379,8 +416,11 @@ pub struct QueueSocket {
     queue: u16,
     seq: u32,
     /// Packets that arrived while a configuration request waited for its acknowledgement.
-    early: Vec<Vec<u8>>,
+    early: VecDeque<Vec<u8>>,
 }
+
+/// Largest verdict datagram sent at once (the default socket send buffer is 208 KiB).
+pub const SEND_CHUNK: usize = 32 * 1024;
 
 /// Largest datagram the kernel sends: a 64 KiB payload plus the attributes around it.
 pub const RECV_BUFFER: usize = 0x10000 + 0x2000;
@@ -404,9 +444,8 @@ impl QueueSocket {
             fd,
             queue,
             seq: 0,
-            early: Vec::new(),
+            early: VecDeque::new(),
         };
-        socket.command(NFQNL_CFG_CMD_BIND)?;
         let mut flags = 0;
         if config.fail_open {
             flags |= NFQA_CFG_F_FAIL_OPEN;
@@ -414,19 +453,23 @@ impl QueueSocket {
         if config.gso {
             flags |= NFQA_CFG_F_GSO;
         }
+        let mut params = [0u8; 5];
+        params[..4].copy_from_slice(&config.copy_range.min(0xffff).to_be_bytes());
+        params[4] = NFQNL_COPY_PACKET;
+        // One message: the kernel binds, then applies the copy mode, length and flags before
+        // it answers, so no packet is ever queued to us without its bytes (a fresh queue
+        // starts in NFQNL_COPY_NONE).
         socket.request(|w| {
+            // struct nfqnl_msg_config_cmd { __u8 command; __u8 _pad; __be16 pf; }
+            w.attr(NFQA_CFG_CMD, &[NFQNL_CFG_CMD_BIND, 0, 0, 0]);
+            w.attr(NFQA_CFG_PARAMS, &params);
+            w.attr(NFQA_CFG_QUEUE_MAXLEN, &config.max_len.to_be_bytes());
             w.attr(NFQA_CFG_FLAGS, &flags.to_be_bytes());
             w.attr(
                 NFQA_CFG_MASK,
                 &(NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO).to_be_bytes(),
             );
         })?;
-        socket.request(|w| w.attr(NFQA_CFG_QUEUE_MAXLEN, &config.max_len.to_be_bytes()))?;
-        // Copy mode last: until it is set the kernel does not queue packets to us.
-        let mut params = [0u8; 5];
-        params[..4].copy_from_slice(&config.copy_range.min(0xffff).to_be_bytes());
-        params[4] = NFQNL_COPY_PACKET;
-        socket.request(|w| w.attr(NFQA_CFG_PARAMS, &params))?;
         Ok(socket)
     }
 
@@ -437,12 +480,7 @@ impl QueueSocket {
 
     /// Unbinds the queue. Closing the socket does it too; this reports errors.
     pub fn unbind(&mut self) -> io::Result<()> {
-        self.command(NFQNL_CFG_CMD_UNBIND)
-    }
-
-    fn command(&mut self, command: u8) -> io::Result<()> {
-        // struct nfqnl_msg_config_cmd { __u8 command; __u8 _pad; __be16 pf; }
-        self.request(|w| w.attr(NFQA_CFG_CMD, &[command, 0, 0, 0]))
+        self.request(|w| w.attr(NFQA_CFG_CMD, &[NFQNL_CFG_CMD_UNBIND, 0, 0, 0]))
     }
 
     /// Sends one configuration message and waits (up to 2 s) for its acknowledgement.
@@ -483,7 +521,7 @@ impl QueueSocket {
                 }
             }
             if has_packets {
-                self.early.push(data.to_vec());
+                self.early.push_back(data.to_vec());
             }
             match answer {
                 Some(0) => return Ok(()),
@@ -511,7 +549,7 @@ impl QueueSocket {
     /// `ENOBUFS` (the kernel dropped messages because the socket buffer was full) is returned
     /// as an error of that kind for the caller to count; the socket keeps working.
     pub fn recv<'b>(&mut self, buf: &'b mut Vec<u8>) -> io::Result<Option<&'b [u8]>> {
-        if let Some(early) = self.early.pop() {
+        if let Some(early) = self.early.pop_front() {
             *buf = early;
             return Ok(Some(buf.as_slice()));
         }
@@ -523,24 +561,36 @@ impl QueueSocket {
         }
     }
 
-    /// Sends the batch's verdicts in one datagram and empties it.
+    /// Sends the batch's verdicts and empties it: in datagrams of at most [`SEND_CHUNK`]
+    /// bytes (below the default socket send buffer), each retried a few times on a transient
+    /// error, since a packet whose verdict is lost stays queued in the kernel until unbind.
     pub fn send_verdicts(&mut self, batch: &mut VerdictBatch) -> io::Result<()> {
-        if batch.is_empty() {
-            return Ok(());
+        let mut result = Ok(());
+        for chunk in batch.chunks(SEND_CHUNK) {
+            if let Err(err) = self.send_with_retries(chunk) {
+                result = Err(err);
+            }
         }
-        let result = loop {
-            match send(self.fd.as_raw_fd(), batch.bytes(), MsgFlags::empty()) {
+        batch.clear();
+        result
+    }
+
+    fn send_with_retries(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut attempts = 0;
+        loop {
+            match send(self.fd.as_raw_fd(), bytes, MsgFlags::empty()) {
+                Ok(_) => return Ok(()),
                 Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => {
-                    // The kernel processes netlink requests synchronously; EAGAIN only means
-                    // memory pressure. Wait briefly and retry once per loop.
+                Err(err @ (Errno::EAGAIN | Errno::ENOBUFS | Errno::ENOMEM)) => {
+                    attempts += 1;
+                    if attempts > 5 {
+                        return Err(err.into());
+                    }
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                other => break other,
+                Err(err) => return Err(err.into()),
             }
-        };
-        batch.clear();
-        result.map(drop).map_err(io::Error::from)
+        }
     }
 
     /// The socket, for waiting on it together with other descriptors.
@@ -601,6 +651,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_payload_whose_length_wrapped_runs_to_the_end_of_the_message() {
+        // A 65535-byte packet: the attribute length 65539 is written as 3.
+        let mut buf = packet_message(0, 9, 0, b"", 0);
+        let payload_attr = buf.len() - 4;
+        buf[payload_attr..payload_attr + 2].copy_from_slice(&3u16.to_ne_bytes());
+        buf.extend(std::iter::repeat_n(0x45, 65535));
+        let len = buf.len() as u32;
+        buf[..4].copy_from_slice(&len.to_ne_bytes());
+        let parsed: Vec<Message<'_>> = messages(&buf).collect();
+        let [Message::Packet(p)] = parsed.as_slice() else {
+            panic!("{:?}", parsed.len());
+        };
+        assert_eq!((p.id, p.payload.len()), (9, 65535));
+    }
+
+    #[test]
+    fn a_packet_with_a_short_attribute_still_gets_its_id() {
+        let mut w = MessageWriter::new();
+        let start = w.begin(NFQNL_MSG_PACKET, 0, 0, 1);
+        w.attr(NFQA_PACKET_HDR, &[0, 0, 0, 42, 8, 0, 2]);
+        w.attr(NFQA_MARK, &[1, 2]);
+        w.attr(NFQA_PAYLOAD, b"\x45");
+        w.finish(start);
+        let parsed: Vec<Message<'_>> = messages(&w.buf).collect();
+        assert!(
+            matches!(parsed.as_slice(), [Message::Packet(p)] if p.id == 42 && p.mark == 0 && p.payload == b"\x45"),
+            "{parsed:?}"
+        );
+    }
+
+    #[test]
+    fn verdicts_are_sent_in_chunks_that_never_split_a_message() {
+        let mut batch = VerdictBatch::default();
+        for id in 0..1000 {
+            batch.push(0, id, KernelVerdict::Accept, None);
+        }
+        let chunks = batch.chunks(SEND_CHUNK);
+        assert_eq!(chunks.len(), 1, "32 bytes x 1000 fits one chunk");
+        let small = batch.chunks(100);
+        assert_eq!(small.len(), 334, "three 32-byte messages per 100 bytes");
+        assert!(small.iter().all(|c| c.len() % 32 == 0 && !c.is_empty()));
+        assert_eq!(small.iter().map(|c| c.len()).sum::<usize>(), 32_000);
     }
 
     #[test]

@@ -459,6 +459,21 @@ check_started() {
         { echo "stats do not say 2 workers"; return 1; }
 }
 
+# A second daemon started by mistake (same queues, other control socket) must fail on the
+# queues before it touches the kernel rules: the first one's chain stays and keeps working.
+check_second_daemon_refused() {
+    local out rc
+    out=$(timeout 20 ip netns exec "$PH_NS_FW" "$PINHOLE_BIN" run --rules "$RULES" \
+        --queues 0-1 --mode "$MODE" --install-rules \
+        --control "$PH_WORKDIR/second.sock" 2>&1)
+    rc=$?
+    echo "second daemon: exit $rc: $out"
+    [ "$rc" = 1 ] || return 1
+    [[ $out == *"binding NFQUEUE queue 0"* ]] || return 1
+    chain_installed || return 1
+    ftp_get "$SV4" small.txt --ftp-pasv --disable-epsv
+}
+
 ftp_curl_checks() {
     local m
     for m in PASV EPSV PORT EPRT; do
@@ -795,6 +810,9 @@ run_mode() {
         purge_leftover_rules
         return
     fi
+
+    check "a second pinhole run on the same queues fails and leaves the first one's rules" \
+        check_second_daemon_refused
 
     # FTP that the policy allows.
     ftp_curl_checks
