@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::daemon::control::DEFAULT_SOCKET;
-use crate::io::iptables::{Flavour, Mode};
+use crate::io::iptables::{Flavour, Mode, RulesConfig};
 use crate::output::Format;
 
 /// pinhole: a stateful FTP/TFTP inspection firewall for Linux edge routers.
@@ -139,6 +139,22 @@ pub struct QueryArgs {
     /// The daemon's control socket.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     pub control: PathBuf,
+}
+
+impl KernelRulesArgs {
+    /// The kernel rules these arguments describe.
+    pub fn config(&self) -> Result<RulesConfig, String> {
+        if self.offload_mark == self.reject_mark {
+            return Err("--offload-mark and --reject-mark must be different bits".to_owned());
+        }
+        Ok(RulesConfig {
+            queues: self.queues.clone(),
+            mode: self.mode,
+            fail_open: self.fail_open,
+            offload_mark: self.offload_mark,
+            reject_mark: self.reject_mark,
+        })
+    }
 }
 
 /// Parses "3" or "0-3".

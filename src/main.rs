@@ -10,7 +10,6 @@ use tracing_subscriber::EnvFilter;
 use pinhole::cli::{Cli, Command, KernelRulesArgs, LogFormat, QueryArgs, ReplayArgs, RunArgs};
 use pinhole::daemon::control::{self, Question};
 use pinhole::daemon::{self, RunOptions};
-use pinhole::io::iptables::RulesConfig;
 use pinhole::io::nfqueue::QueueConfig;
 use pinhole::output::{Format, RecordWriter};
 use pinhole::policy::{DEFAULT_RULES, Policy};
@@ -27,10 +26,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(args) => run(&args),
-        Command::Rules(args) => {
-            print!("{}", rules_config(&args).script());
-            ExitCode::SUCCESS
-        }
+        Command::Rules(args) => rules(&args),
         Command::Status(args) => ask(Question::Status, &args),
         Command::Sessions(args) => ask(Question::Sessions, &args),
         Command::Pinholes(args) => ask(Question::Pinholes, &args),
@@ -38,39 +34,41 @@ fn main() -> ExitCode {
     }
 }
 
-fn rules_config(args: &KernelRulesArgs) -> RulesConfig {
-    RulesConfig {
-        queues: args.queues.clone(),
-        mode: args.mode,
-        fail_open: args.fail_open,
-        offload_mark: args.offload_mark,
-        reject_mark: args.reject_mark,
+fn rules(args: &KernelRulesArgs) -> ExitCode {
+    match args.config() {
+        Ok(config) => {
+            print!("{}", config.script());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("pinhole rules: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 fn run(args: &RunArgs) -> ExitCode {
-    if args.kernel.offload_mark == args.kernel.reject_mark {
-        eprintln!("pinhole run: --offload-mark and --reject-mark must be different bits");
-        return ExitCode::FAILURE;
-    }
+    let kernel = match args.kernel.config() {
+        Ok(kernel) => kernel,
+        Err(err) => {
+            eprintln!("pinhole run: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = RunOptions {
         rules: args.rules.clone(),
-        queues: args.kernel.queues.clone(),
-        mode: args.kernel.mode,
-        install_rules: args.install_rules,
-        flavour: args.iptables,
-        fail_open: args.kernel.fail_open,
-        no_inspect: args.no_inspect,
-        control: args.control.clone(),
-        offload_mark: args.kernel.offload_mark,
-        reject_mark: args.kernel.reject_mark,
         queue: QueueConfig {
             max_len: args.queue_maxlen,
-            fail_open: args.kernel.fail_open,
+            fail_open: kernel.fail_open,
             gso: !args.no_gso,
             rcvbuf: args.rcvbuf,
             ..QueueConfig::default()
         },
+        kernel,
+        install_rules: args.install_rules,
+        flavour: args.iptables,
+        no_inspect: args.no_inspect,
+        control: args.control.clone(),
     };
     match daemon::run(&options) {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use crate::alg::Alg;
 use crate::conntrack::FlowTuple;
-use crate::conntrack::PortMatch;
 use crate::conntrack::key::{ProtoName, proto_name};
 use crate::counters::DropCounts;
 use crate::decision::{Reason, Verdict};
@@ -187,10 +186,7 @@ pub fn event_record<'a>(file: &'a str, packet: u64, event: &'a Event) -> Record<
             id: pinhole.id.0,
             parent: pinhole.parent,
             child: *child,
-            sport_range: match pinhole.opening.sport {
-                PortMatch::Range(lo, hi) => Some([lo, hi]),
-                PortMatch::Any | PortMatch::Exact(_) => None,
-            },
+            sport_range: pinhole.opening.sport.range(),
         },
         Event::Violation {
             alg,

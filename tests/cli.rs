@@ -198,6 +198,12 @@ fn rules_refuses_bad_queues_and_marks() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!out.stderr.is_empty());
     }
+    let out = pinhole(&["rules", "--offload-mark", "0x4", "--reject-mark", "0x4"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "pinhole rules: --offload-mark and --reject-mark must be different bits\n"
+    );
 }
 
 #[test]

@@ -40,6 +40,14 @@ impl PortMatch {
         }
     }
 
+    /// The bounds of a range (the JSON `sport_range` field), if it is one.
+    pub fn range(self) -> Option<[u16; 2]> {
+        match self {
+            PortMatch::Range(lo, hi) => Some([lo, hi]),
+            PortMatch::Any | PortMatch::Exact(_) => None,
+        }
+    }
+
     /// The exact port, if there is one (the JSON `sport` field; `null` otherwise).
     pub fn exact(self) -> Option<u16> {
         match self {

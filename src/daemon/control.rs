@@ -193,10 +193,10 @@ fn status(shared: &Shared) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
         "uptime_secs": shared.started.elapsed().as_secs(),
-        "mode": options.mode.as_str(),
-        "fail_open": options.fail_open,
+        "mode": options.kernel.mode.as_str(),
+        "fail_open": options.kernel.fail_open,
         "inspection": !options.no_inspect,
-        "queues": options.queues.clone().collect::<Vec<u16>>(),
+        "queues": options.kernel.queues.clone().collect::<Vec<u16>>(),
         "workers": shared.workers.len(),
         "workers_answered": workers.len(),
         "rules_file": options.rules.display().to_string(),
@@ -215,7 +215,7 @@ fn stats(shared: &Shared) -> Value {
     let (engine, queue, flows, pinholes) = totals(&workers);
     json!({
         "uptime_secs": shared.started.elapsed().as_secs(),
-        "mode": shared.options.mode.as_str(),
+        "mode": shared.options.kernel.mode.as_str(),
         "workers": shared.workers.len(),
         "workers_answered": workers.len(),
         "flows": flows,

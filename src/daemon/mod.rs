@@ -5,19 +5,18 @@
 //! connections meet on one worker), one for the [`control`] socket, and the main thread,
 //! which waits for signals: SIGHUP reloads the rules file, SIGINT and SIGTERM stop.
 //!
-//! Start: policy, then kernel rules (`--install-rules`), then queues; a failure at any step
-//! undoes the earlier ones. Stop: workers unbind their queues, the rules come out, the control
-//! socket is removed.
+//! Start: policy, then queues and the control socket, then kernel rules (`--install-rules`); a
+//! failure at any step undoes the earlier ones. Stop: workers unbind their queues, the rules
+//! come out, the control socket is removed.
 
 pub mod control;
 pub mod ifnames;
 pub mod snapshot;
 pub mod worker;
 
-use std::ops::RangeInclusive;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -26,7 +25,7 @@ use serde::Serialize;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::io::iptables::{Flavour, Installer, Mode, RulesConfig};
+use crate::io::iptables::{Flavour, Installer, RulesConfig};
 use crate::io::nfqueue::{QueueConfig, QueueSocket};
 use crate::policy::Policy;
 use crate::time::Instant;
@@ -38,39 +37,18 @@ use self::worker::{Query, VerdictMarks, Worker};
 pub struct RunOptions {
     /// The rules file (re-read on SIGHUP).
     pub rules: PathBuf,
-    /// Queues, one worker each.
-    pub queues: RangeInclusive<u16>,
-    /// Offload or inspect-all.
-    pub mode: Mode,
+    /// Queues (one worker each), mode, fail-open and marks: what the kernel rules say.
+    pub kernel: RulesConfig,
     /// Install the kernel rules at start, remove them at exit.
     pub install_rules: bool,
     /// Which iptables installs them.
     pub flavour: Flavour,
-    /// Accept instead of drop when the daemon is gone or a queue is full.
-    pub fail_open: bool,
     /// Enforce the rules without inspectors.
     pub no_inspect: bool,
     /// The control socket's path.
     pub control: PathBuf,
-    /// The offload mark bit.
-    pub offload_mark: u32,
-    /// The reject mark bit.
-    pub reject_mark: u32,
-    /// Socket and queue settings.
+    /// Socket and queue settings (its `fail_open` follows `kernel.fail_open`).
     pub queue: QueueConfig,
-}
-
-impl RunOptions {
-    /// The kernel rules these options call for.
-    pub fn rules_config(&self) -> RulesConfig {
-        RulesConfig {
-            queues: self.queues.clone(),
-            mode: self.mode,
-            fail_open: self.fail_open,
-            offload_mark: self.offload_mark,
-            reject_mark: self.reject_mark,
-        }
-    }
 }
 
 /// Outcome of the last reloads, for `pinhole status`.
@@ -89,6 +67,8 @@ pub struct Shared {
     /// Set to stop every thread.
     pub stop: AtomicBool,
     policy: Mutex<(Arc<Policy>, u64)>,
+    /// The policy's generation, readable without the lock (workers check it every loop).
+    generation: AtomicU64,
     reload: Mutex<ReloadStatus>,
     started: std::time::Instant,
     options: RunOptions,
@@ -100,6 +80,11 @@ impl Shared {
     pub fn policy(&self) -> (Arc<Policy>, u64) {
         let guard = self.policy.lock().unwrap_or_else(PoisonError::into_inner);
         (guard.0.clone(), guard.1)
+    }
+
+    /// The policy's generation, without taking the lock.
+    pub fn policy_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The engines' clock: monotonic, starting at one second when the daemon started.
@@ -127,6 +112,7 @@ impl Shared {
                 let mut guard = self.policy.lock().unwrap_or_else(PoisonError::into_inner);
                 guard.0 = Arc::new(policy);
                 guard.1 += 1;
+                self.generation.store(guard.1, Ordering::Release);
                 status.reloads += 1;
                 status.last_reload_error = None;
                 tracing::info!(file = %path.display(), rules, "rules reloaded");
@@ -222,13 +208,16 @@ pub fn run(options: &RunOptions) -> Result<(), RunError> {
     let policy = load_policy(&options.rules, options.no_inspect).map_err(RunError::Policy)?;
     let signals = Signals::new([SIGHUP, SIGINT, SIGTERM]).map_err(RunError::Signals)?;
     let mut sockets = Vec::new();
-    for queue in options.queues.clone() {
-        let socket =
-            QueueSocket::open(queue, &options.queue).map_err(|source| RunError::Queue {
-                queue,
-                hint: queue_hint(&source),
-                source,
-            })?;
+    let queue_config = QueueConfig {
+        fail_open: options.kernel.fail_open,
+        ..options.queue
+    };
+    for queue in options.kernel.queues.clone() {
+        let socket = QueueSocket::open(queue, &queue_config).map_err(|source| RunError::Queue {
+            queue,
+            hint: queue_hint(&source),
+            source,
+        })?;
         sockets.push(socket);
     }
     let listener = control::bind(&options.control).map_err(|source| RunError::Control {
@@ -237,7 +226,7 @@ pub fn run(options: &RunOptions) -> Result<(), RunError> {
     })?;
     let installer = Installer::new(options.flavour);
     if options.install_rules
-        && let Err(err) = installer.install(&options.rules_config())
+        && let Err(err) = installer.install(&options.kernel)
     {
         let _ = std::fs::remove_file(&options.control);
         return Err(RunError::Rules(err));
@@ -265,14 +254,11 @@ fn serve(
         workers.push((socket.queue(), tx));
         receivers.push(rx);
     }
-    let marks = VerdictMarks {
-        mode: options.mode,
-        offload: options.offload_mark,
-        reject: options.reject_mark,
-    };
+    let marks = VerdictMarks::from(&options.kernel);
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         policy: Mutex::new((Arc::new(policy), 0)),
+        generation: AtomicU64::new(0),
         reload: Mutex::new(ReloadStatus::default()),
         started: std::time::Instant::now(),
         options,
@@ -306,8 +292,8 @@ fn serve(
             .map_err(RunError::Signals)?
     };
     tracing::warn!(
-        mode = shared.options.mode.as_str(),
-        queues = ?shared.options.queues,
+        mode = shared.options.kernel.mode.as_str(),
+        queues = ?shared.options.kernel.queues,
         rules = %shared.options.rules.display(),
         control = %shared.options.control.display(),
         "pinhole running"

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::conntrack::key::{ProtoName, proto_name};
-use crate::conntrack::{Flow, FlowOrigin, FlowTuple, Pinhole, PortMatch};
+use crate::conntrack::{Flow, FlowOrigin, FlowTuple, Pinhole};
 use crate::counters::Counters;
 use crate::engine::Engine;
 use crate::time::Instant;
@@ -41,19 +41,32 @@ pub struct QueueCounters {
 }
 
 impl QueueCounters {
-    /// Adds `other` into `self`.
+    /// Adds `other` into `self` (destructured, so a new counter cannot be forgotten here).
     pub fn add(&mut self, other: &QueueCounters) {
-        self.received += other.received;
-        self.gso += other.gso;
-        self.truncated += other.truncated;
-        self.enobufs += other.enobufs;
-        self.verdicts += other.verdicts;
-        self.verdict_errors += other.verdict_errors;
-        self.offload_verdicts += other.offload_verdicts;
-        self.reject_verdicts += other.reject_verdicts;
-        self.mark_loops += other.mark_loops;
-        self.held += other.held;
-        self.recv_errors += other.recv_errors;
+        let QueueCounters {
+            received,
+            gso,
+            truncated,
+            enobufs,
+            verdicts,
+            verdict_errors,
+            offload_verdicts,
+            reject_verdicts,
+            mark_loops,
+            held,
+            recv_errors,
+        } = other;
+        self.received += received;
+        self.gso += gso;
+        self.truncated += truncated;
+        self.enobufs += enobufs;
+        self.verdicts += verdicts;
+        self.verdict_errors += verdict_errors;
+        self.offload_verdicts += offload_verdicts;
+        self.reject_verdicts += reject_verdicts;
+        self.mark_loops += mark_loops;
+        self.held += held;
+        self.recv_errors += recv_errors;
     }
 }
 
@@ -202,10 +215,7 @@ fn pinhole_row(pinhole: &Pinhole, worker: u16, now: Instant) -> PinholeRow {
         proto: proto_name(o.proto),
         src: o.src,
         sport: o.sport.exact(),
-        sport_range: match o.sport {
-            PortMatch::Range(lo, hi) => Some([lo, hi]),
-            PortMatch::Any | PortMatch::Exact(_) => None,
-        },
+        sport_range: o.sport.range(),
         dst: o.dst,
         dport: o.dport,
         parent: pinhole.spec.parent.map(|p| p.flow),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::decision::{Decision, Verdict};
 use crate::engine::{Engine, PacketInfo};
 use crate::event::Event;
-use crate::io::iptables::Mode;
+use crate::io::iptables::{Mode, RulesConfig};
 use crate::io::nfqueue::{KernelVerdict, Message, QueueSocket, QueuedPacket, VerdictBatch};
 use crate::time::Instant;
 use crate::wire::LinkType;
@@ -37,7 +37,7 @@ pub enum Query {
     Pinholes(Sender<Vec<PinholeRow>>),
 }
 
-/// Marks and mode the verdicts depend on.
+/// Marks and mode the verdicts depend on (from the kernel rules' settings).
 #[derive(Clone, Copy, Debug)]
 pub struct VerdictMarks {
     /// Offload or inspect-all.
@@ -46,6 +46,16 @@ pub struct VerdictMarks {
     pub offload: u32,
     /// The reject mark bit.
     pub reject: u32,
+}
+
+impl From<&RulesConfig> for VerdictMarks {
+    fn from(config: &RulesConfig) -> Self {
+        VerdictMarks {
+            mode: config.mode,
+            offload: config.offload_mark,
+            reject: config.reject_mark,
+        }
+    }
 }
 
 /// A worker's state.
@@ -107,13 +117,14 @@ impl Worker {
     }
 
     fn follow_policy(&mut self, shared: &Shared) {
-        let (policy, generation) = shared.policy();
-        if generation != self.policy_generation {
-            self.policy_generation = generation;
-            self.ifnames.clear();
-            let events = self.engine.set_policy(policy);
-            log_events(&events);
+        if shared.policy_generation() == self.policy_generation {
+            return;
         }
+        let (policy, generation) = shared.policy();
+        self.policy_generation = generation;
+        self.ifnames.clear();
+        let events = self.engine.set_policy(policy);
+        log_events(&events);
     }
 
     fn answer(&self, query: Query, now: Instant) {
@@ -187,7 +198,8 @@ impl Worker {
         if packet.mark & self.marks.reject != 0 {
             // Our own rejected packet came back: the REJECT rule before the queue is missing.
             self.counters.mark_loops += 1;
-            self.push(packet.queue, packet.id, KernelVerdict::Drop, None);
+            self.batch
+                .push(packet.queue, packet.id, KernelVerdict::Drop, None);
             return;
         }
         let info = PacketInfo {
@@ -195,7 +207,8 @@ impl Worker {
             link: LinkType::RawIp,
             ingress: self.ifnames.get(packet.indev),
             egress: self.ifnames.get(packet.outdev),
-            // A packet from a local socket or a GSO super-packet has no checksum yet.
+            // The kernel has not computed the checksum yet (the packet left a local socket
+            // with checksum offload, as GSO super-packets usually do): nothing to verify.
             verify_checksums: !packet.checksum_not_ready,
             offloaded: self.marks.mode == Mode::Offload && packet.mark & self.marks.offload != 0,
         };
@@ -207,7 +220,8 @@ impl Worker {
                 Verdict::Drop | Verdict::Reject | Verdict::Held => KernelVerdict::Drop,
             };
             self.counters.held = self.counters.held.saturating_sub(1);
-            self.push(packet.queue, released.handle as u32, verdict, None);
+            self.batch
+                .push(packet.queue, released.handle as u32, verdict, None);
         }
         log_events(&decision.events);
     }
@@ -217,18 +231,12 @@ impl Worker {
             self.counters.held += 1;
             return;
         };
-        match (verdict, mark) {
-            (KernelVerdict::Repeat, Some(m)) if m & self.marks.reject != 0 => {
-                self.counters.reject_verdicts += 1;
-            }
-            (KernelVerdict::Repeat, _) => self.counters.offload_verdicts += 1,
+        match (decision.verdict, verdict) {
+            (Verdict::Reject, _) => self.counters.reject_verdicts += 1,
+            (Verdict::Accept, KernelVerdict::Repeat) => self.counters.offload_verdicts += 1,
             _ => {}
         }
-        self.push(packet.queue, packet.id, verdict, mark);
-    }
-
-    fn push(&mut self, queue: u16, id: u32, verdict: KernelVerdict, mark: Option<u32>) {
-        self.batch.push(queue, id, verdict, mark);
+        self.batch.push(packet.queue, packet.id, verdict, mark);
     }
 
     fn flush_verdicts(&mut self) {
@@ -253,7 +261,8 @@ impl Worker {
         let queue = self.socket.queue();
         for released in &expired.released {
             self.counters.held = self.counters.held.saturating_sub(1);
-            self.push(queue, released.handle as u32, KernelVerdict::Drop, None);
+            self.batch
+                .push(queue, released.handle as u32, KernelVerdict::Drop, None);
         }
         log_events(&expired.events);
         self.flush_verdicts();

@@ -28,11 +28,6 @@ impl Engine {
         self.offload = enabled;
     }
 
-    /// True in offload mode.
-    pub fn offload_enabled(&self) -> bool {
-        self.offload
-    }
-
     /// Marks the flow of an accepted packet as offloaded when it qualifies.
     pub(super) fn maybe_offload(&mut self, handle: FlowHandle, decision: &mut Decision) {
         if !self.offload || !decision.is_accept() {
