@@ -40,6 +40,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Replay pcap/pcapng captures through the engine; each file on a fresh engine.
     Replay(ReplayArgs),
+    /// Write a large synthetic capture of concurrent FTP, TFTP, web and DNS sessions with a few
+    /// attacks, for `replay --bench` with rules/bench.toml.
+    GenPcap(GenPcapArgs),
     /// Validate rules files; errors name file, line and the fix.
     CheckRules {
         /// Rules files to check.
@@ -214,9 +217,52 @@ pub struct ReplayArgs {
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 
+    /// Benchmark instead of reporting: load each capture into memory, replay it `--reps` times
+    /// through fresh engines and, beside it, through a bare etherparse-and-hash-lookup loop;
+    /// print packets per second per core, ns per packet and the ratio (see BENCHMARKS.md).
+    #[arg(long, conflicts_with_all = ["verdicts", "flows"])]
+    pub bench: bool,
+
+    /// Repetitions of each loop with --bench (median, min and max are reported).
+    #[arg(long, value_name = "N", default_value_t = 5, requires = "bench",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub reps: u32,
+
+    /// Worker threads with --bench, each with its own engine; packets are split by address
+    /// pair as NFQUEUE's --queue-balance splits them.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "bench",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
+
     /// Captures to replay.
     #[arg(required = true, value_name = "PCAP")]
     pub pcaps: Vec<PathBuf>,
+}
+
+/// Arguments of `pinhole gen-pcap`.
+#[derive(Debug, clap::Args)]
+pub struct GenPcapArgs {
+    /// Sessions open at once (web, DNS, TFTP, FTP with its data connections, a few attacks).
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=16_000_000))]
+    pub flows: u32,
+
+    /// Packets to write (default: 10 per open session).
+    #[arg(long, value_name = "N")]
+    pub packets: Option<u64>,
+
+    /// Simulated packet rate: timestamps advance by 1 s / RATE per packet.
+    #[arg(long, value_name = "PPS", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub rate: u64,
+
+    /// Seed; the same seed and sizes give the same capture.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// The pcap file to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
 }
 
 #[cfg(test)]

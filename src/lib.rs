@@ -19,6 +19,7 @@ pub mod replay;
 pub mod testkit;
 pub mod time;
 pub mod wire;
+pub mod workload;
 
 pub use decision::{Decision, Expired, Reason, Released, Verdict};
 pub use engine::{Engine, PacketInfo};

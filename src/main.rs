@@ -7,19 +7,24 @@ use std::sync::Arc;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use pinhole::cli::{Cli, Command, KernelRulesArgs, LogFormat, QueryArgs, ReplayArgs, RunArgs};
+use pinhole::cli::{
+    Cli, Command, GenPcapArgs, KernelRulesArgs, LogFormat, QueryArgs, ReplayArgs, RunArgs,
+};
 use pinhole::daemon::control::{self, Question};
 use pinhole::daemon::{self, RunOptions};
 use pinhole::io::nfqueue::QueueConfig;
 use pinhole::output::{Format, RecordWriter};
 use pinhole::policy::{DEFAULT_RULES, Policy};
+use pinhole::replay::bench::{BenchOptions, Capture};
 use pinhole::replay::{ReplayOptions, replay_file};
+use pinhole::workload;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);
     match cli.command {
         Command::Replay(args) => replay(&args),
+        Command::GenPcap(args) => gen_pcap(&args),
         Command::CheckRules { files } => check_rules(&files),
         Command::DefaultRules => {
             print!("{DEFAULT_RULES}");
@@ -135,6 +140,9 @@ fn replay(args: &ReplayArgs) -> ExitCode {
     } else {
         Format::Json
     });
+    if args.bench {
+        return replay_bench(args, &policy, format);
+    }
     let mut lock = io::BufWriter::new(stdout.lock());
     let options = ReplayOptions {
         verdicts: args.verdicts,
@@ -163,6 +171,67 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn replay_bench(args: &ReplayArgs, policy: &Arc<Policy>, format: Format) -> ExitCode {
+    let options = BenchOptions {
+        reps: args.reps,
+        workers: args.workers,
+        verify_checksums: args.verify_checksums,
+    };
+    for path in &args.pcaps {
+        let name = path.display().to_string();
+        let capture = match Capture::load(path) {
+            Ok(capture) => capture,
+            Err(err) => {
+                eprintln!("pinhole replay: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if capture.truncated {
+            tracing::warn!(
+                file = name,
+                "capture ends inside a record; benchmarking the complete packets"
+            );
+        }
+        let report = pinhole::replay::bench::bench(&capture, policy, options);
+        let text = match format {
+            Format::Text => report.render_text(&name),
+            Format::Json => report.to_json(&name) + "\n",
+        };
+        if io::stdout().write_all(text.as_bytes()).is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn gen_pcap(args: &GenPcapArgs) -> ExitCode {
+    let params = workload::Params {
+        flows: args.flows,
+        packets: args
+            .packets
+            .unwrap_or_else(|| u64::from(args.flows).saturating_mul(10)),
+        rate: args.rate,
+        seed: args.seed,
+    };
+    let file = match std::fs::File::create(&args.output) {
+        Ok(file) => file,
+        Err(err) => {
+            eprintln!("pinhole gen-pcap: {}: {err}", args.output.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match workload::write_pcap(params, file) {
+        Ok(summary) => {
+            print!("{}", summary.render(&args.output.display().to_string()));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("pinhole gen-pcap: {}: {err}", args.output.display());
+            ExitCode::FAILURE
+        }
     }
 }
 

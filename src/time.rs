@@ -98,3 +98,62 @@ mod tests {
         assert_eq!(Instant::from_secs_nanos(3, 42).to_string(), "3.000000042");
     }
 }
+
+/// Deadlines ordered by time, with the earliest one cached: [`TimerSet::first`] is read for
+/// every packet (through [`crate::Engine::next_timeout`]), while a B-tree walk is needed only
+/// when the earliest entry itself is removed.
+#[derive(Clone, Debug)]
+pub struct TimerSet<T> {
+    set: std::collections::BTreeSet<(Instant, T)>,
+    first: Option<(Instant, T)>,
+}
+
+impl<T: Ord + Copy> Default for TimerSet<T> {
+    fn default() -> Self {
+        TimerSet {
+            set: std::collections::BTreeSet::new(),
+            first: None,
+        }
+    }
+}
+
+impl<T: Ord + Copy> TimerSet<T> {
+    /// The earliest entry.
+    pub fn first(&self) -> Option<(Instant, T)> {
+        self.first
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// True when there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// Adds an entry; false if it was already there.
+    pub fn insert(&mut self, at: Instant, item: T) -> bool {
+        if self.first.is_none_or(|first| (at, item) < first) {
+            self.first = Some((at, item));
+        }
+        self.set.insert((at, item))
+    }
+
+    /// Removes an entry; false if it was not there.
+    pub fn remove(&mut self, at: Instant, item: T) -> bool {
+        let removed = self.set.remove(&(at, item));
+        if removed && self.first == Some((at, item)) {
+            self.first = self.set.first().copied();
+        }
+        removed
+    }
+
+    /// Removes and returns the earliest entry.
+    pub fn pop_first(&mut self) -> Option<(Instant, T)> {
+        let popped = self.set.pop_first();
+        self.first = self.set.first().copied();
+        popped
+    }
+}

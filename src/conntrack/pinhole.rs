@@ -7,7 +7,6 @@
 //! with their parent, the oldest of a parent is evicted when the parent exceeds its quota, and
 //! the table as a whole has a hard cap beyond which new pinholes are refused.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -17,7 +16,7 @@ use serde::Serialize;
 use crate::alg::{Alg, ChildInit};
 use crate::conntrack::key::FlowTuple;
 use crate::conntrack::table::FlowHandle;
-use crate::time::Instant;
+use crate::time::{Instant, TimerSet};
 
 /// Which source ports a pinhole admits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -196,7 +195,7 @@ pub struct PinholeTable {
     by_parent: HashMap<FlowHandle, Vec<PinholeId>, Hasher>,
     /// Pinholes per (inspector, destination address).
     per_destination: HashMap<(Alg, IpAddr), usize, Hasher>,
-    timers: BTreeSet<(Instant, PinholeId)>,
+    timers: TimerSet<PinholeId>,
     next_id: u64,
     max: usize,
 }
@@ -209,7 +208,7 @@ impl PinholeTable {
             by_destination: HashMap::with_hasher(Hasher::default()),
             by_parent: HashMap::with_hasher(Hasher::default()),
             per_destination: HashMap::with_hasher(Hasher::default()),
-            timers: BTreeSet::new(),
+            timers: TimerSet::default(),
             next_id: 1,
             max,
         }
@@ -257,9 +256,9 @@ impl PinholeTable {
             });
             if let Some(id) = existing {
                 if let Some(pinhole) = self.pinholes.get_mut(&id) {
-                    self.timers.remove(&(pinhole.spec.expires, id));
+                    self.timers.remove(pinhole.spec.expires, id);
                     pinhole.spec.expires = spec.expires;
-                    self.timers.insert((spec.expires, id));
+                    self.timers.insert(spec.expires, id);
                 }
                 return Ok(OpenOutcome {
                     id,
@@ -301,7 +300,7 @@ impl PinholeTable {
     fn insert(&mut self, pinhole: Pinhole) {
         let id = pinhole.id;
         let spec = &pinhole.spec;
-        self.timers.insert((spec.expires, id));
+        self.timers.insert(spec.expires, id);
         self.by_destination
             .entry(spec.destination())
             .or_default()
@@ -397,7 +396,7 @@ impl PinholeTable {
     /// Removes a pinhole, returning it.
     pub fn remove(&mut self, id: PinholeId) -> Option<Pinhole> {
         let pinhole = self.pinholes.remove(&id)?;
-        self.timers.remove(&(pinhole.spec.expires, id));
+        self.timers.remove(pinhole.spec.expires, id);
         let dest = pinhole.spec.destination();
         remove_from(&mut self.by_destination, &dest, id);
         if let Some(parent) = pinhole.spec.parent {
@@ -455,12 +454,12 @@ impl PinholeTable {
 
     /// When the next pinhole expires.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.first().map(|(at, _)| *at)
+        self.timers.first().map(|(at, _)| at)
     }
 
     /// Removes every pinhole expiring at or before `now`, appending them to `out`.
     pub fn expire(&mut self, now: Instant, out: &mut Vec<Pinhole>) {
-        while let Some(&(at, id)) = self.timers.first() {
+        while let Some((at, id)) = self.timers.first() {
             if at > now {
                 break;
             }

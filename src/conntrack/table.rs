@@ -11,13 +11,11 @@
 //! oldest handshake, which is what a SYN flood fills the table with), and only if there is none,
 //! the established flow closest to its timeout.
 
-use std::collections::BTreeSet;
-
 use hashbrown::HashMap;
 
 use crate::conntrack::flow::Flow;
 use crate::conntrack::key::FlowKey;
-use crate::time::Instant;
+use crate::time::{Instant, TimerSet};
 
 /// A reference to a flow that stays valid (and detects reuse) after the flow is removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,8 +25,8 @@ pub struct FlowHandle {
 }
 
 struct Entry {
+    /// The flow; its index key is `flow.tuple.key()` (not stored twice: 48 bytes a flow).
     flow: Flow,
-    key: FlowKey,
     /// When the flow expires without further traffic.
     deadline: Instant,
     /// The deadline its timer entry is filed under (never later than `deadline`).
@@ -66,8 +64,8 @@ pub struct FlowTable {
     index: HashMap<FlowKey, u32, Hasher>,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    embryonic_timers: BTreeSet<(Instant, u32)>,
-    settled_timers: BTreeSet<(Instant, u32)>,
+    embryonic_timers: TimerSet<u32>,
+    settled_timers: TimerSet<u32>,
     max: usize,
 }
 
@@ -78,8 +76,8 @@ impl FlowTable {
             index: HashMap::with_hasher(Hasher::default()),
             slots: Vec::new(),
             free: Vec::new(),
-            embryonic_timers: BTreeSet::new(),
-            settled_timers: BTreeSet::new(),
+            embryonic_timers: TimerSet::default(),
+            settled_timers: TimerSet::default(),
             max,
         }
     }
@@ -183,7 +181,6 @@ impl FlowTable {
         let record = &mut self.slots[slot as usize];
         record.entry = Some(Entry {
             flow,
-            key,
             deadline,
             indexed: deadline,
             embryonic,
@@ -193,11 +190,11 @@ impl FlowTable {
             generation: record.generation,
         };
         self.index.insert(key, slot);
-        self.timers(embryonic).insert((deadline, slot));
+        self.timers(embryonic).insert(deadline, slot);
         Ok(Inserted { handle, evicted })
     }
 
-    fn timers(&mut self, embryonic: bool) -> &mut BTreeSet<(Instant, u32)> {
+    fn timers(&mut self, embryonic: bool) -> &mut TimerSet<u32> {
         if embryonic {
             &mut self.embryonic_timers
         } else {
@@ -220,15 +217,15 @@ impl FlowTable {
         entry.indexed = deadline;
         entry.embryonic = embryonic;
         let slot = handle.slot;
-        self.timers(was_embryonic).remove(&(old, slot));
-        self.timers(embryonic).insert((deadline, slot));
+        self.timers(was_embryonic).remove(old, slot);
+        self.timers(embryonic).insert(deadline, slot);
     }
 
     /// Removes a flow, returning it.
     pub fn remove(&mut self, handle: FlowHandle) -> Option<Flow> {
         let entry = self.entry(handle)?;
-        let (key, indexed, embryonic) = (entry.key, entry.indexed, entry.embryonic);
-        self.timers(embryonic).remove(&(indexed, handle.slot));
+        let (key, indexed, embryonic) = (entry.flow.tuple.key(), entry.indexed, entry.embryonic);
+        self.timers(embryonic).remove(indexed, handle.slot);
         self.index.remove(&key);
         Some(self.release_slot(handle.slot))
     }
@@ -246,8 +243,8 @@ impl FlowTable {
     /// The earliest instant at which [`FlowTable::expire`] may find something to do. May be
     /// early (an entry whose flow has since seen traffic), never late.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let a = self.embryonic_timers.first().map(|(t, _)| *t);
-        let b = self.settled_timers.first().map(|(t, _)| *t);
+        let a = self.embryonic_timers.first().map(|(t, _)| t);
+        let b = self.settled_timers.first().map(|(t, _)| t);
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -258,7 +255,7 @@ impl FlowTable {
     /// together with the handle they had.
     pub fn expire(&mut self, now: Instant, out: &mut Vec<(FlowHandle, Flow)>) {
         for embryonic in [true, false] {
-            while let Some(&(at, slot)) = self.timers(embryonic).first() {
+            while let Some((at, slot)) = self.timers(embryonic).first() {
                 if at > now {
                     break;
                 }
@@ -272,10 +269,10 @@ impl FlowTable {
                     // Traffic moved the deadline: file it under the real one.
                     entry.indexed = entry.deadline;
                     let deadline = entry.deadline;
-                    self.timers(embryonic).insert((deadline, slot));
+                    self.timers(embryonic).insert(deadline, slot);
                     continue;
                 }
-                let key = entry.key;
+                let key = entry.flow.tuple.key();
                 self.index.remove(&key);
                 let flow = self.release_slot(slot);
                 out.push((FlowHandle { slot, generation }, flow));
@@ -297,7 +294,7 @@ impl FlowTable {
             }
             entry.indexed = entry.deadline;
             let deadline = entry.deadline;
-            self.settled_timers.insert((deadline, slot));
+            self.settled_timers.insert(deadline, slot);
         }
         let (_, slot) = self.settled_timers.pop_first()?;
         Some(self.evict_slot(slot))
@@ -311,7 +308,7 @@ impl FlowTable {
             generation: record.generation,
         };
         if let Some(entry) = record.entry.as_ref() {
-            let key = entry.key;
+            let key = entry.flow.tuple.key();
             self.index.remove(&key);
         }
         (handle, self.release_slot(slot))

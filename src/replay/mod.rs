@@ -1,6 +1,8 @@
 //! Offline replay: feed a capture through a fresh engine, packet by packet, with the capture's
 //! own timestamps as the clock, and report verdicts, events and a summary.
 
+pub mod bench;
+
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
