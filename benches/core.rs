@@ -5,7 +5,9 @@
 //! Every benchmark builds its input (frames, tables of the size given as argument) before the
 //! timed closure; only the operation named in its doc comment is timed. Under `cargo test`
 //! (divan's test mode: each benchmark runs once, unoptimised) the 1M-entry tables are built
-//! with 1k entries instead, to keep CI fast.
+//! with 1k entries instead, to keep CI fast. Sample sizes are fixed (1000 iterations a sample, 100
+//! for engine steps): left to itself divan may settle on one iteration a sample after a cold
+//! first run, which the 20 ns timer cannot resolve.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -45,9 +47,10 @@ fn size(n: usize) -> usize {
     if test_mode() { n.min(1000) } else { n }
 }
 
-/// Table sizes for the flow-table and pinhole benchmarks: one that fits in L1/L2, one that
-/// does not fit in any cache.
+/// Flow-table sizes: 1k flows fit in L2; 1M (hundreds of MB of index and slots) fit in no cache,
+/// so a lookup pays cache and TLB misses.
 const FLOWS: &[usize] = &[1_000, 1_000_000];
+/// Open pinholes: one, and a full passive port range's worth.
 const PINHOLES: &[usize] = &[1, 10_000];
 
 // ---- decode -----------------------------------------------------------------------------------
@@ -65,7 +68,7 @@ fn data_segment() -> (TcpSession, Vec<Vec<u8>>) {
 }
 
 /// Link, IP and TCP decode of a 1400-byte segment (the one decode every packet gets).
-#[divan::bench]
+#[divan::bench(sample_size = 1000)]
 fn decode_tcp(bencher: Bencher<'_, '_>) {
     let (mut s, _) = data_segment();
     let frame = s.server_data(&[0u8; 1400]);
@@ -80,7 +83,7 @@ fn decode_tcp(bencher: Bencher<'_, '_>) {
 
 /// `wire::ftp::parse_command` on one client line (CRLF already stripped): the verb match plus,
 /// for PORT and EPRT, the address parse. `RETR` is the common case (no argument parsed).
-#[divan::bench(args = [
+#[divan::bench(sample_size = 1000, args = [
     "RETR pub/firmware-2.4.1.bin",
     "PASV",
     "PORT 198,51,100,10,156,65",
@@ -93,21 +96,21 @@ fn ftp_parse_command(bencher: Bencher<'_, '_>, line: &str) {
 }
 
 /// `wire::ftp::parse_port` on a PORT argument alone.
-#[divan::bench]
+#[divan::bench(sample_size = 1000)]
 fn ftp_parse_port(bencher: Bencher<'_, '_>) {
     let arg = b"198,51,100,10,156,65";
     bencher.bench(|| black_box(ftp::parse_port(black_box(arg))));
 }
 
 /// `wire::ftp::parse_eprt` on an EPRT argument alone, IPv4 and IPv6.
-#[divan::bench(args = ["|1|198.51.100.10|40001|", "|2|2001:db8:100::10|40001|"])]
+#[divan::bench(sample_size = 1000, args = ["|1|198.51.100.10|40001|", "|2|2001:db8:100::10|40001|"])]
 fn ftp_parse_eprt(bencher: Bencher<'_, '_>, arg: &str) {
     let arg = arg.as_bytes();
     bencher.bench(|| black_box(ftp::parse_eprt(black_box(arg))));
 }
 
 /// `wire::ftp::parse_reply_line` on one server line: code, continuation, text.
-#[divan::bench(args = [
+#[divan::bench(sample_size = 1000, args = [
     "226 Transfer complete.",
     "230-Welcome to the firmware mirror",
     "227 Entering Passive Mode (192,0,2,10,156,65).",
@@ -118,14 +121,14 @@ fn ftp_parse_reply_line(bencher: Bencher<'_, '_>, line: &str) {
 }
 
 /// `wire::ftp::parse_227` on a 227 reply's text (scan to the first digit, six numbers).
-#[divan::bench]
+#[divan::bench(sample_size = 1000)]
 fn ftp_parse_227(bencher: Bencher<'_, '_>) {
     let text = b"Entering Passive Mode (192,0,2,10,156,65).";
     bencher.bench(|| black_box(ftp::parse_227(black_box(text))));
 }
 
 /// `wire::ftp::parse_229` on a 229 reply's text (`(|||port|)`).
-#[divan::bench]
+#[divan::bench(sample_size = 1000)]
 fn ftp_parse_229(bencher: Bencher<'_, '_>) {
     let text = b"Entering Extended Passive Mode (|||40001|)";
     bencher.bench(|| black_box(ftp::parse_229(black_box(text))));
@@ -152,7 +155,7 @@ fn tftp_payload(name: &str) -> Vec<u8> {
 }
 
 /// `wire::tftp::parse` on one UDP payload (options parsed and range-checked for RRQ and OACK).
-#[divan::bench(args = ["rrq_options", "data_512", "ack", "oack"])]
+#[divan::bench(args = ["rrq_options", "data_512", "ack", "oack"], sample_size = 1000)]
 fn tftp_parse(bencher: Bencher<'_, '_>, packet: &str) {
     let payload = tftp_payload(packet);
     assert!(tftp::parse(&payload).is_ok(), "{packet}");
@@ -298,7 +301,7 @@ const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
 /// `PinholeTable::match_and_consume` that finds its pinhole (a data connection arriving),
 /// followed by `PinholeTable::restore` of it so the next iteration finds the table as before;
 /// `n` pinholes open, visited in turn.
-#[divan::bench(args = PINHOLES)]
+#[divan::bench(args = PINHOLES, sample_size = 1000)]
 fn pinhole_match_hit_restore(bencher: Bencher<'_, '_>, n: usize) {
     let (mut table, holes) = pinhole_table(n);
     let now = Instant::from_secs(2);
@@ -316,7 +319,7 @@ fn pinhole_match_hit_restore(bencher: Bencher<'_, '_>, n: usize) {
 
 /// `PinholeTable::match_and_consume` for a new flow no pinhole expects (what every new flow
 /// the rules decide pays first), with `n` pinholes open.
-#[divan::bench(args = PINHOLES)]
+#[divan::bench(args = PINHOLES, sample_size = 1000)]
 fn pinhole_match_miss(bencher: Bencher<'_, '_>, n: usize) {
     let (mut table, _) = pinhole_table(n);
     let now = Instant::from_secs(2);
@@ -335,8 +338,11 @@ fn pinhole_match_miss(bencher: Bencher<'_, '_>, n: usize) {
 
 // ---- engine steps -----------------------------------------------------------------------------
 
-/// One engine step for a packet of an established flow: lookup, window check, accounting.
-#[divan::bench]
+/// One engine step for a packet of an established flow: lookup, window check, accounting. The
+/// flow is an FTP control connection (the default policy allows nothing else), so the 1400-byte
+/// segment is also checksummed and handed to the FTP inspector's stream reassembly, which sees a
+/// retransmission; `engine_established_step_plain` is the same without an inspector.
+#[divan::bench(sample_size = 100)]
 fn engine_established_step(bencher: Bencher<'_, '_>) {
     let (mut s, setup) = data_segment();
     let mut engine = Engine::new(Arc::new(Policy::embedded_default()));
@@ -354,9 +360,46 @@ fn engine_established_step(bencher: Bencher<'_, '_>) {
         .bench_local(|| black_box(engine.process(Instant::from_secs(2), &info, black_box(&frame))));
 }
 
+/// One engine step for a 1400-byte segment of an established TCP flow no inspector follows (a
+/// rule without `inspect`): decode, lookup, window check, accounting; no checksum (data of an
+/// uninspected flow changes no state). The same in-window segment every iteration, so the
+/// state stays the same.
+#[divan::bench(sample_size = 100)]
+fn engine_established_step_plain(bencher: Bencher<'_, '_>) {
+    let policy = Policy::parse(
+        "[[rule]]\nname = \"web\"\nproto = \"tcp\"\nports = [443]\naction = \"allow\"\n",
+        "bench",
+    )
+    .unwrap();
+    let mut engine = Engine::new(Arc::new(policy));
+    let mut s = TcpSession::new(
+        sock("198.51.100.10:40000"),
+        sock("192.0.2.10:443"),
+        1,
+        1_000_000,
+    );
+    for (i, frame) in s.handshake().iter().enumerate() {
+        let d = engine.process(
+            Instant::from_secs(1),
+            &PacketInfo::new(i as u64, LinkType::Ethernet),
+            frame,
+        );
+        assert!(d.is_accept(), "{d:?}");
+    }
+    let frame = s.server_data(&[0u8; 1400]);
+    let info = PacketInfo::new(9, LinkType::Ethernet);
+    assert!(
+        engine
+            .process(Instant::from_secs(2), &info, &frame)
+            .is_accept()
+    );
+    bencher
+        .bench_local(|| black_box(engine.process(Instant::from_secs(2), &info, black_box(&frame))));
+}
+
 /// A new flow: decode, pinhole lookup, policy, flow insert (and, once the table is at its cap,
 /// the eviction that keeps it there). Every iteration is a SYN of a connection never seen.
-#[divan::bench]
+#[divan::bench(sample_size = 100)]
 fn engine_new_flow(bencher: Bencher<'_, '_>) {
     let mut engine = Engine::new(Arc::new(Policy::embedded_default()));
     let mut n = 0u32;
@@ -381,7 +424,7 @@ fn engine_new_flow(bencher: Bencher<'_, '_>) {
 /// names another port; past the control connection's 4 pending pinholes the oldest closes).
 /// Both segments go through TCP tracking, checksum verification, stream reassembly and line
 /// parsing. The frames are built untimed.
-#[divan::bench]
+#[divan::bench(sample_size = 100)]
 fn engine_ftp_pasv_exchange(bencher: Bencher<'_, '_>) {
     let mut s = TcpSession::new(
         sock("198.51.100.10:40000"),

@@ -5,11 +5,14 @@
 //! (`pinhole::conntrack::FlowKey`, 42 bytes) with `u32` values (the slot index pinhole's table
 //! stores), for a table of `n` steady flows:
 //!
-//! - every steady flow is present before the stream starts and is looked up twice, at random
-//!   times, in random order (92% of the operations are lookups that hit);
+//! - the `n` steady flows are in the table before the stream starts; the stream looks up `2n`
+//!   of them, drawn at random (so each about twice, in no particular order);
 //! - `n / 8` short flows arrive during the stream: each is looked up (a miss) and inserted,
-//!   looked up 6 times, and removed (4% inserts, 4% removes), so the table ends each run as it
-//!   started and every iteration does the same work.
+//!   looked up 6 times, and removed, so the table ends each run as it started and every
+//!   iteration does the same work.
+//!
+//! That is `3n` operations: 92% lookups that hit, 4% inserts (each after a lookup that misses),
+//! 4% removes.
 //!
 //! The stream is split over the threads by a hash of the key, as NFQUEUE's `--queue-balance`
 //! splits flows over workers (so one key's operations stay in order on one thread), and the
@@ -23,8 +26,10 @@
 //!
 //! An iteration is the whole stream, spread over 1 or 2 scoped threads and joined, timed by the
 //! wall clock; divan's `items/s` is the total operations per second over all threads. All maps
-//! use `foldhash`, so only the concurrency design differs. Under `cargo test` (each benchmark
-//! once, unoptimised) the tables hold 1000 flows instead.
+//! use `foldhash`, so only the concurrency design differs. With 2 threads on a 2-core machine any
+//! other load shows directly in the 2-thread rows: run it on an idle machine, or read the
+//! `fastest` column. Under `cargo test` (each benchmark once, unoptimised) the tables hold 1000
+//! flows instead.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -279,7 +284,7 @@ fn size(n: usize) -> usize {
 }
 
 /// The stream on per-thread maps, each holding its shard (pinhole's design).
-#[divan::bench(consts = [1, 2], args = SIZES, sample_count = 10, sample_size = 1)]
+#[divan::bench(consts = [1, 2], args = SIZES, sample_count = 20, sample_size = 1)]
 fn per_worker<const THREADS: usize>(bencher: Bencher<'_, '_>, n: usize) {
     let w = workload(size(n));
     let shards = &w.shards[THREADS - 1];
@@ -337,7 +342,7 @@ fn shared<M: Map>(bencher: Bencher<'_, '_>, n: usize, threads: usize, new: impl 
 }
 
 /// The stream on one `DashMap` shared by all threads.
-#[divan::bench(consts = [1, 2], args = SIZES, sample_count = 10, sample_size = 1)]
+#[divan::bench(consts = [1, 2], args = SIZES, sample_count = 20, sample_size = 1)]
 fn dashmap<const THREADS: usize>(bencher: Bencher<'_, '_>, n: usize) {
     shared(bencher, n, THREADS, || {
         DashMap::<FlowKey, u32, Hasher>::with_hasher(Hasher::default())
@@ -345,7 +350,7 @@ fn dashmap<const THREADS: usize>(bencher: Bencher<'_, '_>, n: usize) {
 }
 
 /// The stream on one `Mutex<HashMap>` shared by all threads, locked per operation.
-#[divan::bench(consts = [1, 2], args = SIZES, sample_count = 10, sample_size = 1)]
+#[divan::bench(consts = [1, 2], args = SIZES, sample_count = 20, sample_size = 1)]
 fn mutex<const THREADS: usize>(bencher: Bencher<'_, '_>, n: usize) {
     shared(bencher, n, THREADS, || {
         Mutex::new(HashMap::<FlowKey, u32, Hasher>::with_hasher(
@@ -355,7 +360,7 @@ fn mutex<const THREADS: usize>(bencher: Bencher<'_, '_>, n: usize) {
 }
 
 /// The stream on one `RwLock<HashMap>` shared by all threads (read lock for lookups).
-#[divan::bench(consts = [1, 2], args = SIZES, sample_count = 10, sample_size = 1)]
+#[divan::bench(consts = [1, 2], args = SIZES, sample_count = 20, sample_size = 1)]
 fn rwlock<const THREADS: usize>(bencher: Bencher<'_, '_>, n: usize) {
     shared(bencher, n, THREADS, || {
         RwLock::new(HashMap::<FlowKey, u32, Hasher>::with_hasher(
