@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::hash::BuildHasher as _;
 use std::hint::black_box;
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -191,33 +190,19 @@ pub struct BenchReport {
     pub drops: BTreeMap<&'static str, u64>,
 }
 
-/// The symmetric hash NFQUEUE balancing would use to pick a queue: the address pair, in
-/// either order.
+/// The worker NFQUEUE balancing would pick: a symmetric hash of the address pair (ports left
+/// out, so an FTP session's data connections go where its control connection goes).
 fn worker_of(frame: &[u8], link: LinkType, workers: u32) -> usize {
     if workers <= 1 {
         return 0;
     }
-    let Some((a, b)) = addresses(frame, link) else {
+    let Some(key) = bare_key(frame, link) else {
         return 0;
     };
-    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    let hash = foldhash::fast::FixedState::with_seed(0).hash_one((lo, hi));
+    let (a, b) = (key.lo.0, key.hi.0);
+    let pair = if a <= b { (a, b) } else { (b, a) };
+    let hash = foldhash::fast::FixedState::with_seed(0).hash_one(pair);
     (hash % u64::from(workers)) as usize
-}
-
-fn addresses(frame: &[u8], link: LinkType) -> Option<(IpAddr, IpAddr)> {
-    let sliced = slice(frame, link)?;
-    match sliced.net? {
-        NetSlice::Ipv4(v4) => Some((
-            IpAddr::V4(v4.header().source_addr()),
-            IpAddr::V4(v4.header().destination_addr()),
-        )),
-        NetSlice::Ipv6(v6) => Some((
-            IpAddr::V6(v6.header().source_addr()),
-            IpAddr::V6(v6.header().destination_addr()),
-        )),
-        NetSlice::Arp(_) => None,
-    }
 }
 
 fn slice(frame: &[u8], link: LinkType) -> Option<SlicedPacket<'_>> {
@@ -387,15 +372,18 @@ pub fn bench(capture: &Capture, policy: &Arc<Policy>, options: BenchOptions) -> 
     for rep in 0..options.reps.max(1) {
         let before = rss().0;
         let resident = AtomicU64::new(0);
-        // Every engine stays alive until all have finished and one worker has read the RSS.
+        // In the first repetition every engine stays alive until all have finished and one
+        // worker has read the RSS.
         let finished = Barrier::new(shares.len());
         let (elapsed, outcomes) = on_workers(&shares, |worker, share| {
             engine_pass(capture, share, policy, options.verify_checksums, || {
-                finished.wait();
-                if worker == 0 {
-                    resident.store(rss().0, Ordering::Relaxed);
+                if rep == 0 {
+                    finished.wait();
+                    if worker == 0 {
+                        resident.store(rss().0, Ordering::Relaxed);
+                    }
+                    finished.wait();
                 }
-                finished.wait();
             })
         });
         if rep == 0 {

@@ -148,33 +148,13 @@ fn pick_kind(rng: &mut Rng) -> Kind {
     }
 }
 
-/// The frame where each attack kind's script puts its hostile packet, counted from the
-/// session's first frame.
-fn attack_step(kind: Kind) -> Option<usize> {
-    match kind {
-        // Handshake, banner + ack, three exchanges: the PORT is the 12th frame.
-        Kind::AttackBounce => Some(11),
-        Kind::AttackScan => Some(0),
-        // Handshake and the first request.
-        Kind::AttackInjection => Some(4),
-        // RRQ, DATA 1.
-        Kind::AttackTid => Some(2),
-        _ => None,
-    }
-}
-
-struct Slot {
-    session: Session,
-    emitted: usize,
-}
-
 /// Generates the workload, calling `each` with every frame and its timestamp.
 pub fn generate(
     params: Params,
     mut each: impl FnMut(Instant, &[u8]) -> io::Result<()>,
 ) -> io::Result<Summary> {
     let mut rng = Rng::new(params.seed);
-    let mut slots: Vec<Option<Slot>> = Vec::new();
+    let mut slots: Vec<Option<Session>> = Vec::new();
     slots.resize_with(params.flows.max(1) as usize, || None);
     let mut summary = Summary::default();
     let mut next_id = 0u64;
@@ -183,28 +163,20 @@ pub fn generate(
     while summary.packets < params.packets {
         let index = rng.below(slots.len() as u32) as usize;
         let slot = &mut slots[index];
-        let frame = loop {
-            if let Some(current) = slot.as_mut()
-                && let Some(frame) = current.session.next_frame()
+        let (frame, hostile) = loop {
+            if let Some(session) = slot.as_mut()
+                && let Some(next) = session.next_frame()
             {
-                break frame;
+                break next;
             }
             let kind = pick_kind(&mut rng);
             summary.sessions[kind_index(kind)] += 1;
-            *slot = Some(Slot {
-                session: Session::new(kind, next_id, &mut rng),
-                emitted: 0,
-            });
+            *slot = Some(Session::new(kind, next_id, &mut rng));
             next_id += 1;
         };
-        let Some(current) = slot.as_mut() else {
-            unreachable!("the loop above fills the slot")
-        };
-        let kind = current.session.kind();
-        if attack_step(kind) == Some(current.emitted) {
-            summary.attacks[kind_index(kind)] += 1;
+        if hostile && let Some(session) = slot.as_ref() {
+            summary.attacks[kind_index(session.kind())] += 1;
         }
-        current.emitted += 1;
         let at = start + Duration::from_nanos(summary.packets.saturating_mul(interval));
         each(at, &frame)?;
         summary.packets += 1;

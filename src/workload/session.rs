@@ -137,6 +137,8 @@ pub(super) struct Session {
     texts: Vec<Box<[u8]>>,
     steps: Vec<Step>,
     next: usize,
+    /// The index in `steps` of the attack's hostile packet, if this is an attack.
+    hostile: Option<usize>,
 }
 
 /// Addresses a session may use; unique per session number, so no two open sessions share a
@@ -197,6 +199,7 @@ impl Session {
             texts: Vec::new(),
             steps: Vec::new(),
             next: 0,
+            hostile: None,
         };
         match kind {
             Kind::Ftp => session.script_ftp(&addrs, rng, false),
@@ -214,7 +217,7 @@ impl Session {
             Kind::AttackScan => {
                 let server = addrs.server(WEB_SERVER_V4, WEB_SERVER_V6, 1 + rng.below(19) as u16);
                 session.tcp(addrs.client, addrs.port, server, rng);
-                session.steps.push(Step::Syn(0));
+                session.push_hostile(Step::Syn(0));
             }
         }
         session
@@ -223,6 +226,12 @@ impl Session {
     /// Its kind.
     pub(super) fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// Appends the attack's one hostile step.
+    fn push_hostile(&mut self, step: Step) {
+        self.hostile = Some(self.steps.len());
+        self.steps.push(step);
     }
 
     fn tcp(&mut self, client: IpAddr, port: u16, server: SocketAddr, rng: &mut Rng) -> u8 {
@@ -321,7 +330,7 @@ impl Session {
                 addrs.data_port >> 8,
                 addrs.data_port & 0xff
             ));
-            self.steps.push(Step::Line(control, Side::Client, command));
+            self.push_hostile(Step::Line(control, Side::Client, command));
             return;
         }
         let transfers = 2 + rng.below(3) as u16;
@@ -427,8 +436,7 @@ impl Session {
             client,
             server: addrs.server(TFTP_SERVER_V4, TFTP_SERVER_V6, tid),
         });
-        let mut request = testkit::tftp::rrq("config.bin", "octet", &[]);
-        request.truncate(u8::MAX.into());
+        let request = testkit::tftp::rrq("config.bin", "octet", &[]);
         self.texts.push(request.into_boxed_slice());
         self.steps.push(Step::TftpRequest(0));
         let blocks = 1 + rng.below(8) as u16;
@@ -440,7 +448,7 @@ impl Session {
             };
             self.steps.push(Step::TftpData(block, len));
             if foreign && block == 1 {
-                self.steps.push(Step::TftpForeign);
+                self.push_hostile(Step::TftpForeign);
             }
             self.steps.push(Step::TftpAck(block));
         }
@@ -456,7 +464,7 @@ impl Session {
             self.steps
                 .push(Step::Data(conn, Side::Client, 100 + rng.below(400) as u16));
             if inject && request == 0 {
-                self.steps.push(Step::OutOfWindow(conn, Side::Server));
+                self.push_hostile(Step::OutOfWindow(conn, Side::Server));
             }
             let segments = 1 + rng.below(3);
             for _ in 0..segments {
@@ -478,11 +486,13 @@ impl Session {
             .push(Step::Datagram(Side::Server, 60 + rng.below(400) as u16));
     }
 
-    /// The next frame, or `None` when the script is done.
-    pub(super) fn next_frame(&mut self) -> Option<Vec<u8>> {
-        let step = *self.steps.get(self.next)?;
+    /// The next frame and whether it is the attack's hostile packet, or `None` when the
+    /// script is done.
+    pub(super) fn next_frame(&mut self) -> Option<(Vec<u8>, bool)> {
+        let index = self.next;
+        let step = *self.steps.get(index)?;
         self.next += 1;
-        Some(self.frame(step))
+        Some((self.frame(step), self.hostile == Some(index)))
     }
 
     fn tcp_conn(&mut self, conn: u8) -> &mut TcpSession {
