@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::daemon::control::DEFAULT_SOCKET;
+use crate::daemon::state_file::DEFAULT_PATH as DEFAULT_STATE_FILE;
 use crate::io::iptables::{Flavour, Mode, RulesConfig};
 use crate::output::Format;
 
@@ -63,6 +64,9 @@ pub enum Command {
     Pinholes(QueryArgs),
     /// Ask the running daemon: counters, drops by reason, queue health.
     Stats(QueryArgs),
+    /// Ask the running daemon to write its flows and pinholes to its state file now (as it
+    /// does at SIGTERM), for `pinhole run --restore`.
+    Snapshot(QueryArgs),
 }
 
 /// What the kernel rules depend on (shared by `run` and `rules`).
@@ -130,6 +134,17 @@ pub struct RunArgs {
     /// Take GSO/GRO super-packets segmented by the kernel instead of whole.
     #[arg(long)]
     pub no_gso: bool,
+
+    /// Where flows and pinholes are saved on SIGTERM/SIGINT and by `pinhole snapshot`
+    /// (written atomically; versioned JSON).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_FILE)]
+    pub state_file: PathBuf,
+
+    /// Load the state file at start, so sessions admitted before a restart continue. A
+    /// corrupt or incompatible file is refused with an error in the log, and the daemon
+    /// starts empty; a loaded file is removed.
+    #[arg(long)]
+    pub restore: bool,
 }
 
 /// Arguments of the commands that ask the running daemon.

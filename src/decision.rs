@@ -138,7 +138,7 @@ reasons! {
     /// Active or passive mode, disabled by policy.
     FtpModeNotAllowed = "ftp_mode_not_allowed", "FTP data mode not allowed by policy";
     /// The pinhole table is full; the negotiated connection cannot be opened.
-    FtpPinholeLimit = "ftp_pinhole_limit", "FTP pinhole refused: pinhole table full";
+    FtpPinholeLimit = "ftp_pinhole_limit", "FTP pinhole refused: pinhole table or client quota full";
     /// A control line longer than the configured limit.
     FtpLineTooLong = "ftp_line_too_long", "FTP control line too long";
     /// A NUL byte in a control line.
@@ -203,6 +203,8 @@ reasons! {
     DefaultDeny = "default_deny", "new flow matched no rule (default deny)";
     /// The flow table is full and nothing could be evicted.
     FlowLimit = "flow_limit", "flow table full";
+    /// The initiator already holds `limits.max_flows_per_source` flows admitted by the rules.
+    FlowSourceLimit = "flow_source_limit", "too many flows from one source address";
 }
 
 impl fmt::Display for Reason {

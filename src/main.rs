@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Sessions(args) => ask(Question::Sessions, &args),
         Command::Pinholes(args) => ask(Question::Pinholes, &args),
         Command::Stats(args) => ask(Question::Stats, &args),
+        Command::Snapshot(args) => ask(Question::Snapshot, &args),
     }
 }
 
@@ -74,6 +75,8 @@ fn run(args: &RunArgs) -> ExitCode {
         flavour: args.iptables,
         no_inspect: args.no_inspect,
         control: args.control.clone(),
+        state_file: args.state_file.clone(),
+        restore: args.restore,
     };
     match daemon::run(&options) {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 //! caller. Replay passes capture timestamps, the NFQUEUE adapter passes a monotonic clock, and
 //! tests jump an hour ahead by adding to a number. Durations are [`std::time::Duration`].
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::ops::{Add, Sub};
 use std::time::Duration;
@@ -12,7 +13,9 @@ use std::time::Duration;
 ///
 /// Only differences between instants mean anything. Arithmetic saturates instead of wrapping, so
 /// a hostile or corrupt timestamp can never make a deadline jump into the past.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Instant(u64);
 
 impl Instant {

@@ -230,6 +230,55 @@ fn the_transfer_closes_after_a_short_dally_once_the_last_block_is_acknowledged()
     );
 }
 
+/// Regression (found by benches/live.sh): a client looping requests from one port, answered
+/// by tftpd-hpa from a transfer ID it used before. The finished transfer still dallying on
+/// that tuple must not take the new transfer's blocks, or the new pinhole stays pending and
+/// the client's quota fills up (`tftp_request_limit` after `max_pending_per_client` loops).
+#[test]
+fn a_new_request_from_the_same_port_ends_the_finished_transfer_reusing_its_tid() {
+    let mut t = Tftp::options("max_pending_per_client = 2", "");
+    for round in 0..5 {
+        let d = t.request(&tftp::rrq("image.bin", "octet", &[]));
+        assert_eq!(
+            (d.verdict, d.reason),
+            (Verdict::Accept, None),
+            "round {round}"
+        );
+        if round > 0 {
+            assert_eq!(
+                closed(&d.events),
+                vec![(
+                    "udp 192.0.2.10:41000 -> 198.51.100.10:50000".to_owned(),
+                    CloseCause::Reused
+                )],
+                "round {round}: the dallying transfer ends"
+            );
+        }
+        let d = t.server_ok(&tftp::data(1, 512));
+        assert_eq!(
+            pinhole_events(&d.events, PinholeAction::Use).len(),
+            1,
+            "round {round}"
+        );
+        t.client_ok(&tftp::ack(1));
+        t.server_ok(&tftp::data(2, 3));
+        t.client_ok(&tftp::ack(2));
+        assert_eq!(
+            t.h.engine.pinholes().len(),
+            0,
+            "round {round}: nothing left pending"
+        );
+    }
+    // A transfer still running on that port is not ended by a request: its blocks keep
+    // passing, and the new request's pinhole waits for a reply from another port.
+    t.request(&tftp::rrq("image.bin", "octet", &[]));
+    t.server_ok(&tftp::data(1, 512));
+    let d = t.request(&tftp::rrq("other.bin", "octet", &[]));
+    assert!(closed(&d.events).is_empty(), "{d:?}");
+    t.client_ok(&tftp::ack(1));
+    t.server_ok(&tftp::data(2, 512));
+}
+
 #[test]
 fn an_idle_transfer_times_out_after_transfer_timeout() {
     let mut t = Tftp::options("transfer_timeout = 20", "[timeouts]\nudp_unreplied = 100");

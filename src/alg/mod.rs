@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::conntrack::Opening;
 use crate::conntrack::key::FlowTuple;
@@ -23,7 +23,7 @@ pub use ftp::{FtpControl, FtpOptions};
 pub use tftp::{TftpOptions, TftpRequests, TftpTransfer, TransferInit};
 
 /// The protocols pinhole inspects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Alg {
     /// FTP (RFC 959, 2428, 1639): control connections on TCP, data connections negotiated in them.
@@ -68,14 +68,14 @@ impl Inspect {
 }
 
 /// What a pinhole's connection gets inspected with once it is admitted.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChildInit {
     /// A TFTP transfer started by this request.
     Tftp(TransferInit),
 }
 
 /// An inspector's state for one flow.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum AlgState {
     /// An FTP control connection.
     Ftp(Box<FtpControl>),

@@ -9,6 +9,7 @@
 //! kept only until the receiver acknowledges it, up to a cap; beyond either cap a segment is
 //! refused and TCP retransmits it later.
 
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Caps of one direction.
@@ -42,7 +43,7 @@ pub enum StreamError {
 }
 
 /// One direction of a TCP stream.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct HalfStream {
     /// Stream offset of the next byte to deliver (bytes delivered so far).
     next: u64,

@@ -12,6 +12,7 @@
 //!
 //! Violations drop the packet (UDP has no reset to send).
 
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use crate::wire::tftp::{self, KnownOptions, Options, RequestKind, TftpError, Tft
 use crate::wire::transport::proto;
 
 /// TFTP inspection options (`[rule.tftp]`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TftpOptions {
     /// Allow read requests.
     pub read: bool,
@@ -133,7 +134,7 @@ fn shown(bytes: &[u8]) -> String {
 }
 
 /// What a transfer needs to know about the request that started it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferInit {
     /// Read or write.
     pub kind: RequestKind,
@@ -146,10 +147,11 @@ pub struct TransferInit {
 }
 
 /// State of a request flow: a client port talking to the TFTP port.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TftpRequests {
     options: Arc<TftpOptions>,
     rule: Arc<str>,
+    #[serde(with = "crate::conntrack::key::tuple_fields")]
     flow: FlowTuple,
     /// Requests passed to the server and not yet answered from port 69: each may draw one
     /// ERROR from there, and nothing else comes from that port.
@@ -313,7 +315,7 @@ impl TftpRequests {
 }
 
 /// Where a transfer is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Phase {
     /// Waiting for the server's first packet.
     Start,
@@ -336,9 +338,10 @@ const MAX_UNANSWERED: u16 = 16;
 
 /// State of a transfer flow: the server's transfer ID and the client's port. The server sent
 /// its first packet, so the flow's original direction is from the server.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TftpTransfer {
     init: TransferInit,
+    #[serde(with = "crate::conntrack::key::tuple_fields")]
     flow: FlowTuple,
     phase: Phase,
     blksize: u64,
@@ -405,6 +408,12 @@ impl TftpTransfer {
             .and_then(|a| a.timeout)
             .map_or(Duration::ZERO, |t| Duration::from_secs(2 * u64::from(t)));
         base.max(retransmit)
+    }
+
+    /// True once the last block was acknowledged or an ERROR ended the transfer: the flow
+    /// only dallies for retransmissions.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Done | Phase::Failed)
     }
 
     /// The side that sends DATA.

@@ -1,5 +1,6 @@
 //! One tracked flow.
 
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::alg::{Alg, AlgState};
@@ -9,7 +10,7 @@ use crate::conntrack::tcp::TcpTracker;
 use crate::time::Instant;
 
 /// Protocol state of a flow.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FlowState {
     /// TCP, with its sequence-window tracker.
     Tcp(TcpTracker),
@@ -41,7 +42,7 @@ impl FlowState {
 }
 
 /// What admitted a flow.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FlowOrigin {
     /// A policy rule (by name) allowed its first packet.
     Rule(Arc<str>),
@@ -52,9 +53,10 @@ pub enum FlowOrigin {
 }
 
 /// A tracked flow.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Flow {
     /// Who opened it, to whom.
+    #[serde(with = "crate::conntrack::key::tuple_fields")]
     pub tuple: FlowTuple,
     /// Protocol state.
     pub state: FlowState,

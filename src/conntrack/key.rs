@@ -122,6 +122,49 @@ impl Serialize for FlowTuple {
     }
 }
 
+/// serde for a [`FlowTuple`] as its five fields, for state files (`#[serde(with)]`); its own
+/// `Serialize` writes the display string of the JSON output contract.
+pub mod tuple_fields {
+    use std::net::IpAddr;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::FlowTuple;
+
+    #[derive(Serialize, Deserialize)]
+    struct Fields {
+        proto: u8,
+        src: IpAddr,
+        sport: u16,
+        dst: IpAddr,
+        dport: u16,
+    }
+
+    /// Writes the five fields.
+    pub fn serialize<S: Serializer>(t: &FlowTuple, serializer: S) -> Result<S::Ok, S::Error> {
+        Fields {
+            proto: t.proto,
+            src: t.src,
+            sport: t.sport,
+            dst: t.dst,
+            dport: t.dport,
+        }
+        .serialize(serializer)
+    }
+
+    /// Reads the five fields.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<FlowTuple, D::Error> {
+        let f = Fields::deserialize(deserializer)?;
+        Ok(FlowTuple {
+            proto: f.proto,
+            src: f.src,
+            sport: f.sport,
+            dst: f.dst,
+            dport: f.dport,
+        })
+    }
+}
+
 /// Which way a packet travels within its flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {

@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use hashbrown::HashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::alg::{Alg, ChildInit};
 use crate::conntrack::key::FlowTuple;
@@ -19,7 +19,7 @@ use crate::conntrack::table::FlowHandle;
 use crate::time::{Instant, TimerSet};
 
 /// Which source ports a pinhole admits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PortMatch {
     /// Any port.
     Any,
@@ -67,21 +67,22 @@ impl fmt::Display for PortMatch {
 }
 
 /// Identifies a pinhole for the lifetime of an engine (never reused).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PinholeId(pub u64);
 
 /// The control flow that negotiated a pinhole.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ParentRef {
     /// Its handle in the flow table.
     pub handle: FlowHandle,
     /// Its tuple, for events after it is gone.
+    #[serde(with = "crate::conntrack::key::tuple_fields")]
     pub flow: FlowTuple,
 }
 
 /// Who may connect to what through a pinhole: what an inspector's request, an open pinhole
 /// and the events about it have in common.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Opening {
     /// The inspector that negotiated it.
     pub alg: Alg,
@@ -104,7 +105,7 @@ impl fmt::Display for Opening {
 }
 
 /// A pinhole to open in the table.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinholeSpec {
     /// Who may connect to what.
     pub opening: Opening,
@@ -130,7 +131,7 @@ impl PinholeSpec {
 }
 
 /// An open pinhole.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pinhole {
     /// Its id.
     pub id: PinholeId,
@@ -171,6 +172,8 @@ impl PinholeMatch {
 pub enum PinholeError {
     /// The table is at its cap.
     TableFull,
+    /// The client that negotiated it already holds its quota of pending pinholes.
+    ClientQuota,
 }
 
 /// The result of [`PinholeTable::open`].
@@ -195,9 +198,12 @@ pub struct PinholeTable {
     by_parent: HashMap<FlowHandle, Vec<PinholeId>, Hasher>,
     /// Pinholes per (inspector, destination address).
     per_destination: HashMap<(Alg, IpAddr), usize, Hasher>,
+    /// Pinholes per client: the address that opened the parent (control or request) flow.
+    per_client: HashMap<IpAddr, usize, Hasher>,
     timers: TimerSet<PinholeId>,
     next_id: u64,
     max: usize,
+    max_per_client: usize,
 }
 
 impl PinholeTable {
@@ -208,10 +214,23 @@ impl PinholeTable {
             by_destination: HashMap::with_hasher(Hasher::default()),
             by_parent: HashMap::with_hasher(Hasher::default()),
             per_destination: HashMap::with_hasher(Hasher::default()),
+            per_client: HashMap::with_hasher(Hasher::default()),
             timers: TimerSet::default(),
             next_id: 1,
             max,
+            max_per_client: usize::MAX,
         }
+    }
+
+    /// Sets how many pending pinholes one client may hold over all its parent flows (for a
+    /// policy reload too; existing pinholes stay).
+    pub fn set_per_client(&mut self, max: usize) {
+        self.max_per_client = max;
+    }
+
+    /// Number of pending pinholes negotiated by flows that `client` opened.
+    pub fn count_for_client(&self, client: IpAddr) -> usize {
+        self.per_client.get(&client).copied().unwrap_or(0)
     }
 
     /// Number of open pinholes.
@@ -276,6 +295,12 @@ impl PinholeTable {
         if self.pinholes.len() - usize::from(over_quota.is_some()) >= self.max {
             return Err(PinholeError::TableFull);
         }
+        if let Some(parent) = spec.parent
+            && self.count_for_client(parent.flow.src) - usize::from(over_quota.is_some())
+                >= self.max_per_client
+        {
+            return Err(PinholeError::ClientQuota);
+        }
         let evicted = over_quota
             .and_then(|parent| {
                 self.by_parent
@@ -307,12 +332,22 @@ impl PinholeTable {
             .push(id);
         if let Some(parent) = spec.parent {
             self.by_parent.entry(parent.handle).or_default().push(id);
+            *self.per_client.entry(parent.flow.src).or_default() += 1;
         }
         *self
             .per_destination
             .entry((spec.opening.alg, spec.opening.dst))
             .or_default() += 1;
         self.pinholes.insert(id, pinhole);
+    }
+
+    /// Adds a pinhole saved by another engine (a restore), under a new id of this table;
+    /// returns the id. Quotas are not applied: the pinhole was admitted under them.
+    pub fn adopt(&mut self, spec: PinholeSpec, opened: Instant) -> PinholeId {
+        let id = PinholeId(self.next_id);
+        self.next_id += 1;
+        self.insert(Pinhole { id, spec, opened });
+        id
     }
 
     /// Puts back a pinhole taken by [`PinholeTable::match_and_consume`] whose connection could
@@ -401,6 +436,12 @@ impl PinholeTable {
         remove_from(&mut self.by_destination, &dest, id);
         if let Some(parent) = pinhole.spec.parent {
             remove_from(&mut self.by_parent, &parent.handle, id);
+            if let Some(count) = self.per_client.get_mut(&parent.flow.src) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_client.remove(&parent.flow.src);
+                }
+            }
         }
         let key = (pinhole.spec.opening.alg, pinhole.spec.opening.dst);
         if let Some(count) = self.per_destination.get_mut(&key) {

@@ -11,14 +11,17 @@
 //! oldest handshake, which is what a SYN flood fills the table with), and only if there is none,
 //! the established flow closest to its timeout.
 
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
 use hashbrown::HashMap;
 
-use crate::conntrack::flow::Flow;
+use crate::conntrack::flow::{Flow, FlowOrigin};
 use crate::conntrack::key::FlowKey;
 use crate::time::{Instant, TimerSet};
 
 /// A reference to a flow that stays valid (and detects reuse) after the flow is removed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FlowHandle {
     slot: u32,
     generation: u32,
@@ -66,7 +69,16 @@ pub struct FlowTable {
     free: Vec<u32>,
     embryonic_timers: TimerSet<u32>,
     settled_timers: TimerSet<u32>,
+    /// Flows each address initiated through the rules (see [`counts_against_source`]).
+    per_source: HashMap<IpAddr, u32, Hasher>,
     max: usize,
+}
+
+/// Whether a flow counts against its initiator's `max_flows_per_source`: flows the rules
+/// admitted do, flows a pinhole admitted (negotiated by an inspector, capped by its own
+/// quotas) do not.
+fn counts_against_source(flow: &Flow) -> bool {
+    matches!(flow.origin, FlowOrigin::Rule(_) | FlowOrigin::Pickup(_))
 }
 
 impl FlowTable {
@@ -78,8 +90,19 @@ impl FlowTable {
             free: Vec::new(),
             embryonic_timers: TimerSet::default(),
             settled_timers: TimerSet::default(),
+            per_source: HashMap::with_hasher(Hasher::default()),
             max,
         }
+    }
+
+    /// Number of flows `src` initiated through the rules.
+    pub fn count_from(&self, src: IpAddr) -> usize {
+        self.per_source.get(&src).map_or(0, |&n| n as usize)
+    }
+
+    /// Number of distinct addresses with flows counted by [`FlowTable::count_from`].
+    pub fn sources(&self) -> usize {
+        self.per_source.len()
     }
 
     /// Number of flows.
@@ -168,6 +191,9 @@ impl FlowTable {
             None
         };
         let embryonic = flow.state.is_embryonic();
+        if counts_against_source(&flow) {
+            *self.per_source.entry(flow.tuple.src).or_default() += 1;
+        }
         let slot = if let Some(slot) = self.free.pop() {
             slot
         } else {
@@ -234,10 +260,18 @@ impl FlowTable {
         let record = &mut self.slots[slot as usize];
         record.generation = record.generation.wrapping_add(1);
         self.free.push(slot);
-        match record.entry.take() {
-            Some(entry) => entry.flow,
-            None => unreachable!("release of an empty slot"),
+        let Some(entry) = record.entry.take() else {
+            unreachable!("release of an empty slot")
+        };
+        if counts_against_source(&entry.flow)
+            && let Some(n) = self.per_source.get_mut(&entry.flow.tuple.src)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&entry.flow.tuple.src);
+            }
         }
+        entry.flow
     }
 
     /// The earliest instant at which [`FlowTable::expire`] may find something to do. May be
@@ -312,6 +346,22 @@ impl FlowTable {
             self.index.remove(&key);
         }
         (handle, self.release_slot(slot))
+    }
+
+    /// Every flow with its handle and deadline, in no particular order (for saving state).
+    pub fn iter_with_deadlines(&self) -> impl Iterator<Item = (FlowHandle, &Flow, Instant)> {
+        self.slots.iter().enumerate().filter_map(|(slot, record)| {
+            record.entry.as_ref().map(|entry| {
+                (
+                    FlowHandle {
+                        slot: slot as u32,
+                        generation: record.generation,
+                    },
+                    &entry.flow,
+                    entry.deadline,
+                )
+            })
+        })
     }
 
     /// Every flow with its handle, in no particular order.

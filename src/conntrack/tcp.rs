@@ -20,9 +20,10 @@
 use crate::conntrack::key::Direction;
 use crate::decision::Reason;
 use crate::wire::{TcpFlags, TcpSegment};
+use serde::{Deserialize, Serialize};
 
 /// Where a TCP connection is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TcpState {
     /// The initiator sent a SYN; no answer yet.
     SynSent,
@@ -78,7 +79,7 @@ const ACK_SLACK: u32 = 0xffff + 1500;
 const MAX_WSCALE: u8 = 14;
 
 /// One side of a connection.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Peer {
     /// Initial sequence number.
     isn: u32,
@@ -102,7 +103,7 @@ struct Peer {
 }
 
 /// State of one tracked TCP connection. 60 bytes; see the flow-size benchmark.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TcpTracker {
     state: TcpState,
     /// Original (initiator) and reply (responder) sides.

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::snapshot::{QueueCounters, WorkerStats};
+use super::state_file::{StateFile, WorkerState};
 use super::worker::Query;
 use crate::counters::Counters;
 
@@ -41,6 +42,8 @@ pub enum Question {
     Pinholes,
     /// Counters.
     Stats,
+    /// Write the state file now.
+    Snapshot,
 }
 
 impl Question {
@@ -50,6 +53,7 @@ impl Question {
             Question::Sessions => "sessions",
             Question::Pinholes => "pinholes",
             Question::Stats => "stats",
+            Question::Snapshot => "snapshot",
         }
     }
 
@@ -59,6 +63,7 @@ impl Question {
             Question::Sessions,
             Question::Pinholes,
             Question::Stats,
+            Question::Snapshot,
         ]
         .into_iter()
         .find(|q| q.as_str() == word)
@@ -163,6 +168,32 @@ fn respond(question: Question, shared: &Shared) -> Value {
             let rows: Vec<_> = ask(shared, Query::Pinholes).into_iter().flatten().collect();
             to_value(&rows)
         }
+        Question::Snapshot => snapshot(shared),
+    }
+}
+
+/// Writes the state file from every worker's copy of its flows and pinholes.
+fn snapshot(shared: &Shared) -> Value {
+    let workers: Vec<WorkerState> = ask(shared, Query::SaveState)
+        .into_iter()
+        .map(|(queue, engine)| WorkerState { queue, engine })
+        .collect();
+    let answered = workers.len();
+    let file = StateFile::new(workers);
+    let path = &shared.options.state_file;
+    match file.write(path) {
+        Ok(bytes) => {
+            tracing::warn!(file = %path.display(), flows = file.flows(), pinholes = file.pinholes(), bytes, "state saved (snapshot)");
+            json!({
+                "state_file": path.display().to_string(),
+                "workers": shared.workers.len(),
+                "workers_answered": answered,
+                "flows": file.flows(),
+                "pinholes": file.pinholes(),
+                "bytes": bytes,
+            })
+        }
+        Err(err) => json!({ "error": format!("writing {}: {err}", path.display()) }),
     }
 }
 
@@ -254,7 +285,7 @@ pub fn query(path: &Path, question: Question) -> Result<Value, String> {
 /// Renders an answer for people.
 pub fn render(question: Question, value: &Value) -> String {
     match question {
-        Question::Status | Question::Stats => render_object(value, ""),
+        Question::Status | Question::Stats | Question::Snapshot => render_object(value, ""),
         Question::Sessions => render_table(
             value,
             &[

@@ -12,6 +12,7 @@
 pub mod control;
 pub mod ifnames;
 pub mod snapshot;
+pub mod state_file;
 pub mod worker;
 
 use std::os::unix::net::UnixListener;
@@ -25,11 +26,13 @@ use serde::Serialize;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::engine::EngineState;
 use crate::io::iptables::{Flavour, Installer, RulesConfig};
 use crate::io::nfqueue::{QueueConfig, QueueSocket};
 use crate::policy::Policy;
 use crate::time::Instant;
 
+use self::state_file::{StateFile, WorkerState};
 use self::worker::{Query, VerdictMarks, Worker};
 
 /// Everything `pinhole run` was asked to do.
@@ -49,6 +52,10 @@ pub struct RunOptions {
     pub control: PathBuf,
     /// Socket and queue settings (its `fail_open` follows `kernel.fail_open`).
     pub queue: QueueConfig,
+    /// Where flows and pinholes are saved at stop and by `pinhole snapshot`.
+    pub state_file: PathBuf,
+    /// Load the state file at start.
+    pub restore: bool,
 }
 
 /// Outcome of the last reloads, for `pinhole status`.
@@ -87,10 +94,10 @@ impl Shared {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The engines' clock: monotonic, starting at one second when the daemon started.
+    /// The engines' clock: the system's monotonic clock (time since boot, not counting
+    /// suspend), so deadlines in a state file mean the same to the next daemon of this boot.
     pub fn now(&self) -> Instant {
-        let elapsed = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        Instant::from_nanos(elapsed.saturating_add(1_000_000_000))
+        monotonic_now()
     }
 
     /// The reload outcomes so far.
@@ -126,6 +133,128 @@ impl Shared {
                 );
             }
         }
+    }
+}
+
+/// The thread of one worker: it returns the engine's state for the state file with its outcome.
+type WorkerThread = thread::JoinHandle<(WorkerState, Result<(), RunError>)>;
+
+fn spawn_worker(
+    worker: Worker,
+    queries: mpsc::Receiver<Query>,
+    shared: &Arc<Shared>,
+) -> Result<WorkerThread, RunError> {
+    let queue = worker.queue();
+    let shared = shared.clone();
+    thread::Builder::new()
+        .name(format!("pinhole-q{queue}"))
+        .spawn(move || {
+            let _stop_on_exit = StopOnExit(shared.clone());
+            let (result, state) = worker.run(&shared, &queries);
+            if let Err(err) = &result {
+                tracing::error!(queue, %err, "worker failed; stopping");
+                shared.stop.store(true, Ordering::Relaxed);
+            }
+            (
+                WorkerState {
+                    queue,
+                    engine: state,
+                },
+                result.map_err(|source| RunError::Worker { queue, source }),
+            )
+        })
+        .map_err(RunError::Signals)
+}
+
+/// Gives a worker its part of the state file, logging what was restored.
+fn restore_worker(worker: &mut Worker, file: &mut StateFile, queues: &[u16], shared: &Shared) {
+    let queue = worker.queue();
+    for state in states_for(file, queue, queues) {
+        let summary = worker.restore(state, shared.now());
+        tracing::warn!(
+            queue,
+            flows = summary.flows,
+            pinholes = summary.pinholes,
+            duplicate_flows = summary.duplicate_flows,
+            over_capacity = summary.over_capacity,
+            dropped_pinholes = summary.dropped_pinholes,
+            "state restored"
+        );
+    }
+}
+
+/// Reads the state file for `--restore`. A file that cannot be used is refused with the
+/// reason in the log, and the daemon starts empty; a used file is removed, so that a later
+/// crash does not bring back stale state.
+fn load_state(path: &std::path::Path) -> Option<StateFile> {
+    match StateFile::read(path) {
+        Ok(file) => {
+            tracing::warn!(
+                file = %path.display(),
+                flows = file.flows(),
+                pinholes = file.pinholes(),
+                written_by = file.pinhole,
+                "restoring state"
+            );
+            if let Err(err) = std::fs::remove_file(path) {
+                tracing::warn!(file = %path.display(), %err, "could not remove the state file after reading it");
+            }
+            Some(file)
+        }
+        Err(err) => {
+            tracing::error!("state not restored, starting empty: {err}");
+            None
+        }
+    }
+}
+
+/// The saved engine states a worker of `queue` takes. With the same queues as when saved,
+/// each worker takes its own queue's state: the kernel's `--queue-balance` hash is the same
+/// within a boot, so each address pair comes back to the same queue. With other queues, every
+/// worker takes every state: the copies on workers the kernel does not send a flow to are
+/// never used and leave at their timeouts.
+fn states_for(file: &mut StateFile, queue: u16, queues: &[u16]) -> Vec<EngineState> {
+    let mut saved: Vec<u16> = file.workers.iter().map(|w| w.queue).collect();
+    saved.sort_unstable();
+    let mut current = queues.to_vec();
+    current.sort_unstable();
+    if saved == current {
+        file.workers
+            .iter_mut()
+            .filter(|w| w.queue == queue)
+            .map(|w| std::mem::take(&mut w.engine))
+            .collect()
+    } else {
+        file.workers.iter().map(|w| w.engine.clone()).collect()
+    }
+}
+
+/// Writes the workers' states to the state file (at stop), logging the outcome.
+fn save_state(path: &std::path::Path, workers: Vec<WorkerState>) {
+    let file = StateFile::new(workers);
+    match file.write(path) {
+        Ok(bytes) => tracing::warn!(
+            file = %path.display(),
+            flows = file.flows(),
+            pinholes = file.pinholes(),
+            bytes,
+            "state saved"
+        ),
+        Err(err) => tracing::error!(file = %path.display(), %err, "could not save the state"),
+    }
+}
+
+/// The system's monotonic clock as an engine instant.
+pub fn monotonic_now() -> Instant {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => {
+            let secs = u64::try_from(ts.tv_sec()).unwrap_or(0);
+            let nanos = u64::try_from(ts.tv_nsec()).unwrap_or(0);
+            Instant::from_nanos(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+        }
+        // CLOCK_MONOTONIC cannot fail on Linux; an engine clock stuck at zero would only
+        // delay timers until the next reading.
+        Err(_) => Instant::ZERO,
     }
 }
 
@@ -264,25 +393,21 @@ fn serve(
         options,
         workers,
     });
+    let mut restored = if shared.options.restore {
+        load_state(&shared.options.state_file)
+    } else {
+        None
+    };
+    let queues: Vec<u16> = sockets.iter().map(QueueSocket::queue).collect();
     let mut handles = Vec::new();
     for (socket, queries) in sockets.into_iter().zip(receivers) {
-        let queue = socket.queue();
-        let worker = Worker::new(socket, &shared, marks);
-        let shared = shared.clone();
-        let handle = thread::Builder::new()
-            .name(format!("pinhole-q{queue}"))
-            .spawn(move || {
-                let _stop_on_exit = StopOnExit(shared.clone());
-                let result = worker.run(&shared, &queries);
-                if let Err(err) = &result {
-                    tracing::error!(queue, %err, "worker failed; stopping");
-                    shared.stop.store(true, Ordering::Relaxed);
-                }
-                result.map_err(|source| RunError::Worker { queue, source })
-            })
-            .map_err(RunError::Signals)?;
-        handles.push(handle);
+        let mut worker = Worker::new(socket, &shared, marks);
+        if let Some(file) = restored.as_mut() {
+            restore_worker(&mut worker, file, &queues, &shared);
+        }
+        handles.push(spawn_worker(worker, queries, &shared)?);
     }
+    drop(restored);
     let control_thread = {
         let shared = shared.clone();
         let listener = listener.try_clone().map_err(RunError::Signals)?;
@@ -317,14 +442,19 @@ fn serve(
             .map_err(RunError::Signals)?
     };
     let mut result = Ok(());
+    let mut saved = Vec::new();
     for handle in handles {
-        match handle.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => result = Err(err),
-            Err(_) => tracing::error!("a worker thread panicked"),
+        let Ok((state, outcome)) = handle.join() else {
+            tracing::error!("a worker thread panicked; its flows are not saved");
+            continue;
+        };
+        saved.push(state);
+        if let Err(err) = outcome {
+            result = Err(err);
         }
     }
     shared.stop.store(true, Ordering::Relaxed);
+    save_state(&shared.options.state_file, saved);
     signal_handle.close();
     let _ = stopper.join();
     let _ = control_thread.join();

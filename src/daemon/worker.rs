@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
 
 use crate::decision::{Decision, Verdict};
-use crate::engine::{Engine, PacketInfo};
+use crate::engine::{Engine, EngineState, PacketInfo, RestoreSummary};
 use crate::event::Event;
 use crate::io::iptables::{Mode, RulesConfig};
 use crate::io::nfqueue::{KernelVerdict, Message, QueueSocket, QueuedPacket, VerdictBatch};
@@ -35,6 +35,8 @@ pub enum Query {
     Sessions(Sender<Vec<SessionRow>>),
     /// Every open pinhole.
     Pinholes(Sender<Vec<PinholeRow>>),
+    /// A copy of the engine's flows and pinholes, for the state file.
+    SaveState(Sender<(u16, EngineState)>),
 }
 
 /// Marks and mode the verdicts depend on (from the kernel rules' settings).
@@ -88,13 +90,31 @@ impl Worker {
         }
     }
 
-    /// Runs until the stop flag is set; unbinds the queue on the way out.
-    pub fn run(mut self, shared: &Arc<Shared>, queries: &Receiver<Query>) -> io::Result<()> {
+    /// The queue it serves.
+    pub fn queue(&self) -> u16 {
+        self.socket.queue()
+    }
+
+    /// Adds saved flows and pinholes (from the state file) to the engine.
+    pub fn restore(&mut self, state: EngineState, now: Instant) -> RestoreSummary {
+        // The engine's clock first, so that pinholes that expired while no daemon ran are
+        // left out, and flows past their deadline go at the first timer run.
+        let _ = self.engine.expire(now);
+        self.engine.restore_state(state)
+    }
+
+    /// Runs until the stop flag is set; unbinds the queue on the way out and returns the
+    /// engine's flows and pinholes (for the state file) with the outcome.
+    pub fn run(
+        mut self,
+        shared: &Arc<Shared>,
+        queries: &Receiver<Query>,
+    ) -> (io::Result<()>, EngineState) {
         let result = self.serve(shared, queries);
         if let Err(err) = self.socket.unbind() {
             tracing::warn!(queue = self.socket.queue(), %err, "could not unbind the queue");
         }
-        result
+        (result, self.engine.save_state())
     }
 
     fn serve(&mut self, shared: &Arc<Shared>, queries: &Receiver<Query>) -> io::Result<()> {
@@ -146,6 +166,7 @@ impl Worker {
             Query::Pinholes(reply) => reply
                 .send(snapshot::pinholes(&self.engine, queue, now))
                 .map_err(drop),
+            Query::SaveState(reply) => reply.send((queue, self.engine.save_state())).map_err(drop),
         };
     }
 

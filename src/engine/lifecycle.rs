@@ -2,13 +2,14 @@
 //! cap, the inspectors' outcomes (pinholes to open or close), removal with pending pinholes and
 //! (by policy) child flows.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::alg::{Alg, AlgOutcome, AlgState, AlgVerdict, PinholeRequest};
 use crate::conntrack::{
     Direction, Flow, FlowHandle, FlowOrigin, FlowState, FlowTuple, Opening, ParentRef, Pinhole,
-    PinholeMatch, PinholeSpec,
+    PinholeError, PinholeMatch, PinholeSpec,
 };
 use crate::decision::{Decision, Reason};
 use crate::event::{CloseCause, Event, PinholeAction};
@@ -18,6 +19,15 @@ use crate::time::Instant;
 use super::datagram::datagram_timeout;
 use super::tcp::tcp_timeout;
 use super::{Engine, Packet, PacketInfo, pinhole_event, with_events};
+
+/// Why an inspector's pinhole was not opened.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// The inspector's quota per peer (TFTP requests pending for one client).
+    PeerQuota,
+    /// The table refused it: full, or the client's quota.
+    Table(PinholeError),
+}
 
 impl Engine {
     /// The first packet of a new flow: a pinhole admits it, or the rules decide. `first` is a
@@ -132,11 +142,22 @@ impl Engine {
                 outcome.events.clone(),
             ));
         }
-        let request = outcome.pinholes.iter().find(|r| {
-            r.per_peer.is_some() && (self.over_peer_quota(r) || self.pinholes.is_full())
+        let (request, cause) = outcome.pinholes.iter().find_map(|r| {
+            r.per_peer?;
+            let cause = if self.over_peer_quota(r) {
+                Refusal::PeerQuota
+            } else if self.pinholes.is_full() {
+                Refusal::Table(PinholeError::TableFull)
+            } else if self.pinholes.count_for_client(tuple.src)
+                >= self.policy.limits.max_pinholes_per_client
+            {
+                Refusal::Table(PinholeError::ClientQuota)
+            } else {
+                return None;
+            };
+            Some((r, cause))
         })?;
-        let (reason, detail) =
-            self.pinhole_refusal(&request.opening, self.over_peer_quota(request));
+        let (reason, detail) = self.pinhole_refusal(&request.opening, tuple.src, cause);
         self.counters.pinholes_refused += 1;
         let events = vec![Event::Violation {
             alg: request.opening.alg,
@@ -227,6 +248,11 @@ impl Engine {
         flow: Flow,
         events: &mut Vec<Event>,
     ) -> Result<FlowHandle, Reason> {
+        if matches!(flow.origin, FlowOrigin::Rule(_) | FlowOrigin::Pickup(_))
+            && self.flows.count_from(flow.tuple.src) >= self.policy.limits.max_flows_per_source
+        {
+            return Err(Reason::FlowSourceLimit);
+        }
         let deadline = self.now + self.flow_timeout(&flow);
         match self.flows.insert(flow, deadline) {
             Ok(inserted) => {
@@ -285,6 +311,7 @@ impl Engine {
         self.close_requested(handle, &close, &mut events);
         if verdict == AlgVerdict::Pass {
             for request in pinholes {
+                let opening = request.opening;
                 let over_quota = self.over_peer_quota(&request);
                 let spec = PinholeSpec {
                     opening: request.opening,
@@ -296,13 +323,18 @@ impl Engine {
                     child: request.child,
                 };
                 // A retransmitted request refreshes its pinhole, whatever the quota.
-                let full = over_quota && !self.pinholes.is_pending(&spec);
-                let refused = full
-                    || self
-                        .open_pinhole(spec, request.per_parent, &mut events)
-                        .is_err();
-                if refused {
-                    let (reason, detail) = self.pinhole_refusal(&request.opening, full);
+                let refused = if over_quota && !self.pinholes.is_pending(&spec) {
+                    Some(Refusal::PeerQuota)
+                } else {
+                    self.open_pinhole(spec, request.per_parent, &mut events)
+                        .err()
+                        .map(Refusal::Table)
+                };
+                if refused.is_none() && opening.alg == Alg::Tftp {
+                    self.end_finished_transfer((opening.dst, opening.dport), &mut events);
+                }
+                if let Some(cause) = refused {
+                    let (reason, detail) = self.pinhole_refusal(&request.opening, tuple.src, cause);
                     let mut refusal = AlgOutcome::default();
                     if let Some(AlgState::Ftp(ftp)) =
                         self.flows.get_mut(handle).and_then(|f| f.alg.as_mut())
@@ -342,6 +374,25 @@ impl Engine {
         with_events(decision, events)
     }
 
+    /// A new TFTP request from a client port ends the finished transfer (dallying after its
+    /// last block or its ERROR) still tracked on that port. A server that reuses its
+    /// transfer ID for the new request (tftpd-hpa with a port range, a client that loops
+    /// requests from one port) would otherwise find the old flow, whose inspector refuses or
+    /// misreads the new blocks, and the new request's pinhole would stay pending against
+    /// the client's quota.
+    fn end_finished_transfer(&mut self, client_end: (IpAddr, u16), events: &mut Vec<Event>) {
+        let Some(&handle) = self.tftp_transfers.get(&client_end) else {
+            return;
+        };
+        let finished = matches!(
+            self.flows.get(handle).and_then(|f| f.alg.as_ref()),
+            Some(AlgState::TftpTransfer(transfer)) if transfer.is_finished()
+        );
+        if finished && let Some(flow) = self.flows.remove(handle) {
+            self.flow_removed(handle, &flow, CloseCause::Reused, events);
+        }
+    }
+
     /// Closes the pending pinholes of `handle` that an inspector asked to close.
     fn close_requested(&mut self, handle: FlowHandle, close: &[Opening], events: &mut Vec<Event>) {
         for opening in close {
@@ -363,24 +414,35 @@ impl Engine {
         })
     }
 
-    /// Why `opening` was not opened: the client's quota (`full`) or the table.
-    fn pinhole_refusal(&self, opening: &Opening, full: bool) -> (Reason, String) {
-        let table_full = format!(
-            "pinhole table full ({} pinholes); not opening {opening}",
-            self.pinholes.len()
-        );
-        match opening.alg {
-            Alg::Ftp => (Reason::FtpPinholeLimit, table_full),
-            Alg::Tftp if full => (
-                Reason::TftpRequestLimit,
-                format!(
-                    "{} requests already pending for {}",
-                    self.pinholes.count_to(Alg::Tftp, opening.dst),
-                    opening.dst
-                ),
+    /// Why `opening`, negotiated by a flow `client` opened, was not opened, as a drop reason
+    /// and a detail for the violation.
+    fn pinhole_refusal(
+        &self,
+        opening: &Opening,
+        client: IpAddr,
+        cause: Refusal,
+    ) -> (Reason, String) {
+        let detail = match cause {
+            Refusal::PeerQuota => format!(
+                "{} requests already pending for {}",
+                self.pinholes.count_to(Alg::Tftp, opening.dst),
+                opening.dst
             ),
-            Alg::Tftp => (Reason::TftpRequestLimit, table_full),
-        }
+            Refusal::Table(PinholeError::TableFull) => format!(
+                "pinhole table full ({} pinholes); not opening {opening}",
+                self.pinholes.len()
+            ),
+            Refusal::Table(PinholeError::ClientQuota) => format!(
+                "client {client} holds {} pending pinholes (limits.max_pinholes_per_client); \
+                 not opening {opening}",
+                self.pinholes.count_for_client(client)
+            ),
+        };
+        let reason = match opening.alg {
+            Alg::Ftp => Reason::FtpPinholeLimit,
+            Alg::Tftp => Reason::TftpRequestLimit,
+        };
+        (reason, detail)
     }
 
     /// Closes the pending pinholes of `parent`.

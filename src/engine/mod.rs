@@ -12,6 +12,9 @@
 mod datagram;
 mod lifecycle;
 mod offload;
+mod state;
+
+pub use state::{EngineState, RestoreSummary, SavedFlow};
 mod tcp;
 mod tftp_tid;
 
@@ -107,9 +110,11 @@ fn defrag_limits(policy: &Policy) -> DefragLimits {
 impl Engine {
     /// An empty engine enforcing `policy`.
     pub fn new(policy: Arc<Policy>) -> Self {
+        let mut pinholes = PinholeTable::new(policy.limits.max_pinholes);
+        pinholes.set_per_client(policy.limits.max_pinholes_per_client);
         Engine {
             flows: FlowTable::new(policy.limits.max_flows),
-            pinholes: PinholeTable::new(policy.limits.max_pinholes),
+            pinholes,
             defrag: Defragmenter::new(defrag_limits(&policy)),
             counters: Counters::default(),
             now: Instant::ZERO,
@@ -130,6 +135,8 @@ impl Engine {
             self.flow_removed(handle, &flow, CloseCause::Evicted, &mut events);
         }
         self.pinholes.set_capacity(policy.limits.max_pinholes);
+        self.pinholes
+            .set_per_client(policy.limits.max_pinholes_per_client);
         self.defrag.set_limits(defrag_limits(&policy));
         self.policy = policy;
         events

@@ -128,7 +128,9 @@ macro_rules! limits_table {
 
 limits_table!(
     max_flows,
+    max_flows_per_source,
     max_pinholes,
+    max_pinholes_per_client,
     max_fragment_datagrams,
     max_fragment_bytes,
     max_fragments_per_datagram,

@@ -219,8 +219,16 @@ pub struct Limits {
     /// Tracked flows per engine. When full, a handshake-stage flow (or unanswered UDP) is
     /// evicted first, then the flow closest to its timeout.
     pub max_flows: usize,
+    /// Flows one address may initiate through the rules (a SYN flood from one source, a
+    /// scan). Beyond it, its new flows are dropped as `flow_source_limit`; flows admitted by
+    /// pinholes are not counted against it.
+    pub max_flows_per_source: usize,
     /// Pending pinholes per engine; when full, new pinholes are refused (and counted).
     pub max_pinholes: usize,
+    /// Pending pinholes negotiated by one client (the address that opened the control
+    /// connection or sent the TFTP requests), over all its connections. Beyond it, new
+    /// pinholes are refused like a full table.
+    pub max_pinholes_per_client: usize,
     /// Datagrams under reassembly; when full, the oldest is evicted.
     pub max_fragment_datagrams: usize,
     /// Bytes held for reassembly; when full, the oldest datagrams are evicted.
@@ -237,7 +245,9 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_flows: 262_144,
+            max_flows_per_source: 16_384,
             max_pinholes: 65_536,
+            max_pinholes_per_client: 256,
             max_fragment_datagrams: 1024,
             max_fragment_bytes: 4 << 20,
             max_fragments_per_datagram: 64,

@@ -4,6 +4,7 @@
 //! and well-formed options with values in their RFCs' ranges; an option may appear only once.
 //! Unknown options are kept (and reported) since RFC 2347 lets servers ignore them.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A TFTP opcode (RFC 1350 section 5, RFC 2347 for OACK).
@@ -63,7 +64,7 @@ impl fmt::Display for TftpError {
 }
 
 /// Read or write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RequestKind {
     /// RRQ: the client reads a file from the server.
     Read,
@@ -93,7 +94,7 @@ pub enum Mode {
 }
 
 /// The options pinhole understands (RFC 2348, 2349, 7440), as requested or acknowledged.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KnownOptions {
     /// `blksize`: 8 to 65464 bytes per DATA packet (RFC 2348).
     pub blksize: Option<u16>,

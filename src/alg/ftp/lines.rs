@@ -12,6 +12,7 @@
 //! - Memory is bounded by the line limit (and a cap on Telnet subnegotiation).
 
 use crate::decision::Reason;
+use serde::{Deserialize, Serialize};
 
 const IAC: u8 = 255;
 const SB: u8 = 250;
@@ -19,7 +20,7 @@ const SE: u8 = 240;
 /// Longest Telnet subnegotiation skipped before it counts as an overlong line.
 const MAX_SUBNEGOTIATION: usize = 256;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Telnet {
     Data,
     Iac,
@@ -31,7 +32,7 @@ enum Telnet {
 }
 
 /// Splits one direction of a control connection into lines.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LineAssembler {
     line: Vec<u8>,
     telnet: Telnet,
@@ -40,7 +41,26 @@ pub struct LineAssembler {
     /// Discarding bytes up to the next LF (joined mid-stream, mid-line).
     resync: bool,
     /// While resynchronizing, tells whether the first bytes seen start a line after all.
-    line_start: Option<fn(&[u8]) -> bool>,
+    line_start: Option<LineStart>,
+}
+
+/// What the first bytes of a direction joined mid-stream must look like to be taken as the
+/// start of a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LineStart {
+    /// A command (client to server).
+    Command,
+    /// A reply (server to client).
+    Reply,
+}
+
+impl LineStart {
+    fn matches(self, bytes: &[u8]) -> bool {
+        match self {
+            LineStart::Command => super::starts_command(bytes),
+            LineStart::Reply => super::starts_reply(bytes),
+        }
+    }
 }
 
 impl LineAssembler {
@@ -58,7 +78,7 @@ impl LineAssembler {
 
     /// An assembler that joined a stream at an unknown point: unless the first bytes it sees
     /// look like the start of a line (`line_start`), it skips to the next line break.
-    pub fn resynchronizing(max: usize, line_start: fn(&[u8]) -> bool) -> Self {
+    pub fn resynchronizing(max: usize, line_start: LineStart) -> Self {
         LineAssembler {
             resync: true,
             line_start: Some(line_start),
@@ -79,7 +99,7 @@ impl LineAssembler {
         mut on_line: impl FnMut(&[u8]) -> bool,
     ) -> Result<(), Reason> {
         if let Some(line_start) = self.line_start.take() {
-            self.resync = !line_start(bytes);
+            self.resync = !line_start.matches(bytes);
         }
         for &b in bytes {
             let data = match self.telnet {
@@ -250,7 +270,7 @@ mod tests {
 
     #[test]
     fn resynchronizing_skips_the_partial_first_line() {
-        let mut a = LineAssembler::resynchronizing(32, |b| b.starts_with(b"NOOP"));
+        let mut a = LineAssembler::resynchronizing(32, LineStart::Command);
         let mut out = Vec::new();
         a.push(b"1,2,3,4,5,6\r\nNOOP\r\n", |l| {
             out.push(l.to_vec());
@@ -258,7 +278,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(out, vec![b"NOOP".to_vec()]);
-        let mut a = LineAssembler::resynchronizing(32, |b| b.starts_with(b"NOOP"));
+        let mut a = LineAssembler::resynchronizing(32, LineStart::Command);
         let mut out = Vec::new();
         a.push(b"NOOP\r\n", |l| {
             out.push(l.to_vec());

@@ -14,12 +14,13 @@
 
 mod lines;
 
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-pub use lines::LineAssembler;
+pub use lines::{LineAssembler, LineStart};
 
 use crate::alg::stream::{HalfStream, StreamError, StreamLimits};
 use crate::alg::{Alg, AlgOutcome, AlgVerdict, PinholeRequest};
@@ -32,7 +33,7 @@ use crate::wire::ftp::{self, Command};
 use crate::wire::transport::proto;
 
 /// What to do with a passive reply naming an address other than the server's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PassiveAddress {
     /// A violation.
     Refuse,
@@ -43,7 +44,7 @@ pub enum PassiveAddress {
 }
 
 /// What to do when a client starts TLS on the control connection (RFC 2228 AUTH).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Ftps {
     /// Refuse AUTH: a violation (with `reject`, the client sees its connection reset).
     Deny,
@@ -52,7 +53,7 @@ pub enum Ftps {
 }
 
 /// When the pinhole for an active-mode data connection opens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpenActiveOn {
     /// On the server's positive reply to PORT/EPRT/LPRT (the server agreed).
     Reply,
@@ -62,7 +63,7 @@ pub enum OpenActiveOn {
 }
 
 /// What happens to the segment carrying a violation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ViolationAction {
     /// Drop it and reset the connection (the sender gets a TCP RST; nothing more passes).
     Reject,
@@ -71,7 +72,7 @@ pub enum ViolationAction {
 }
 
 /// FTP inspection options (`[rule.ftp]`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FtpOptions {
     /// How long a pinhole waits for its data connection.
     pub data_timeout: Duration,
@@ -124,7 +125,7 @@ const MAX_PENDING_COMMANDS: usize = 64;
 const MAX_REPLY_TEXT: usize = 4096;
 
 /// A command waiting for its final reply.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Pending {
     /// PORT/EPRT/LPRT with its checked address, and whether its pinhole is already open.
     Active(SocketAddr, bool),
@@ -140,7 +141,7 @@ enum Pending {
 }
 
 /// A reply being assembled.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Reply {
     /// The code of a multi-line reply in progress.
     multiline: Option<u16>,
@@ -158,9 +159,10 @@ impl Reply {
 }
 
 /// State of one FTP control connection.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FtpControl {
     options: std::sync::Arc<FtpOptions>,
+    #[serde(with = "crate::conntrack::key::tuple_fields")]
     flow: FlowTuple,
     /// Client-to-server and server-to-client streams.
     streams: [HalfStream; 2],
@@ -210,8 +212,8 @@ impl FtpControl {
         let max_line = options.max_line;
         FtpControl {
             lines: [
-                LineAssembler::resynchronizing(max_line, starts_command),
-                LineAssembler::resynchronizing(max_line, starts_reply),
+                LineAssembler::resynchronizing(max_line, LineStart::Command),
+                LineAssembler::resynchronizing(max_line, LineStart::Reply),
             ],
             midstream: true,
             ..FtpControl::new(options, flow)
@@ -239,6 +241,15 @@ impl FtpControl {
     /// Data connections admitted through this connection's pinholes.
     pub fn children(&self) -> &[crate::conntrack::FlowHandle] {
         &self.children
+    }
+
+    /// Rewrites the children's handles after a restore put them at new places in the flow
+    /// table; children `map` does not know (not restored) are forgotten.
+    pub fn remap_children(
+        &mut self,
+        map: impl Fn(crate::conntrack::FlowHandle) -> Option<crate::conntrack::FlowHandle>,
+    ) {
+        self.children = self.children.iter().filter_map(|&h| map(h)).collect();
     }
 
     /// Inspects a segment the TCP tracker accepted, sent from `dir` (original = client).
