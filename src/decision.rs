@@ -207,6 +207,26 @@ reasons! {
     FlowSourceLimit = "flow_source_limit", "too many flows from one source address";
 }
 
+impl Reason {
+    /// True for the drops that mean a cap was reached (a table, a quota, a buffer): what a
+    /// flood produces. The daemon logs them, rate-limited, besides counting them.
+    pub const fn is_overflow(self) -> bool {
+        matches!(
+            self,
+            Reason::FlowLimit
+                | Reason::FlowSourceLimit
+                | Reason::FtpPinholeLimit
+                | Reason::TftpRequestLimit
+                | Reason::FtpReassemblyLimit
+                | Reason::FtpLineTooLong
+                | Reason::FtpPipelineLimit
+                | Reason::FragmentLimit
+                | Reason::FragmentEvicted
+                | Reason::FragmentTooBig
+        )
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

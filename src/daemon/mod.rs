@@ -11,6 +11,7 @@
 
 pub mod control;
 pub mod ifnames;
+pub mod overflow_log;
 pub mod snapshot;
 pub mod state_file;
 pub mod worker;

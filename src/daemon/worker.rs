@@ -20,6 +20,7 @@ use crate::wire::LinkType;
 
 use super::Shared;
 use super::ifnames::IfNames;
+use super::overflow_log::OverflowLog;
 use super::snapshot::{self, PinholeRow, QueueCounters, SessionRow, WorkerStats};
 
 /// Longest wait between two looks at queries, reloads and the stop flag.
@@ -70,6 +71,7 @@ pub struct Worker {
     batch: VerdictBatch,
     buf: Vec<u8>,
     policy_generation: u64,
+    overflow_log: OverflowLog,
 }
 
 impl Worker {
@@ -87,6 +89,7 @@ impl Worker {
             batch: VerdictBatch::default(),
             buf: Vec::new(),
             policy_generation: generation,
+            overflow_log: OverflowLog::default(),
         }
     }
 
@@ -234,6 +237,8 @@ impl Worker {
             offloaded: self.marks.mode == Mode::Offload && packet.mark & self.marks.offload != 0,
         };
         let decision = self.engine.process(now, &info, packet.payload);
+        self.overflow_log
+            .note_decision(&decision, now, self.socket.queue());
         self.verdict(packet, &decision);
         for released in &decision.released {
             let verdict = match released.verdict {

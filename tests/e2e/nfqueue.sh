@@ -128,6 +128,7 @@ note() { echo "# $*"; }
 # --------------------------------------------------------------------------
 RULES=""            # the file pinhole loads (a copy of rules/edge-router.toml)
 CTL=""              # its control socket
+STATE=""            # its state file (saved at SIGTERM, read by --restore)
 PINHOLE_PID=""
 PINHOLE_LOG=""
 PINHOLE_STARTS=0
@@ -161,7 +162,7 @@ pinhole_start() {
     echo "pinhole run --mode $MODE $* (log $PINHOLE_LOG)"
     ph_start_bg pinhole "$PH_NS_FW" "$PINHOLE_LOG" \
         "$PINHOLE_BIN" run --rules "$RULES" --queues 0-1 --mode "$MODE" \
-        --install-rules --control "$CTL" -v "$@"
+        --install-rules --control "$CTL" --state-file "$STATE" -v "$@"
     PINHOLE_PID=$PH_LAST_PID
     local i
     for ((i = 0; i < 100; i++)); do
@@ -767,6 +768,152 @@ restart_tftpd() {   # [EXTRA_ARGS...]
 }
 
 # --------------------------------------------------------------------------
+# Checks: restart without loss, reloads racing traffic, queue overflow
+# --------------------------------------------------------------------------
+# Sum of a field over the daemon log's "state restored" lines (one per worker).
+restored_sum() {
+    grep 'state restored' "$PINHOLE_LOG" | grep -o "$1=[0-9]*" | cut -d= -f2 |
+        awk '{ s += $1 } END { print s + 0 }'
+}
+
+# SIGTERM in the middle of a rate-limited 8 MiB passive download, with a second
+# control session idle; start again with --restore. The download completes
+# intact, and the idle session then sets up a new passive transfer. In
+# inspect-all mode, every segment after the restart needs the restored flow.
+check_restart_mid_download() {
+    session_open rs || return 1
+    local out=$PH_WORKDIR/client/restart-big.bin pid rc size
+    rm -f "$out" "$STATE"
+    client "${CURL[@]}" --limit-rate 1500k --ftp-pasv --disable-epsv -o "$out" \
+        "ftp://$SV4/big.bin" &
+    pid=$!
+    sleep 2
+    size=$(stat -c %s "$out" 2>/dev/null || echo 0)
+    if ! kill -0 "$pid" 2>/dev/null || [ "$size" -ge $((8 * 1024 * 1024)) ]; then
+        echo "the download was over before the restart ($size bytes)"
+        wait "$pid"
+        return 1
+    fi
+    pinhole_signal_exit TERM || { wait "$pid"; return 1; }
+    if ! grep 'state saved' "$PINHOLE_LOG"; then
+        echo "no 'state saved' in the log:"
+        tail -n 5 "$PINHOLE_LOG"
+        wait "$pid"
+        return 1
+    fi
+    pinhole_start --restore || { wait "$pid"; return 1; }
+    local flows
+    flows=$(restored_sum flows)
+    echo "restored flows: $flows (pinholes $(restored_sum pinholes))"
+    [ -e "$STATE" ] && { echo "the state file was not removed after loading"; wait "$pid"; return 1; }
+    wait "$pid"
+    rc=$?
+    [ "$rc" = 0 ] || { echo "curl exit status $rc across the restart"; return 1; }
+    cmp "$PH_WORKDIR/ftp/big.bin" "$out" || return 1
+    echo "big.bin: intact across the restart ($size bytes before it)"
+    # The two control connections and the data connection at least.
+    [ "$flows" -ge 3 ] || return 1
+    session_get rs small.txt || return 1
+    session_close rs
+}
+
+# `pinhole snapshot` writes the state file on demand, the daemon keeps running.
+check_snapshot_command() {
+    rm -f "$STATE"
+    local out
+    out=$(ctl snapshot --json) || return 1
+    echo "$out"
+    python3 "$PJ" -t "data['state_file'] == '$STATE' and data['workers_answered'] == 2 \
+        and data['bytes'] > 0" <<<"$out" || return 1
+    python3 "$PJ" -t "data['format'] == 'pinhole-state' and len(data['workers']) == 2" \
+        <"$STATE" || return 1
+    pinhole_alive
+}
+
+# A state file that cannot be used: refused with a clear error naming the
+# file, the daemon starts empty and works.
+check_restore_refused() {   # KIND (corrupt|incompatible) EXPECTED_TEXT
+    # (The stop writes a good state file; the bad one replaces it.)
+    pinhole_signal_exit TERM || return 1
+    case $1 in
+        corrupt) printf '{"format":"pinhole-state","version":1,"workers":[{' >"$STATE" ;;
+        incompatible) printf '{"format":"pinhole-state","version":999,"workers":[]}\n' >"$STATE" ;;
+    esac
+    pinhole_start --restore || return 1
+    if ! grep 'state not restored, starting empty' "$PINHOLE_LOG" | grep -F "$STATE" |
+            grep -F "$2"; then
+        echo "no refusal naming $STATE and '$2' in the log:"
+        tail -n 5 "$PINHOLE_LOG"
+        return 1
+    fi
+    ftp_tftp_work
+}
+
+# SIGHUPs every 100 ms, alternating two valid rules files, while an FTP
+# download and TFTP reads run: every transfer completes, no reload fails.
+check_reload_race() {
+    local r0 f0 pid i rc=0
+    r0=$(pstatus reloads) && f0=$(pstatus reload_failures) || return 1
+    local out=$PH_WORKDIR/client/race-big.bin
+    rm -f "$out"
+    client "${CURL[@]}" --limit-rate 4m --ftp-pasv --disable-epsv -o "$out" \
+        "ftp://$SV4/big.bin" &
+    pid=$!
+    (
+        for ((i = 0; i < 30; i++)); do
+            if ((i % 2)); then cp "$RULES_WRITE" "$RULES"; else cp "$RULES_SHIPPED" "$RULES"; fi
+            kill -HUP "$PINHOLE_PID"
+            sleep 0.1
+        done
+        cp "$RULES_SHIPPED" "$RULES"
+        kill -HUP "$PINHOLE_PID"
+    ) &
+    local hups=$!
+    tftp_get "$SV4" image.bin || rc=1
+    tftp_get -6 "$SV6" image.bin || rc=1
+    wait "$hups"
+    wait "$pid" || { echo "curl failed during the reloads"; rc=1; }
+    cmp "$PH_WORKDIR/ftp/big.bin" "$out" || rc=1
+    ph_wait_for "the last reload" 10 status_at_least reloads $((r0 + 2)) || rc=1
+    local r1 f1
+    r1=$(pstatus reloads) && f1=$(pstatus reload_failures) || return 1
+    echo "reloads $r0 -> $r1 (signals may coalesce), reload_failures $f0 -> $f1"
+    [ "$f1" = "$f0" ] || rc=1
+    return $rc
+}
+
+# The kernel's count of packets dropped because queue N was full (field 6 of
+# /proc/net/netfilter/nfnetlink_queue in the firewall namespace).
+queue_dropped() {
+    ph_in_fw cat /proc/net/netfilter/nfnetlink_queue | awk '{ s += $6 } END { print s + 0 }'
+}
+
+# Queue overflow: pinhole stopped (SIGSTOP) with a 16-packet queue, 200 pings
+# sent. Fail-closed, the kernel drops what does not fit and counts it, and no
+# ping is answered; fail-open (queue bypass and NFQA_CFG_F_FAIL_OPEN), what
+# does not fit is accepted and answered.
+check_queue_overflow() {   # closed|open
+    local d0 d1 got rc=0
+    local -a extra=()
+    [ "$1" = open ] && extra=(--fail-open)
+    pinhole_signal_exit TERM && pinhole_start --queue-maxlen 16 "${extra[@]}" || return 1
+    d0=$(queue_dropped)
+    kill -STOP "$PINHOLE_PID" || return 1
+    got=$(ph_in_client ping -n -q -c 200 -i 0.01 -W 1 "$SV4" 2>&1 | grep -o '[0-9]* received' | cut -d' ' -f1)
+    d1=$(queue_dropped)
+    kill -CONT "$PINHOLE_PID"
+    echo "fail-$1: ${got:-0} of 200 pings answered; kernel queue_dropped $d0 -> $d1"
+    case $1 in
+        closed) [ "${got:-0}" -eq 0 ] && [ "$d1" -gt "$d0" ] || rc=1 ;;
+        open) [ "${got:-0}" -gt 100 ] || rc=1 ;;
+    esac
+    # Afterwards the daemon catches up and works; then back to the usual queue length.
+    ftp_tftp_work || rc=1
+    pinhole_signal_exit TERM && pinhole_start "${extra[@]}" || rc=1
+    return $rc
+}
+
+# --------------------------------------------------------------------------
 # Checks: failing closed / open, stopping
 # --------------------------------------------------------------------------
 check_sigkill_leaves_rules() {
@@ -827,6 +974,16 @@ run_mode() {
     check "ABOR mid-transfer (RFC 959 IP/Synch), then RETR on the same session" \
         check_abort rfc959
 
+    # Restart without loss.
+    check "SIGTERM mid-download, run --restore: the 8 MiB download completes intact and an idle session opens a new PASV" \
+        check_restart_mid_download
+    check "pinhole snapshot writes the state file (both workers) and the daemon runs on" \
+        check_snapshot_command
+    check "a corrupt state file is refused with an error naming it; the daemon starts empty and works" \
+        check_restore_refused corrupt "is corrupt"
+    check "an incompatible state file (version 999) is refused; the daemon starts empty and works" \
+        check_restore_refused incompatible "is incompatible"
+
     # FTP that the policy refuses (no session held open: its pinholes could admit the probes).
     check "SYN into the passive range without PASV times out (server would reset it)" \
         check_passive_range_closed
@@ -850,6 +1007,8 @@ run_mode() {
     check "the held control session still transfers after the good reload" \
         session_get list small.txt
     session_close list
+    check "30 SIGHUPs racing an FTP download and TFTP reads: all complete, no reload fails" \
+        check_reload_race
 
     # TFTP: tftpd-hpa --port-range 30000:30009, the policy as shipped (read-only).
     check "TFTP read over IPv4 (tftpd --port-range, server_ports)" tftp_get "$SV4" image.bin
@@ -894,6 +1053,8 @@ run_mode() {
     check "SIGSTOP: FTP and TFTP blocked while pinhole is stopped" \
         stopped_blocks
     check "SIGCONT: transfers work again" ftp_tftp_work
+    check "queue overflow, fail-closed (queue of 16, pinhole stopped): kernel drops and counts, nothing passes" \
+        check_queue_overflow closed
     check "SIGKILL: pinhole dies, its rules stay" check_sigkill_leaves_rules
     check "after SIGKILL: FTP and TFTP blocked (fail-closed)" ftp_tftp_blocked
     if ! check "start with --fail-open over the rules the killed daemon left" \
@@ -904,6 +1065,8 @@ run_mode() {
         pinhole_start --fail-open >/dev/null 2>&1
     fi
     check "with --fail-open running: transfers work" ftp_tftp_work
+    check "queue overflow, fail-open (queue of 16, pinhole stopped): what does not fit passes" \
+        check_queue_overflow open
     check "SIGKILL the --fail-open daemon" check_sigkill_leaves_rules
     check "after SIGKILL with --fail-open: FTP and TFTP pass (queue bypass)" ftp_tftp_work
     check "leftover rules removed by hand" purge_leftover_rules
@@ -980,6 +1143,7 @@ main() {
     mkdir -p "$PH_WORKDIR/checks"
     RULES=$PH_WORKDIR/rules.toml
     CTL=$PH_WORKDIR/ctl.sock
+    STATE=$PH_WORKDIR/state.json
     note "pinhole e2e on NFQUEUE: $("$PINHOLE_BIN" --version), modes ${MODES[*]}, work dir $PH_WORKDIR"
     ph_versions | sed 's/^/# /'
 
