@@ -802,3 +802,50 @@ fn abort_quit_and_rein_close_what_was_negotiated() {
         );
     }
 }
+
+/// All control connections of an engine together hold at most `limits.max_stream_bytes`:
+/// many connections each parking out-of-order bytes below their own cap cannot add up to
+/// unbounded memory. Segments beyond it are dropped (the sender retransmits), and the room
+/// comes back when a connection goes.
+#[test]
+fn buffered_control_stream_bytes_are_capped_per_engine() {
+    let policy =
+        "[[rule]]\naction = \"allow\"\ninspect = \"ftp\"\n[limits]\nmax_stream_bytes = 8000\n";
+    let mut h = Harness::new(policy);
+    let mut sessions = Vec::new();
+    for i in 0..4u16 {
+        let client = format!("198.51.100.{}:40000", 10 + i);
+        let mut s = TcpSession::new(sock(&client), sock(SERVER), 1_000, 7_000);
+        for frame in s.handshake() {
+            h.accept(&frame);
+        }
+        sessions.push(s);
+    }
+    // Each connection parks 3000 bytes after a one-byte gap (below its own 16 KiB cap).
+    let parked = vec![b'A'; 3000];
+    let mut refused = 0;
+    for s in &sessions {
+        let d = h.send(&s.client_raw(flags::ACK, 1, &parked));
+        if d.reason == Some(Reason::FtpReassemblyLimit) {
+            refused += 1;
+        }
+        assert!(
+            h.engine.stream_bytes() <= 8000,
+            "{}",
+            h.engine.stream_bytes()
+        );
+    }
+    assert_eq!(
+        refused, 2,
+        "two connections fit under 8000 bytes, two do not"
+    );
+    assert_eq!(h.engine.stream_bytes(), 6000);
+    assert_eq!(h.engine.counters().drops.get(Reason::FtpReassemblyLimit), 2);
+    // The first connection resets and leaves: its bytes are released, a refused one fits now.
+    h.accept(&sessions[0].client_rst());
+    h.advance(60);
+    assert_eq!(h.engine.stream_bytes(), 3000);
+    let d = h.send(&sessions[3].client_raw(flags::ACK, 1, &parked));
+    assert_eq!(d.reason, None, "{d:?}");
+    assert_eq!(h.engine.stream_bytes(), 6000);
+}

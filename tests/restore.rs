@@ -235,6 +235,13 @@ fn sessions_carry_on_after_a_restart_through_the_state_file() {
     let mut s = Sessions::start();
     s.restart(&dir);
     s.carry_on();
+    // Root only: it holds control-stream bytes in flight.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path("state.json"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
     // Nothing but the state file is left in the directory (the temporary file was renamed).
     let names: Vec<_> = std::fs::read_dir(&dir.0)
         .unwrap()

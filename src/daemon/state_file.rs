@@ -2,7 +2,8 @@
 //! `pinhole snapshot`, read by `pinhole run --restore`, so sessions survive a restart or an
 //! upgrade of pinhole itself.
 //!
-//! JSON, versioned ([`FORMAT`], [`VERSION`]), written atomically: a temporary file beside the
+//! JSON, versioned ([`FORMAT`], [`VERSION`]), readable by root only (mode 0600), written
+//! atomically: a temporary file beside the
 //! target, flushed to disk, renamed over it, and the directory synced, so a crash leaves the
 //! old file or the new one, never half of one. Reading checks the header first, so a file of
 //! another format or version is refused with a clear error rather than a parse error deep in
@@ -12,6 +13,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -148,7 +150,12 @@ impl StateFile {
             .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
         let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let result = (|| {
-            let file = File::create(&tmp)?;
+            // Root only, like the control socket: it holds control-stream bytes in flight.
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
             let mut out = BufWriter::new(file);
             serde_json::to_writer(&mut out, self).map_err(io::Error::other)?;
             out.write_all(b"\n")?;

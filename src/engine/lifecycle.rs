@@ -472,6 +472,9 @@ impl Engine {
             packets: flow.total_packets(),
             bytes: flow.total_bytes(),
         });
+        if let Some(AlgState::Ftp(ftp)) = &flow.alg {
+            self.stream_bytes = self.stream_bytes.saturating_sub(ftp.buffered());
+        }
         match &flow.alg {
             Some(AlgState::Ftp(ftp)) if !ftp.options().data_outlives_control => {
                 for &child in ftp.children() {

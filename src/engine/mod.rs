@@ -95,6 +95,8 @@ pub struct Engine {
     tftp_transfers: HashMap<(IpAddr, u16), FlowHandle, foldhash::fast::RandomState>,
     /// Offload mode: flows that need no more inspection are handed to the kernel.
     offload: bool,
+    /// Bytes held by all FTP inspectors (see `limits.max_stream_bytes`).
+    stream_bytes: usize,
 }
 
 fn defrag_limits(policy: &Policy) -> DefragLimits {
@@ -120,6 +122,7 @@ impl Engine {
             now: Instant::ZERO,
             tftp_transfers: HashMap::with_hasher(foldhash::fast::RandomState::default()),
             offload: false,
+            stream_bytes: 0,
             policy,
         }
     }
@@ -155,6 +158,11 @@ impl Engine {
     /// The flow table (read-only), for status displays.
     pub fn flows(&self) -> &FlowTable {
         &self.flows
+    }
+
+    /// Bytes all FTP inspectors hold (under `limits.max_stream_bytes`).
+    pub fn stream_bytes(&self) -> usize {
+        self.stream_bytes
     }
 
     /// The pinhole table (read-only), for status displays.

@@ -106,7 +106,10 @@ impl Engine {
             };
             flow.parent = flow.parent.and_then(|p| map.get(&p).copied());
             match flow.alg.as_mut() {
-                Some(AlgState::Ftp(ftp)) => ftp.remap_children(|h| map.get(&h).copied()),
+                Some(AlgState::Ftp(ftp)) => {
+                    ftp.remap_children(|h| map.get(&h).copied());
+                    self.stream_bytes += ftp.buffered();
+                }
                 Some(AlgState::TftpTransfer(_)) => {
                     let end = (flow.tuple.dst, flow.tuple.dport);
                     self.tftp_transfers.insert(end, new);

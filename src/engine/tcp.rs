@@ -109,7 +109,17 @@ impl Engine {
         let stream_start = tracker.stream_start(dir);
         let outcome = match (&mut flow.alg, stream_start) {
             (Some(AlgState::Ftp(ftp)), Some(start)) if !seg.flags.rst() => {
-                Some(ftp.on_segment(dir, seg, start))
+                let before = ftp.buffered();
+                if !seg.payload.is_empty()
+                    && self.stream_bytes + seg.payload.len() > self.policy.limits.max_stream_bytes
+                {
+                    // All inspectors together hold their cap: refuse new bytes until
+                    // acknowledgements free room (the sender retransmits).
+                    return Some(Decision::drop(Reason::FtpReassemblyLimit, Some(tuple)));
+                }
+                let outcome = ftp.on_segment(dir, seg, start);
+                self.stream_bytes = self.stream_bytes - before + ftp.buffered();
+                Some(outcome)
             }
             _ => None,
         };
@@ -215,7 +225,10 @@ impl Engine {
         };
         let outcome = match (&mut flow.alg, start) {
             (Some(AlgState::Ftp(ftp)), Some(start)) => {
-                ftp.on_segment(Direction::Original, seg, start)
+                let before = ftp.buffered();
+                let outcome = ftp.on_segment(Direction::Original, seg, start);
+                self.stream_bytes = self.stream_bytes - before + ftp.buffered();
+                outcome
             }
             _ => return Decision::accept(Some(tuple)),
         };

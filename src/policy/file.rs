@@ -131,6 +131,7 @@ limits_table!(
     max_flows_per_source,
     max_pinholes,
     max_pinholes_per_client,
+    max_stream_bytes,
     max_fragment_datagrams,
     max_fragment_bytes,
     max_fragments_per_datagram,

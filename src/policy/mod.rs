@@ -229,6 +229,11 @@ pub struct Limits {
     /// connection or sent the TFTP requests), over all its connections. Beyond it, new
     /// pinholes are refused like a full table.
     pub max_pinholes_per_client: usize,
+    /// Bytes the FTP inspectors of one engine hold in all (unacknowledged and out-of-order
+    /// control-stream bytes, partial lines): beyond it, control segments that carry data are
+    /// dropped as `ftp_reassembly_limit` (TCP sends them again) until acknowledgements free
+    /// room. Each connection has its own smaller caps too.
+    pub max_stream_bytes: usize,
     /// Datagrams under reassembly; when full, the oldest is evicted.
     pub max_fragment_datagrams: usize,
     /// Bytes held for reassembly; when full, the oldest datagrams are evicted.
@@ -248,6 +253,7 @@ impl Default for Limits {
             max_flows_per_source: 16_384,
             max_pinholes: 65_536,
             max_pinholes_per_client: 256,
+            max_stream_bytes: 64 << 20,
             max_fragment_datagrams: 1024,
             max_fragment_bytes: 4 << 20,
             max_fragments_per_datagram: 64,

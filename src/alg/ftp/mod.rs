@@ -243,6 +243,14 @@ impl FtpControl {
         &self.children
     }
 
+    /// Bytes this inspector holds: unacknowledged and out-of-order stream bytes, partial
+    /// lines, reply text. The engine sums them under `limits.max_stream_bytes`.
+    pub fn buffered(&self) -> usize {
+        self.streams.iter().map(HalfStream::buffered).sum::<usize>()
+            + self.lines.iter().map(|l| l.partial().len()).sum::<usize>()
+            + self.reply.text.len()
+    }
+
     /// Rewrites the children's handles after a restore put them at new places in the flow
     /// table; children `map` does not know (not restored) are forgotten.
     pub fn remap_children(
