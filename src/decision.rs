@@ -155,6 +155,9 @@ reasons! {
     FtpBlocked = "ftp_blocked", "FTP control connection blocked after a violation";
     /// The control stream's reassembly buffer is full; TCP will retransmit.
     FtpReassemblyLimit = "ftp_reassembly_limit", "FTP control stream reassembly buffer full";
+    /// A CR or LF inside a Telnet command (option code or subnegotiation): the inspector skips
+    /// those bytes, a server without Telnet handling would read a line from them.
+    FtpTelnetLineBreak = "ftp_telnet_line_break", "line break inside a Telnet command sequence";
     // ---- TFTP inspection (RFC 1350, 2347-2349, 7440) --------------------------------------
     /// A TFTP packet shorter than its fixed fields.
     TftpTruncated = "tftp_truncated", "TFTP packet cut short";

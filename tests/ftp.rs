@@ -849,3 +849,42 @@ fn buffered_control_stream_bytes_are_capped_per_engine() {
     assert_eq!(d.reason, None, "{d:?}");
     assert_eq!(h.engine.stream_bytes(), 6000);
 }
+
+/// A command hidden in Telnet framing: the inspector skips `IAC SB ... IAC SE` and the option
+/// byte after `IAC WILL/WONT/DO/DONT`, but a server that ignores Telnet reads a line break
+/// there and a command after it. A line break in those places is refused.
+#[test]
+fn line_breaks_inside_telnet_commands_are_refused() {
+    for hidden in [
+        &b"\xff\xfa\r\nPORT 203,0,113,9,0,80\r\n\xff\xf0NOOP\r\n"[..],
+        &b"\xff\xfb\nPORT 203,0,113,9,0,80\r\n"[..],
+    ] {
+        let mut f = Ftp::new();
+        let frame = f.s.client_data(hidden);
+        let d = f.h.send(&frame);
+        assert_eq!(
+            (d.verdict, d.reason),
+            (Verdict::Reject, Some(Reason::FtpTelnetLineBreak)),
+            "{d:?}"
+        );
+        assert!(violations(&d).contains(&Reason::FtpTelnetLineBreak));
+    }
+    // Telnet commands without line breaks inside stay harmless and are skipped.
+    let mut f = Ftp::new();
+    f.client_ok("\u{ff}\u{fb}\u{1}NOOP");
+}
+
+/// Checksum insertion: a segment the receiver would discard (wrong checksum) must not be read
+/// by the inspector either; the sender's real segment at the same sequence number then is.
+#[test]
+fn a_segment_with_a_wrong_checksum_is_not_inspected() {
+    let mut f = Ftp::new();
+    let mut bad =
+        f.s.client_raw(flags::ACK | flags::PSH, 0, b"PORT 203,0,113,9,0,80\r\n");
+    // Ethernet (14) + IPv4 (20) + TCP checksum at offset 16.
+    bad[14 + 20 + 16] ^= 0xff;
+    f.h.drop(&bad, Reason::BadChecksum);
+    f.client_ok("PASV");
+    let d = f.server("227 Entering Passive Mode (192,0,2,10,156,65).");
+    assert_eq!(opened(&d).len(), 1, "the bogus PORT left no trace: {d:?}");
+}

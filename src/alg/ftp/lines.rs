@@ -125,6 +125,11 @@ impl LineAssembler {
                         other => Some(other),
                     }
                 }
+                // A line break where a Telnet option code or subnegotiation goes: a server that
+                // does not speak Telnet (most) would read a command line the inspector skipped.
+                Telnet::Option | Telnet::Sub(_) | Telnet::SubIac(_) if b == b'\r' || b == b'\n' => {
+                    return Err(Reason::FtpTelnetLineBreak);
+                }
                 Telnet::Option => {
                     self.telnet = Telnet::Data;
                     None

@@ -321,6 +321,9 @@ impl FtpControl {
                     format!("line longer than {} bytes", self.options.max_line)
                 }
                 Reason::FtpNulInLine => "NUL byte in a line".to_owned(),
+                Reason::FtpTelnetLineBreak => {
+                    "CR or LF inside a Telnet command (IAC option or subnegotiation)".to_owned()
+                }
                 _ => "CR not followed by LF".to_owned(),
             };
             self.violate(dir, reason, detail, out);
