@@ -155,6 +155,8 @@ reasons! {
     FtpBlocked = "ftp_blocked", "FTP control connection blocked after a violation";
     /// The control stream's reassembly buffer is full; TCP will retransmit.
     FtpReassemblyLimit = "ftp_reassembly_limit", "FTP control stream reassembly buffer full";
+    /// A SYN carrying data (TCP Fast Open) opened an FTP control connection.
+    FtpSynData = "ftp_syn_data", "data in the SYN of an FTP control connection (TCP Fast Open)";
     /// A CR or LF inside a Telnet command (option code or subnegotiation): the inspector skips
     /// those bytes, a server without Telnet handling would read a line from them.
     FtpTelnetLineBreak = "ftp_telnet_line_break", "line break inside a Telnet command sequence";

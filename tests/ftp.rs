@@ -888,3 +888,26 @@ fn a_segment_with_a_wrong_checksum_is_not_inspected() {
     let d = f.server("227 Entering Passive Mode (192,0,2,10,156,65).");
     assert_eq!(opened(&d).len(), 1, "the bogus PORT left no trace: {d:?}");
 }
+
+/// TCP Fast Open (RFC 7413): a PORT in the SYN would reach a Fast Open server before the
+/// inspector reads the stream. The SYN is dropped and leaves no flow; the client's retry
+/// without data opens the control connection as usual.
+#[test]
+fn a_syn_carrying_data_to_an_ftp_port_is_refused() {
+    let mut h = Harness::default_policy();
+    let mut s = TcpSession::new(sock(CLIENT), sock(SERVER), 1_000, 7_000);
+    let tfo = TcpBuilder::new(sock(CLIENT), sock(SERVER), flags::SYN, 1_000, 0, 65535)
+        .build(b"PORT 203,0,113,9,0,80\r\n");
+    let d = h.send(&tfo);
+    assert_eq!(
+        (d.verdict, d.reason),
+        (Verdict::Drop, Some(Reason::FtpSynData)),
+        "{d:?}"
+    );
+    assert!(violations(&d).contains(&Reason::FtpSynData));
+    assert_eq!(h.engine.flows().len(), 0, "nothing kept");
+    for frame in s.handshake() {
+        h.accept(&frame);
+    }
+    h.accept(&s.server_data(b"220 ready\r\n"));
+}
