@@ -42,6 +42,11 @@ pub enum StreamError {
     Full,
 }
 
+/// Capacity of the unacknowledged-bytes buffer grows by doubling up to this, exactly beyond.
+const GROWTH_CAP: usize = 64 * 1024;
+/// Capacity kept after acknowledgements empty the buffer (control connections send little).
+const KEEP_CAPACITY: usize = 4 * 1024;
+
 /// One direction of a TCP stream.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct HalfStream {
@@ -95,6 +100,14 @@ impl HalfStream {
                 .unwrap_or(usize::MAX)
                 .min(self.unacked.len());
             self.unacked.drain(..n);
+            // Give the memory back once most of it is acknowledged: a connection that once
+            // buffered 64 KiB must not keep it for its lifetime.
+            if self.unacked.capacity() > KEEP_CAPACITY
+                && self.unacked.len() < self.unacked.capacity() / 4
+            {
+                self.unacked
+                    .shrink_to(self.unacked.len().max(KEEP_CAPACITY));
+            }
         }
     }
 
@@ -137,6 +150,13 @@ impl HalfStream {
 
     fn deliver(&mut self, bytes: &[u8], deliver: &mut impl FnMut(&[u8])) {
         deliver(bytes);
+        // Grow by doubling up to the usual cap, exactly past it: doubling alone would take a
+        // buffer of 65,000 bytes to 128 KiB of capacity.
+        let want = self.unacked.len() + bytes.len();
+        if want > self.unacked.capacity() {
+            let target = want.next_power_of_two().min(want.max(GROWTH_CAP));
+            self.unacked.reserve_exact(target - self.unacked.len());
+        }
         self.unacked.extend(bytes.iter().copied());
         self.next += bytes.len() as u64;
         self.next_seq = self.next_seq.wrapping_add(bytes.len() as u32);

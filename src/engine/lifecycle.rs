@@ -334,6 +334,10 @@ impl Engine {
                     self.end_finished_transfer((opening.dst, opening.dport), &mut events);
                 }
                 if let Some(cause) = refused {
+                    if matches!(cause, Refusal::PeerQuota) {
+                        // (Refusals by the table are counted where they happen.)
+                        self.counters.pinholes_refused += 1;
+                    }
                     let (reason, detail) = self.pinhole_refusal(&request.opening, tuple.src, cause);
                     let mut refusal = AlgOutcome::default();
                     if let Some(AlgState::Ftp(ftp)) =
@@ -466,6 +470,13 @@ impl Engine {
     ) {
         self.counters.flows_closed += 1;
         self.close_pinholes_of(handle, events);
+        // A data connection leaves its control connection's list of children.
+        if let Some(parent) = flow.parent
+            && let Some(Some(AlgState::Ftp(ftp))) =
+                self.flows.get_mut(parent).map(|f| f.alg.as_mut())
+        {
+            ftp.forget_child(handle);
+        }
         events.push(Event::FlowClosed {
             flow: flow.tuple,
             cause,

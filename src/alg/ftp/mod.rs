@@ -183,8 +183,8 @@ pub struct FtpControl {
     epsv_all: bool,
 }
 
-/// Most children remembered (for closing them with the control connection).
-const MAX_CHILDREN: usize = 64;
+/// Capacity of the delivered-bytes scratch buffer kept between segments.
+const SCRATCH_KEEP: usize = 4 * 1024;
 
 impl FtpControl {
     /// Starts inspecting the control connection `flow` (client first).
@@ -230,12 +230,16 @@ impl FtpControl {
         self.tls
     }
 
-    /// Remembers a data connection admitted through one of this connection's pinholes.
+    /// Remembers a data connection admitted through one of this connection's pinholes (until
+    /// it ends: [`FtpControl::forget_child`]). The list holds live flows only, so the flow
+    /// table's cap bounds it.
     pub fn add_child(&mut self, child: crate::conntrack::FlowHandle) {
-        if self.children.len() >= MAX_CHILDREN {
-            self.children.remove(0);
-        }
         self.children.push(child);
+    }
+
+    /// Forgets a data connection that ended.
+    pub fn forget_child(&mut self, child: crate::conntrack::FlowHandle) {
+        self.children.retain(|&c| c != child);
     }
 
     /// Data connections admitted through this connection's pinholes.
@@ -299,6 +303,10 @@ impl FtpControl {
                 );
                 self.violate(dir, Reason::FtpStreamConflict, detail, &mut out);
             }
+        }
+        // Reused across segments, but a large one does not pin its size for the connection.
+        if delivered.capacity() > SCRATCH_KEEP {
+            delivered = Vec::new();
         }
         self.scratch = delivered;
         out
