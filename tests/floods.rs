@@ -1592,13 +1592,13 @@ fn acknowledged_bytes_give_their_memory_back() {
     // The buffer's capacity (at most the cap, 64 KiB) and the segment being delivered (the
     // inspector's scratch buffer, up to 4 KiB kept).
     assert!(
-        peak <= connection + MAX_UNACKED + 4 * KIB,
+        peak <= connection + MAX_UNACKED + 4 * KIB + NOISE,
         "{peak} bytes at the peak for 65,000 bytes unacknowledged"
     );
     // What stays is the connection and the 4 KiB of capacity the buffer keeps for the next
-    // replies, not the 64 KiB it once held.
+    // replies, not the 64 KiB it once held (NOISE: the harness's other threads).
     assert!(
-        kept <= connection + 4 * KIB,
+        kept <= connection + 4 * KIB + NOISE,
         "{kept} bytes kept after the acknowledgement"
     );
 }
