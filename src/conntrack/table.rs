@@ -366,17 +366,8 @@ impl FlowTable {
 
     /// Every flow with its handle, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (FlowHandle, &Flow)> {
-        self.slots.iter().enumerate().filter_map(|(slot, record)| {
-            record.entry.as_ref().map(|entry| {
-                (
-                    FlowHandle {
-                        slot: slot as u32,
-                        generation: record.generation,
-                    },
-                    &entry.flow,
-                )
-            })
-        })
+        self.iter_with_deadlines()
+            .map(|(handle, flow, _)| (handle, flow))
     }
 }
 
