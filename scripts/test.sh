@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test of pinhole: formatting, lints, unit, property, golden-replay and CLI tests.
+# Runs every test of pinhole: formatting, lints, unit, property, golden-replay, CLI and fuzz smoke tests.
 # Usage: scripts/test.sh        (from anywhere; as root it may install missing tools with apt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,8 @@ echo "== cargo test (unit, integration, golden replays, property tests)"
 cargo test --locked --all-targets
 echo "== doc tests"
 cargo test --locked --doc
+echo "== fuzz smoke (every fuzz target for 30 s on stable Rust, seeded from pcaps/)"
+scripts/fuzz-smoke.sh 30
 echo "== end-to-end: pinhole run inline between real servers and clients in network namespaces"
 if [ "$(id -u)" = 0 ]; then
     tests/e2e/nfqueue.sh

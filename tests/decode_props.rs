@@ -24,6 +24,8 @@ fn link() -> impl Strategy<Value = LinkType> {
     ]
 }
 
+/// A well-formed frame: a TCP segment, a UDP datagram, an ICMP echo, or an IP fragment of a UDP
+/// datagram, over IPv4 or IPv6.
 fn valid_frame() -> impl Strategy<Value = Vec<u8>> {
     let v4 = (any::<[u8; 4]>(), any::<[u8; 4]>()).prop_map(|(a, b)| {
         (
@@ -42,12 +44,19 @@ fn valid_frame() -> impl Strategy<Value = Vec<u8>> {
         any::<u8>(),
         any::<u32>(),
         proptest::collection::vec(any::<u8>(), 0..64),
-        0..3u8,
+        0..4u8,
     )
         .prop_map(|((src, dst), flags, seq, payload, kind)| match kind {
             0 => TcpBuilder::new(src, dst, flags, seq, seq ^ 0x5555, 1000).build(&payload),
             1 => testkit::udp(src, dst, &payload),
-            _ => testkit::icmp_echo(src.ip(), dst.ip(), 7, 1, flags & 1 == 0),
+            2 => testkit::icmp_echo(src.ip(), dst.ip(), 7, 1, flags & 1 == 0),
+            // One fragment (first, middle or last) of a UDP datagram cut into 16-byte pieces.
+            _ => {
+                let mut data = payload;
+                data.resize(data.len().max(40), 0x5a);
+                let pieces = testkit::fragment(&testkit::udp(src, dst, &data), 16, seq);
+                pieces[seq as usize % pieces.len()].clone()
+            }
         })
 }
 

@@ -1,6 +1,7 @@
 //! Property tests for the TFTP parser and inspector: no input panics them, what a client
-//! builds parses back to the same fields, and random datagrams at a transfer never admit
-//! anything the transfer did not open.
+//! builds parses back to the same fields, a strict prefix of a packet never reads as more than
+//! the packet, and random datagrams at a transfer never admit anything the transfer did not
+//! open.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,7 +9,7 @@ mod common;
 
 use common::Harness;
 use pinhole::testkit::{self, sock, tftp};
-use pinhole::wire::tftp::{Mode, RequestKind, TftpPacket, parse};
+use pinhole::wire::tftp::{Mode, Options, RequestKind, TftpPacket, parse};
 use pinhole::{Reason, Verdict};
 use proptest::prelude::*;
 
@@ -17,7 +18,115 @@ fn filename() -> impl Strategy<Value = String> {
     "[a-zA-Z0-9._/-]{1,40}"
 }
 
+/// Options as sent: the known ones with values in range (in any case), and unknown ones.
+fn options() -> impl Strategy<Value = Vec<(String, String)>> {
+    (
+        prop::option::of(8u16..=65464),
+        prop::option::of(1u8..=255),
+        prop::option::of(1u16..=65535),
+        proptest::collection::vec(("x-[a-z]{1,8}", "[a-z0-9]{0,8}"), 0..3),
+        any::<bool>(),
+    )
+        .prop_map(|(blksize, timeout, windowsize, unknown, upper)| {
+            let mut out = Vec::new();
+            let name = |n: &str| {
+                if upper {
+                    n.to_ascii_uppercase()
+                } else {
+                    n.to_owned()
+                }
+            };
+            if let Some(v) = blksize {
+                out.push((name("blksize"), v.to_string()));
+            }
+            if let Some(v) = timeout {
+                out.push((name("timeout"), v.to_string()));
+            }
+            if let Some(v) = windowsize {
+                out.push((name("windowsize"), v.to_string()));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (n, v) in unknown {
+                if seen.insert(n.clone()) {
+                    out.push((n, v));
+                }
+            }
+            out
+        })
+}
+
+fn option_count(options: &Options<'_>) -> usize {
+    let k = options.known;
+    usize::from(k.blksize.is_some())
+        + usize::from(k.timeout.is_some())
+        + usize::from(k.tsize.is_some())
+        + usize::from(k.windowsize.is_some())
+        + options.unknown.len()
+}
+
+/// `part` has no option `whole` lacks, and fewer of them.
+fn fewer_options(part: &Options<'_>, whole: &Options<'_>) -> bool {
+    let (p, w) = (part.known, whole.known);
+    p.blksize.is_none_or(|v| w.blksize == Some(v))
+        && p.timeout.is_none_or(|v| w.timeout == Some(v))
+        && p.tsize.is_none_or(|v| w.tsize == Some(v))
+        && p.windowsize.is_none_or(|v| w.windowsize == Some(v))
+        && whole.unknown.starts_with(&part.unknown)
+        && option_count(part) < option_count(whole)
+}
+
 proptest! {
+    /// Every strict prefix of a valid RRQ, WRQ, DATA, ACK, ERROR or OACK is refused or parses as
+    /// the same kind of packet saying less: the same request with fewer options, the same block
+    /// with fewer bytes, an OACK with fewer options. ACK and ERROR have no valid strict prefix.
+    #[test]
+    fn strict_prefixes_never_read_as_more(
+        file in filename(),
+        mode in prop::sample::select(vec!["octet", "netascii", "MAIL"]),
+        options in options(),
+        block in any::<u16>(),
+        data_len in 0usize..600,
+        code in 0u16..=8,
+        message in "[ -~]{0,40}",
+    ) {
+        let refs: Vec<(&str, &str)> = options.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let mut packets = vec![
+            tftp::rrq(&file, mode, &refs),
+            tftp::wrq(&file, mode, &refs),
+            tftp::data(block, data_len),
+            tftp::ack(block),
+            tftp::error(code, &message),
+        ];
+        if !refs.is_empty() {
+            packets.push(tftp::oack(&refs));
+        }
+        for bytes in &packets {
+            let whole = parse(bytes);
+            prop_assert!(whole.is_ok(), "{:02x?} does not parse: {:?}", bytes, whole);
+            let whole = whole.unwrap();
+            for len in 0..bytes.len() {
+                let Ok(prefix) = parse(&bytes[..len]) else {
+                    continue;
+                };
+                let fewer = match (&prefix, &whole) {
+                    (
+                        TftpPacket::Request { kind: k1, filename: f1, mode: m1, options: o1 },
+                        TftpPacket::Request { kind: k2, filename: f2, mode: m2, options: o2 },
+                    ) => k1 == k2 && f1 == f2 && m1 == m2 && fewer_options(o1, o2),
+                    (
+                        TftpPacket::Data { block: b1, data: d1 },
+                        TftpPacket::Data { block: b2, data: d2 },
+                    ) => b1 == b2 && d1.len() < d2.len() && d2.starts_with(d1),
+                    (TftpPacket::Oack { options: o1 }, TftpPacket::Oack { options: o2 }) => {
+                        fewer_options(o1, o2)
+                    }
+                    _ => false,
+                };
+                prop_assert!(fewer, "prefix {} of {:02x?} reads as {:?}, the whole as {:?}", len, bytes, prefix, whole);
+            }
+        }
+    }
+
     #[test]
     fn the_parser_takes_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let _ = parse(&bytes);
