@@ -56,11 +56,13 @@ logs="fuzz/target/smoke-logs"
 mkdir -p "$logs"
 declare -A pid_of
 run_target() {
-    local t=$1
+    local t=$1 max_len=4096
+    # Room for the JSON sequences of fuzz/regressions/engine_sequence, which also seed it.
+    [ "$t" != engine_sequence ] || max_len=16384
     mkdir -p "fuzz/artifacts/$t"
     # -timeout: one input taking 10 s is a hang; -rss_limit_mb: a leak or a runaway table.
     "$bin/$t" "fuzz/corpus/$t" \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=4096 \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len="$max_len" \
         -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" \
         >"$logs/$t.log" 2>&1
 }
@@ -90,18 +92,19 @@ done
 for t in "${failed[@]}"; do
     echo
     echo "== $t FAILED (log: $logs/$t.log)"
-    grep -E "panicked at|assertion|ERROR: libFuzzer|SUMMARY" "$logs/$t.log" | head -n 20 || true
+    grep -E -A 4 "panicked at" "$logs/$t.log" | head -n 20 || true
+    grep -E "ERROR: libFuzzer|SUMMARY" "$logs/$t.log" | head -n 5 || true
     artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$logs/$t.log" | tail -n 1)
     if [ -n "$artifact" ]; then
         echo "input: $artifact"
         echo "reproduce: $bin/$t $artifact"
-        echo "       or: cargo fuzz run $t $artifact   (with cargo-fuzz and nightly)"
+        echo "       or: cargo fuzz run -s none $t $artifact   (with cargo-fuzz installed)"
         if [ "$t" = engine_sequence ]; then
             echo "as JSON:   PINHOLE_FUZZ_JSON=fuzz/regressions/engine_sequence/NAME.json $bin/$t $artifact"
             echo "trace:     PINHOLE_FUZZ_TRACE=1 $bin/$t $artifact"
             echo "after the fix, keep the JSON there: tests/fuzz_regressions.rs replays it"
         else
-            echo "after the fix: cp $artifact fuzz/regressions/$t/   (tests/fuzz_regressions.rs replays it)"
+            echo "after the fix: cp $artifact fuzz/regressions/$t/NAME   (tests/fuzz_regressions.rs replays it)"
         fi
     else
         tail -n 20 "$logs/$t.log"
