@@ -21,34 +21,45 @@ use pinhole::{Engine, Reason};
 const CLIENT: &str = "198.51.100.10:40000";
 const SERVER: &str = "192.0.2.10:21";
 
-/// FTP and TFTP inspected, everything else refused (the embedded default's rules).
-const POLICY: &str = "default_action = \"deny\"
+/// FTP and TFTP inspected, everything else refused (the embedded default's rules); with
+/// `ftp_options`, a `[rule.ftp]` table.
+fn policy(ftp_options: &str) -> String {
+    format!(
+        "default_action = \"deny\"
 [[rule]]
 name = \"ftp\"
 inspect = \"ftp\"
 action = \"allow\"
+{ftp_options}
 [[rule]]
 name = \"tftp\"
 inspect = \"tftp\"
 action = \"allow\"
-";
+"
+    )
+}
 
-/// The same, with data connections closed with their control connection.
-const POLICY_CHILDREN_CLOSE: &str = "default_action = \"deny\"
-[[rule]]
-name = \"ftp\"
-inspect = \"ftp\"
-action = \"allow\"
-[rule.ftp]
-data_outlives_control = false
-[[rule]]
-name = \"tftp\"
-inspect = \"tftp\"
-action = \"allow\"
-";
+/// Data connections close with their control connection.
+const CHILDREN_CLOSE: &str = "[rule.ftp]\ndata_outlives_control = false";
 
-fn engine(policy: &str) -> Engine {
-    Engine::new(Arc::new(Policy::parse(policy, "test").unwrap()))
+/// A client PASV on `control`, the server's 227 naming port `port` of the server: the reply
+/// must open one pinhole.
+fn pasv(h: &mut Harness, control: &mut TcpSession, port: u16) {
+    h.accept(&control.client_data(b"PASV\r\n"));
+    let reply = format!(
+        "227 Entering Passive Mode (192,0,2,10,{},{}).\r\n",
+        port >> 8,
+        port & 0xff
+    );
+    let d = h.accept(&control.server_data(reply.as_bytes()));
+    assert_eq!(opened(&d).len(), 1, "{d:?}");
+}
+
+/// A fresh engine (a restarted daemon) on the same policy.
+fn engine(ftp_options: &str) -> Engine {
+    Engine::new(Arc::new(
+        Policy::parse(&policy(ftp_options), "test").unwrap(),
+    ))
 }
 
 /// An FTP client with an established control connection, a passive data connection in the
@@ -62,26 +73,23 @@ struct Sessions {
     pending: (SocketAddr, SocketAddr),
     tftp_client: SocketAddr,
     tftp_tid: SocketAddr,
-    /// The policy text, for the restarted engine.
-    policy: &'static str,
+    /// The policy's `[rule.ftp]` table, for the restarted engine.
+    ftp_options: &'static str,
 }
 
 impl Sessions {
     fn start() -> Self {
-        Sessions::start_with(POLICY)
+        Sessions::start_with("")
     }
 
-    fn start_with(policy: &'static str) -> Self {
-        let mut h = Harness::new(policy);
+    fn start_with(ftp_options: &'static str) -> Self {
+        let mut h = Harness::new(&policy(ftp_options));
         let mut control = TcpSession::new(sock(CLIENT), sock(SERVER), 1_000, 9_000);
         for frame in control.handshake() {
             h.accept(&frame);
         }
         h.accept(&control.server_data(b"220 ready\r\n"));
-        h.accept(&control.client_data(b"PASV\r\n"));
-        let d =
-            h.accept(&control.server_data(b"227 Entering Passive Mode (192,0,2,10,156,65).\r\n"));
-        assert_eq!(opened(&d).len(), 1);
+        pasv(&mut h, &mut control, 40_001);
         let mut data = TcpSession::new(
             sock("198.51.100.10:40001"),
             sock("192.0.2.10:40001"),
@@ -103,9 +111,7 @@ impl Sessions {
             h.accept(&frame);
         }
         h.accept(&idle.server_data(b"220 ready\r\n"));
-        h.accept(&idle.client_data(b"PASV\r\n"));
-        let d = h.accept(&idle.server_data(b"227 Entering Passive Mode (192,0,2,10,156,70).\r\n"));
-        assert_eq!(opened(&d).len(), 1);
+        pasv(&mut h, &mut idle, 40_006);
         // A TFTP read in the middle of its blocks.
         let tftp_client = sock("198.51.100.20:50000");
         let tftp_tid = sock("192.0.2.10:41000");
@@ -126,7 +132,7 @@ impl Sessions {
             pending: (sock("198.51.100.10:40002"), sock("192.0.2.10:40006")),
             tftp_client,
             tftp_tid,
-            policy,
+            ftp_options,
         }
     }
 
@@ -154,25 +160,13 @@ impl Sessions {
         // The control connection is still inspected: a new PASV opens a new pinhole, and a
         // bounce is still refused.
         h.accept(&self.control.server_data(b"226 Transfer complete\r\n"));
-        h.accept(&self.control.client_data(b"PASV\r\n"));
-        let d = h.accept(
-            &self
-                .control
-                .server_data(b"227 Entering Passive Mode (192,0,2,10,156,75).\r\n"),
-        );
-        assert_eq!(opened(&d).len(), 1, "{d:?}");
+        pasv(h, &mut self.control, 40_011);
         h.reject(
             &self.control.client_data(b"PORT 203,0,113,9,0,80\r\n"),
             Reason::FtpBounce,
         );
         // The idle session, its pinhole used, asks for another.
-        h.accept(&self.idle.client_data(b"PASV\r\n"));
-        let d = h.accept(
-            &self
-                .idle
-                .server_data(b"227 Entering Passive Mode (192,0,2,10,156,80).\r\n"),
-        );
-        assert_eq!(opened(&d).len(), 1, "{d:?}");
+        pasv(h, &mut self.idle, 40_016);
         // The TFTP transfer goes on, and its transfer ID is still guarded.
         h.accept(&udp(self.tftp_tid, self.tftp_client, &tftp::data(4, 512)));
         h.accept(&udp(self.tftp_client, self.tftp_tid, &tftp::ack(4)));
@@ -199,7 +193,7 @@ impl Sessions {
         let mut read = StateFile::read(&path).unwrap();
         assert_eq!(read.workers.len(), 1);
         let state = std::mem::take(&mut read.workers[0].engine);
-        self.h.engine = engine(self.policy);
+        self.h.engine = engine(self.ftp_options);
         let summary = self.h.engine.restore_state(state);
         assert_eq!((summary.flows, summary.pinholes), (5, 1), "{summary:?}");
         assert_eq!(summary.dropped_pinholes, 0);
@@ -254,7 +248,7 @@ fn sessions_carry_on_after_a_restart_through_the_state_file() {
 fn without_the_state_a_restarted_engine_drops_the_sessions() {
     // The same restart with nothing restored: what the state file prevents.
     let mut s = Sessions::start();
-    s.h.engine = engine(s.policy);
+    s.h.engine = engine(s.ftp_options);
     s.h.drop(&s.data.server_data(&[0x5a; 1400]), Reason::TcpNoHandshake);
     let mut second = TcpSession::new(s.pending.0, s.pending.1, 60_000, 90_000);
     s.h.drop(&second.syn(), Reason::DefaultDeny);
@@ -264,7 +258,7 @@ fn without_the_state_a_restarted_engine_drops_the_sessions() {
 #[test]
 fn restored_children_still_close_with_their_control_connection() {
     let dir = TempDir::new("children");
-    let mut s = Sessions::start_with(POLICY_CHILDREN_CLOSE);
+    let mut s = Sessions::start_with(CHILDREN_CLOSE);
     s.restart(&dir);
     // The control connection ends with a RST and leaves at its closed timeout: the data
     // connection it admitted goes with it (data_outlives_control is off by default), found
@@ -321,7 +315,7 @@ fn restoring_into_a_busy_engine_skips_duplicates_and_respects_the_cap() {
 fn expired_pinholes_are_not_restored() {
     let mut s = Sessions::start();
     let saved = s.h.engine.save_state();
-    s.h.engine = engine(s.policy);
+    s.h.engine = engine(s.ftp_options);
     // The daemon was down longer than the pinhole's timeout (30 s by default).
     s.h.advance(120);
     let summary = s.h.engine.restore_state(saved);

@@ -55,15 +55,6 @@ fn options() -> impl Strategy<Value = Vec<(String, String)>> {
         })
 }
 
-fn option_count(options: &Options<'_>) -> usize {
-    let k = options.known;
-    usize::from(k.blksize.is_some())
-        + usize::from(k.timeout.is_some())
-        + usize::from(k.tsize.is_some())
-        + usize::from(k.windowsize.is_some())
-        + options.unknown.len()
-}
-
 /// `part` has no option `whole` lacks, and fewer of them.
 fn fewer_options(part: &Options<'_>, whole: &Options<'_>) -> bool {
     let (p, w) = (part.known, whole.known);
@@ -72,7 +63,7 @@ fn fewer_options(part: &Options<'_>, whole: &Options<'_>) -> bool {
         && p.tsize.is_none_or(|v| w.tsize == Some(v))
         && p.windowsize.is_none_or(|v| w.windowsize == Some(v))
         && whole.unknown.starts_with(&part.unknown)
-        && option_count(part) < option_count(whole)
+        && part.count() < whole.count()
 }
 
 proptest! {

@@ -613,22 +613,13 @@ pub fn encode_tftp(packet: &TftpPacket<'_>) -> Vec<u8> {
     out
 }
 
-fn option_count(options: &tftp::Options<'_>) -> usize {
-    let k = options.known;
-    usize::from(k.blksize.is_some())
-        + usize::from(k.timeout.is_some())
-        + usize::from(k.tsize.is_some())
-        + usize::from(k.windowsize.is_some())
-        + options.unknown.len()
-}
-
 /// How much a packet says: options, data bytes, message bytes.
 fn tftp_size(packet: &TftpPacket<'_>) -> usize {
     match packet {
         TftpPacket::Request {
             filename, options, ..
-        } => filename.len() + option_count(options),
-        TftpPacket::Oack { options } => option_count(options),
+        } => filename.len() + options.count(),
+        TftpPacket::Oack { options } => options.count(),
         TftpPacket::Data { data, .. } => data.len(),
         TftpPacket::Ack { .. } => 0,
         TftpPacket::Error { message, .. } => message.len(),
@@ -641,7 +632,7 @@ fn check_tftp_fields(packet: &TftpPacket<'_>) {
         assert!(k.blksize.is_none_or(|b| (8..=65_464).contains(&b)));
         assert!(k.timeout.is_none_or(|t| t >= 1));
         assert!(k.windowsize.is_none_or(|w| w >= 1));
-        assert!(option_count(options) <= tftp::MAX_OPTIONS);
+        assert!(options.count() <= tftp::MAX_OPTIONS);
         for (name, value) in &options.unknown {
             assert!(!name.is_empty() && !name.contains(&0) && !value.contains(&0));
         }
@@ -661,7 +652,7 @@ fn check_tftp_fields(packet: &TftpPacket<'_>) {
         }
         TftpPacket::Oack { options } => {
             check_options(options);
-            assert!(option_count(options) > 0, "an empty OACK parsed");
+            assert!(options.count() > 0, "an empty OACK parsed");
         }
         TftpPacket::Error { message, .. } => assert!(!message.contains(&0)),
         TftpPacket::Data { .. } | TftpPacket::Ack { .. } => {}

@@ -52,6 +52,15 @@ pub enum FlowOrigin {
     Pickup(Arc<str>),
 }
 
+impl FlowOrigin {
+    /// Whether a flow of this origin counts against its initiator's
+    /// `limits.max_flows_per_source`: flows the rules admitted (or picked up) do; flows a
+    /// pinhole admitted (negotiated by an inspector, capped by its own quotas) do not.
+    pub fn counts_against_source(&self) -> bool {
+        matches!(self, FlowOrigin::Rule(_) | FlowOrigin::Pickup(_))
+    }
+}
+
 /// A tracked flow.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Flow {

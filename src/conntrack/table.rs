@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use hashbrown::HashMap;
 
-use crate::conntrack::flow::{Flow, FlowOrigin};
+use crate::conntrack::flow::Flow;
 use crate::conntrack::key::FlowKey;
 use crate::time::{Instant, TimerSet};
 
@@ -69,16 +69,9 @@ pub struct FlowTable {
     free: Vec<u32>,
     embryonic_timers: TimerSet<u32>,
     settled_timers: TimerSet<u32>,
-    /// Flows each address initiated through the rules (see [`counts_against_source`]).
+    /// Flows each address initiated through the rules (see [`crate::conntrack::FlowOrigin::counts_against_source`]).
     per_source: HashMap<IpAddr, u32, Hasher>,
     max: usize,
-}
-
-/// Whether a flow counts against its initiator's `max_flows_per_source`: flows the rules
-/// admitted do, flows a pinhole admitted (negotiated by an inspector, capped by its own
-/// quotas) do not.
-fn counts_against_source(flow: &Flow) -> bool {
-    matches!(flow.origin, FlowOrigin::Rule(_) | FlowOrigin::Pickup(_))
 }
 
 impl FlowTable {
@@ -191,7 +184,7 @@ impl FlowTable {
             None
         };
         let embryonic = flow.state.is_embryonic();
-        if counts_against_source(&flow) {
+        if flow.origin.counts_against_source() {
             *self.per_source.entry(flow.tuple.src).or_default() += 1;
         }
         let slot = if let Some(slot) = self.free.pop() {
@@ -263,7 +256,7 @@ impl FlowTable {
         let Some(entry) = record.entry.take() else {
             unreachable!("release of an empty slot")
         };
-        if counts_against_source(&entry.flow)
+        if entry.flow.origin.counts_against_source()
             && let Some(n) = self.per_source.get_mut(&entry.flow.tuple.src)
         {
             *n -= 1;

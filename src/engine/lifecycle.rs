@@ -248,7 +248,7 @@ impl Engine {
         flow: Flow,
         events: &mut Vec<Event>,
     ) -> Result<FlowHandle, Reason> {
-        if matches!(flow.origin, FlowOrigin::Rule(_) | FlowOrigin::Pickup(_))
+        if flow.origin.counts_against_source()
             && self.flows.count_from(flow.tuple.src) >= self.policy.limits.max_flows_per_source
         {
             return Err(Reason::FlowSourceLimit);

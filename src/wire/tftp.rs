@@ -122,6 +122,18 @@ pub struct Options<'a> {
     pub unknown: Vec<(&'a [u8], &'a [u8])>,
 }
 
+impl Options<'_> {
+    /// How many options are present, understood or not.
+    pub fn count(&self) -> usize {
+        let k = self.known;
+        usize::from(k.blksize.is_some())
+            + usize::from(k.timeout.is_some())
+            + usize::from(k.tsize.is_some())
+            + usize::from(k.windowsize.is_some())
+            + self.unknown.len()
+    }
+}
+
 /// A decoded TFTP packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TftpPacket<'a> {
