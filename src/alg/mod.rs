@@ -140,6 +140,22 @@ impl AlgState {
         }
     }
 
+    /// Inspects the payload of the packet that opens the flow (`dir` original), before the
+    /// flow is kept: a TFTP request, a TFTP transfer's first datagram, or data in the SYN of
+    /// an FTP control connection (TCP Fast Open, RFC 7413), which a Fast Open server would
+    /// act on before the inspector could read the stream in order: refused, and the client
+    /// retries without data.
+    pub fn on_opening_payload(
+        &mut self,
+        dir: crate::conntrack::Direction,
+        payload: &[u8],
+    ) -> Option<AlgOutcome> {
+        match self {
+            AlgState::Ftp(ftp) => Some(ftp.syn_data_refusal()),
+            AlgState::TftpRequests(_) | AlgState::TftpTransfer(_) => self.on_datagram(dir, payload),
+        }
+    }
+
     /// How long the flow may be idle, given its protocol state's timeout `protocol`: a TFTP
     /// transfer decides for itself (its idle timeout, then its dally once done); a TFTP
     /// request flow lives at least as long as the pinholes its requests opened.

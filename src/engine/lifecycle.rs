@@ -30,9 +30,9 @@ enum Refusal {
 }
 
 impl Engine {
-    /// The first packet of a new flow: a pinhole admits it, or the rules decide. `first` is a
-    /// datagram's payload, which the flow's inspector reads before the flow exists: a refused
-    /// TFTP request leaves no state behind.
+    /// The first packet of a new flow: a pinhole admits it, or the rules decide. `first` is
+    /// its payload (a datagram's, or data in a SYN), which the flow's inspector reads before
+    /// the flow exists: a refused TFTP request, or a refused SYN, leaves no state behind.
     pub(super) fn open_flow(
         &mut self,
         now: Instant,
@@ -79,9 +79,9 @@ impl Engine {
                 Err(refused) => return refused,
             },
         };
-        // A datagram's inspector reads it before anything is kept.
+        // The inspector reads the opening packet's payload before anything is kept.
         let outcome = match (first, flow.alg.as_mut()) {
-            (Some(payload), Some(state)) => state.on_datagram(Direction::Original, payload),
+            (Some(payload), Some(state)) => state.on_opening_payload(Direction::Original, payload),
             _ => None,
         };
         if let Some(refused) = outcome

@@ -68,19 +68,16 @@ impl Engine {
             return with_events(Decision::drop(Reason::TcpInvalidFlags, None), events);
         }
         let decision = if flags.syn() && !flags.ack() {
-            let decision = self.open_flow(
+            // Data in a SYN (TCP Fast Open) goes to the inspector like a datagram's payload.
+            let syn_data = (!seg.payload.is_empty()).then_some(seg.payload);
+            self.open_flow(
                 now,
                 info,
                 packet,
                 (seg.sport, seg.dport),
                 FlowState::Tcp(TcpTracker::from_syn(seg)),
-                None,
-            );
-            if seg.payload.is_empty() {
-                decision
-            } else {
-                self.refuse_syn_data(key, decision)
-            }
+                syn_data,
+            )
         } else if self.policy.tcp.midstream_pickup && !flags.rst() && !flags.syn() {
             self.pick_up(now, info, packet, seg)
         } else {
@@ -211,34 +208,6 @@ impl Engine {
             }
             Err(reason) => with_events(Decision::drop(reason, None), events),
         }
-    }
-
-    /// A SYN carrying data (TCP Fast Open, RFC 7413) that opened an FTP control connection: the
-    /// server would act on a command the inspector cannot read in order, so the new flow is
-    /// taken back and the SYN dropped. A Fast Open client then retries without data.
-    fn refuse_syn_data(&mut self, key: FlowKey, mut decision: Decision) -> Decision {
-        let Some(handle) = self.flows.lookup(&key) else {
-            return decision;
-        };
-        if !matches!(
-            self.flows.get(handle).and_then(|f| f.alg.as_ref()),
-            Some(AlgState::Ftp(_))
-        ) {
-            return decision;
-        }
-        let Some(flow) = self.flows.remove(handle) else {
-            return decision;
-        };
-        let tuple = flow.tuple;
-        let mut events = std::mem::take(&mut decision.events);
-        events.push(Event::Violation {
-            alg: crate::alg::Alg::Ftp,
-            reason: Reason::FtpSynData,
-            flow: Some(tuple),
-            detail: "data in the SYN (TCP Fast Open): the inspector reads the control stream from the handshake on".to_owned(),
-        });
-        self.flow_removed(handle, &flow, CloseCause::Reset, &mut events);
-        with_events(Decision::drop(Reason::FtpSynData, Some(tuple)), events)
     }
 
     /// Runs the inspector on the segment that created a picked-up flow.

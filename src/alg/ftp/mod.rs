@@ -247,6 +247,20 @@ impl FtpControl {
         &self.children
     }
 
+    /// The refusal of data carried by the SYN that opens the connection (see
+    /// `AlgState::on_opening_payload`).
+    pub fn syn_data_refusal(&self) -> AlgOutcome {
+        let mut out = AlgOutcome::default();
+        out.events.push(Event::Violation {
+            alg: Alg::Ftp,
+            reason: Reason::FtpSynData,
+            flow: Some(self.flow),
+            detail: "data in the SYN (TCP Fast Open): the inspector reads the control stream from the handshake on".to_owned(),
+        });
+        out.verdict = AlgVerdict::Drop(Reason::FtpSynData);
+        out
+    }
+
     /// Bytes this inspector holds: unacknowledged and out-of-order stream bytes, partial
     /// lines, reply text. The engine sums them under `limits.max_stream_bytes`.
     pub fn buffered(&self) -> usize {
