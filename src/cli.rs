@@ -54,6 +54,9 @@ pub enum Command {
     DefaultRules,
     /// Run inline on NFQUEUE: one worker per queue, enforcing the rules with the inspectors.
     Run(RunArgs),
+    /// Watch a live interface passively (a span port, or a router before going inline): run
+    /// the same engine and report what it would have dropped, without touching traffic.
+    Monitor(MonitorArgs),
     /// Print the iptables-restore script that sends forwarded traffic to the queues.
     Rules(KernelRulesArgs),
     /// Ask the running daemon: mode, policy, reloads, table sizes.
@@ -63,7 +66,7 @@ pub enum Command {
     /// Ask the running daemon: every open pinhole.
     Pinholes(QueryArgs),
     /// Ask the running daemon: counters, drops by reason, queue health.
-    Stats(QueryArgs),
+    Stats(StatsArgs),
     /// Ask the running daemon to write its flows and pinholes to its state file now (as it
     /// does at SIGTERM), for `pinhole run --restore`.
     Snapshot(QueryArgs),
@@ -145,6 +148,97 @@ pub struct RunArgs {
     /// starts empty; a loaded file is removed.
     #[arg(long)]
     pub restore: bool,
+
+    /// Event log, metrics and drop capture.
+    #[command(flatten)]
+    pub observe: ObserveArgs,
+}
+
+/// What the live modes report, besides their logs (shared by `run` and `monitor`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ObserveArgs {
+    /// Write the event log to PATH (`-`: standard output): the replay records (pinholes,
+    /// violations, notices, drops) with a `ts` field, JSON Lines, appended to; SIGHUP reopens
+    /// the file, so logrotate can move it.
+    #[arg(long, value_name = "PATH")]
+    pub events: Option<String>,
+
+    /// Add `flow` open/close records to the event log.
+    #[arg(long)]
+    pub events_flows: bool,
+
+    /// Most event-log records per second, for each of the two classes (drop verdicts; other
+    /// events); what is over is counted, and reported in one `suppressed` record.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub events_rate: u32,
+
+    /// Write every dropped packet to this pcap file (Wireshark opens it); it rotates at
+    /// --dump-drops-size to FILE.1, FILE.2, ...
+    #[arg(long, value_name = "FILE")]
+    pub dump_drops: Option<PathBuf>,
+
+    /// Size of one drop capture file, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub dump_drops_size: u64,
+
+    /// Drop capture files kept, the current one included.
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub dump_drops_files: u32,
+
+    /// Serve Prometheus metrics over HTTP at `GET /metrics` on ADDR: PORT (on 127.0.0.1),
+    /// IP:PORT or [IPv6]:PORT.
+    #[arg(long, value_name = "ADDR", value_parser = crate::observe::http::parse_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// Arguments of `pinhole monitor`.
+#[derive(Debug, clap::Args)]
+pub struct MonitorArgs {
+    /// The interface to watch (a span port, or one side of the router).
+    #[arg(long, value_name = "IF")]
+    pub iface: String,
+
+    /// Rules file (default: the embedded default policy); SIGHUP re-reads it. Zones match by
+    /// their networks, as in a replay: a capture does not tell which router interface a packet
+    /// came in by.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+
+    /// Format of the event log: json (JSON Lines) or text (readable lines).
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+
+    /// Check TCP/UDP checksums as the inline firewall does. Off by default: frames captured on
+    /// the host that sends them carry unfinished checksums (offload).
+    #[arg(long)]
+    pub verify_checksums: bool,
+
+    /// Do not put the interface in promiscuous mode.
+    #[arg(long)]
+    pub no_promisc: bool,
+
+    /// Receive buffer of the capture socket, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    pub rcvbuf: usize,
+
+    /// Event log, metrics and drop capture (the event log defaults to standard output).
+    #[command(flatten)]
+    pub observe: ObserveArgs,
+}
+
+/// Arguments of `pinhole stats`.
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// The daemon and the output format.
+    #[command(flatten)]
+    pub query: QueryArgs,
+
+    /// Print the counters in the Prometheus text format (as `--metrics` serves them), for
+    /// node_exporter's textfile collector or a look by eye.
+    #[arg(long, conflicts_with = "json")]
+    pub prometheus: bool,
 }
 
 /// Arguments of the commands that ask the running daemon.

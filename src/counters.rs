@@ -4,10 +4,13 @@
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
+use crate::alg::Alg;
 use crate::decision::{Reason, Verdict};
 
 /// Number of distinct drop reasons.
 const REASONS: usize = Reason::ALL.len();
+/// Number of inspectors.
+const ALGS: usize = Alg::ALL.len();
 
 /// Every counter of one engine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -45,6 +48,10 @@ pub struct Counters {
     pub violations: u64,
     /// Datagrams reassembled from fragments.
     pub datagrams_reassembled: u64,
+    /// Pinhole outcomes by inspector (`pinholes_opened` ... `pinholes_refused`, split by ALG).
+    pub pinholes_by_alg: PinholeCounts,
+    /// Violations by inspector and reason.
+    pub violations_by_reason: ViolationCounts,
 }
 
 impl Default for Counters {
@@ -66,6 +73,8 @@ impl Default for Counters {
             pinholes_refused: 0,
             violations: 0,
             datagrams_reassembled: 0,
+            pinholes_by_alg: PinholeCounts([[0; PinholeOutcome::ALL.len()]; ALGS]),
+            violations_by_reason: ViolationCounts([[0; REASONS]; ALGS]),
         }
     }
 }
@@ -90,6 +99,8 @@ impl Counters {
             pinholes_refused,
             violations,
             datagrams_reassembled,
+            pinholes_by_alg,
+            violations_by_reason,
         } = other;
         self.packets += packets;
         self.accepted += accepted;
@@ -109,6 +120,40 @@ impl Counters {
         self.pinholes_refused += pinholes_refused;
         self.violations += violations;
         self.datagrams_reassembled += datagrams_reassembled;
+        for (mine, theirs) in self.pinholes_by_alg.0.iter_mut().zip(&pinholes_by_alg.0) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m += t;
+            }
+        }
+        for (mine, theirs) in self
+            .violations_by_reason
+            .0
+            .iter_mut()
+            .zip(&violations_by_reason.0)
+        {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m += t;
+            }
+        }
+    }
+
+    /// Counts a pinhole outcome, in its total and by inspector.
+    pub fn pinhole(&mut self, alg: Alg, outcome: PinholeOutcome) {
+        let total = match outcome {
+            PinholeOutcome::Opened => &mut self.pinholes_opened,
+            PinholeOutcome::Used => &mut self.pinholes_used,
+            PinholeOutcome::Expired => &mut self.pinholes_expired,
+            PinholeOutcome::Closed => &mut self.pinholes_closed,
+            PinholeOutcome::Refused => &mut self.pinholes_refused,
+        };
+        *total += 1;
+        self.pinholes_by_alg.0[alg as usize][outcome as usize] += 1;
+    }
+
+    /// Counts a violation an inspector reported.
+    pub fn violation(&mut self, alg: Alg, reason: Reason) {
+        self.violations += 1;
+        self.violations_by_reason.0[alg as usize][reason as usize] += 1;
     }
 
     /// Counts a final verdict.
@@ -150,6 +195,106 @@ impl Serialize for DropCounts {
         let mut map = serializer.serialize_map(None)?;
         for (reason, count) in self.nonzero() {
             map.serialize_entry(reason.as_str(), &count)?;
+        }
+        map.end()
+    }
+}
+
+/// What became of a pinhole (the `outcome` label of `pinhole_pinholes_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinholeOutcome {
+    /// Opened after a positive reply or a request.
+    Opened,
+    /// Consumed by the connection it expected.
+    Used,
+    /// Timed out unused.
+    Expired,
+    /// Closed unused (its control connection ended, a quota displaced it).
+    Closed,
+    /// Not opened: a table, quota or per-client cap was full.
+    Refused,
+}
+
+impl PinholeOutcome {
+    /// Every outcome, in index order.
+    pub const ALL: [PinholeOutcome; 5] = [
+        PinholeOutcome::Opened,
+        PinholeOutcome::Used,
+        PinholeOutcome::Expired,
+        PinholeOutcome::Closed,
+        PinholeOutcome::Refused,
+    ];
+
+    /// Stable lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PinholeOutcome::Opened => "opened",
+            PinholeOutcome::Used => "used",
+            PinholeOutcome::Expired => "expired",
+            PinholeOutcome::Closed => "closed",
+            PinholeOutcome::Refused => "refused",
+        }
+    }
+}
+
+/// Pinhole outcomes by inspector; serializes as `{"ftp":{"opened":N,...},"tftp":{...}}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinholeCounts([[u64; PinholeOutcome::ALL.len()]; ALGS]);
+
+impl PinholeCounts {
+    /// The count of one inspector's outcome.
+    pub fn get(&self, alg: Alg, outcome: PinholeOutcome) -> u64 {
+        self.0[alg as usize][outcome as usize]
+    }
+}
+
+impl Serialize for PinholeCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(ALGS))?;
+        for alg in Alg::ALL {
+            let counts: serde_json::Map<String, serde_json::Value> = PinholeOutcome::ALL
+                .iter()
+                .map(|o| (o.as_str().to_owned(), self.get(alg, *o).into()))
+                .collect();
+            map.serialize_entry(alg.as_str(), &counts)?;
+        }
+        map.end()
+    }
+}
+
+/// Violations by inspector and reason; serializes as `{"ftp":{"ftp_bounce":N},"tftp":{}}`
+/// (nonzero counts only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViolationCounts([[u64; REASONS]; ALGS]);
+
+impl ViolationCounts {
+    /// Violations of one inspector for one reason.
+    pub fn get(&self, alg: Alg, reason: Reason) -> u64 {
+        self.0[alg as usize][reason as usize]
+    }
+
+    /// Nonzero counts, by inspector then reason order.
+    pub fn nonzero(&self) -> impl Iterator<Item = (Alg, Reason, u64)> + '_ {
+        Alg::ALL.into_iter().flat_map(move |alg| {
+            Reason::ALL
+                .iter()
+                .map(move |r| (alg, *r, self.get(alg, *r)))
+                .filter(|(_, _, n)| *n > 0)
+        })
+    }
+}
+
+impl Serialize for ViolationCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(ALGS))?;
+        for alg in Alg::ALL {
+            let counts: serde_json::Map<String, serde_json::Value> = Reason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_owned(), self.get(alg, *r)))
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| (r, n.into()))
+                .collect();
+            map.serialize_entry(alg.as_str(), &counts)?;
         }
         map.end()
     }

@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
-use crate::alg::Alg;
+use crate::alg::{Alg, ChildInit};
 use crate::conntrack::{FlowTuple, Opening, Pinhole, PinholeId};
 use crate::decision::Reason;
 use crate::time::Instant;
+use crate::wire::tftp::RequestKind;
 
 /// Something that happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,6 +139,8 @@ pub struct PinholeInfo {
     pub parent: Option<FlowTuple>,
     /// When it expires.
     pub expires: Instant,
+    /// For a TFTP transfer's pinhole: whether the request was a read or a write.
+    pub tftp_request: Option<RequestKind>,
 }
 
 impl PinholeInfo {
@@ -148,6 +151,11 @@ impl PinholeInfo {
             opening: pinhole.spec.opening,
             parent: pinhole.spec.parent.map(|p| p.flow),
             expires: pinhole.spec.expires,
+            tftp_request: pinhole
+                .spec
+                .child
+                .as_ref()
+                .map(|ChildInit::Tftp(init)| init.kind),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod defrag;
 pub mod engine;
 pub mod event;
 pub mod io;
+pub mod observe;
 pub mod output;
 pub mod policy;
 pub mod replay;

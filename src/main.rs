@@ -8,11 +8,17 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use pinhole::cli::{
-    Cli, Command, GenPcapArgs, KernelRulesArgs, LogFormat, QueryArgs, ReplayArgs, RunArgs,
+    Cli, Command, GenPcapArgs, KernelRulesArgs, LogFormat, MonitorArgs, ObserveArgs, QueryArgs,
+    ReplayArgs, RunArgs, StatsArgs,
 };
 use pinhole::daemon::control::{self, Question};
 use pinhole::daemon::{self, RunOptions};
+use pinhole::daemon::monitor::{self, MonitorOptions};
 use pinhole::io::nfqueue::QueueConfig;
+use pinhole::io::packet::CaptureConfig;
+use pinhole::observe::ObserveOptions;
+use pinhole::observe::dropcap::DropCaptureConfig;
+use pinhole::observe::sink::EventTarget;
 use pinhole::output::{Format, RecordWriter};
 use pinhole::policy::{DEFAULT_RULES, Policy};
 use pinhole::replay::bench::{BenchOptions, Capture};
@@ -31,11 +37,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(args) => run(&args),
+        Command::Monitor(args) => monitor_command(&args),
         Command::Rules(args) => rules(&args),
         Command::Status(args) => ask(Question::Status, &args),
         Command::Sessions(args) => ask(Question::Sessions, &args),
         Command::Pinholes(args) => ask(Question::Pinholes, &args),
-        Command::Stats(args) => ask(Question::Stats, &args),
+        Command::Stats(args) => stats(&args),
         Command::Snapshot(args) => ask(Question::Snapshot, &args),
     }
 }
@@ -77,6 +84,7 @@ fn run(args: &RunArgs) -> ExitCode {
         control: args.control.clone(),
         state_file: args.state_file.clone(),
         restore: args.restore,
+        observe: observe_options(&args.observe, None, Format::Json),
     };
     match daemon::run(&options) {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,6 +93,74 @@ fn run(args: &RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The live modes' observability options; `default_events` is where the event log goes when
+/// `--events` is not given.
+fn observe_options(
+    args: &ObserveArgs,
+    default_events: Option<EventTarget>,
+    format: Format,
+) -> ObserveOptions {
+    ObserveOptions {
+        events: args
+            .events
+            .as_deref()
+            .map(EventTarget::parse)
+            .or(default_events),
+        format,
+        flows: args.events_flows,
+        rate: args.events_rate,
+        drops: args.dump_drops.clone().map(|path| DropCaptureConfig {
+            path,
+            max_bytes: args.dump_drops_size << 20,
+            files: args.dump_drops_files,
+        }),
+        metrics: args.metrics,
+    }
+}
+
+fn monitor_command(args: &MonitorArgs) -> ExitCode {
+    let options = MonitorOptions {
+        iface: args.iface.clone(),
+        rules: args.rules.clone(),
+        capture: CaptureConfig {
+            promiscuous: !args.no_promisc,
+            rcvbuf: args.rcvbuf,
+        },
+        verify_checksums: args.verify_checksums,
+        observe: observe_options(&args.observe, Some(EventTarget::Stdout), args.format),
+    };
+    match monitor::run(&options) {
+        Ok(counters) => {
+            let _ = monitor::write_summary(
+                &mut io::stderr(),
+                &format!("iface:{}", args.iface),
+                &counters,
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("pinhole monitor: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn stats(args: &StatsArgs) -> ExitCode {
+    if args.prometheus {
+        return match control::query(&args.query.control, Question::Metrics) {
+            Ok(value) => {
+                print!("{}", control::render(Question::Metrics, &value));
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("pinhole: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    ask(Question::Stats, &args.query)
 }
 
 fn ask(question: Question, args: &QueryArgs) -> ExitCode {

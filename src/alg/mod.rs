@@ -33,6 +33,9 @@ pub enum Alg {
 }
 
 impl Alg {
+    /// Every inspector, in index order (`alg as usize`).
+    pub const ALL: [Alg; 2] = [Alg::Ftp, Alg::Tftp];
+
     /// Lower-case name, as in rules files and JSON output.
     pub const fn as_str(self) -> &'static str {
         match self {

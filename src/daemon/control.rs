@@ -44,6 +44,8 @@ pub enum Question {
     Stats,
     /// Write the state file now.
     Snapshot,
+    /// The counters in the Prometheus text format.
+    Metrics,
 }
 
 impl Question {
@@ -54,6 +56,7 @@ impl Question {
             Question::Pinholes => "pinholes",
             Question::Stats => "stats",
             Question::Snapshot => "snapshot",
+            Question::Metrics => "metrics",
         }
     }
 
@@ -64,6 +67,7 @@ impl Question {
             Question::Pinholes,
             Question::Stats,
             Question::Snapshot,
+            Question::Metrics,
         ]
         .into_iter()
         .find(|q| q.as_str() == word)
@@ -141,7 +145,7 @@ fn answer(mut stream: UnixStream, shared: &Shared) -> io::Result<()> {
 
 /// Asks every worker and gathers the answers (a worker that does not answer in time is left
 /// out, and `workers_answered` says so).
-fn ask<T: Send + 'static>(shared: &Shared, make: impl Fn(mpsc::Sender<T>) -> Query) -> Vec<T> {
+pub(crate) fn ask<T: Send + 'static>(shared: &Shared, make: impl Fn(mpsc::Sender<T>) -> Query) -> Vec<T> {
     let mut pending = Vec::new();
     for (_, worker) in &shared.workers {
         let (tx, rx) = mpsc::channel();
@@ -169,6 +173,7 @@ fn respond(question: Question, shared: &Shared) -> Value {
             to_value(&rows)
         }
         Question::Snapshot => snapshot(shared),
+        Question::Metrics => json!({ "prometheus": shared.metrics() }),
     }
 }
 
@@ -253,6 +258,8 @@ fn stats(shared: &Shared) -> Value {
         "pinholes": pinholes,
         "engine": to_value(&engine),
         "queue": to_value(&queue),
+        "kernel_queues": to_value(&crate::io::nfqueue::kernel_queue_stats(&shared.options.kernel.queues)),
+        "observe": to_value(&shared.sink_stats()),
         "per_worker": to_value(&workers),
     })
 }
@@ -286,6 +293,11 @@ pub fn query(path: &Path, question: Question) -> Result<Value, String> {
 pub fn render(question: Question, value: &Value) -> String {
     match question {
         Question::Status | Question::Stats | Question::Snapshot => render_object(value, ""),
+        Question::Metrics => value
+            .get("prometheus")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         Question::Sessions => render_table(
             value,
             &[

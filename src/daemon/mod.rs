@@ -11,6 +11,7 @@
 
 pub mod control;
 pub mod ifnames;
+pub mod monitor;
 pub mod overflow_log;
 pub mod snapshot;
 pub mod state_file;
@@ -30,8 +31,11 @@ use signal_hook::iterator::Signals;
 use crate::engine::EngineState;
 use crate::io::iptables::{Flavour, Installer, RulesConfig};
 use crate::io::nfqueue::{QueueConfig, QueueSocket};
+use crate::observe::metrics::{self, MetricsInput};
+use crate::observe::{ObserveOptions, Sink, SinkStats, http};
 use crate::policy::Policy;
 use crate::time::Instant;
+use crate::wire::LinkType;
 
 use self::state_file::{StateFile, WorkerState};
 use self::worker::{Query, VerdictMarks, Worker};
@@ -57,6 +61,8 @@ pub struct RunOptions {
     pub state_file: PathBuf,
     /// Load the state file at start.
     pub restore: bool,
+    /// Event log, drop capture, metrics endpoint.
+    pub observe: ObserveOptions,
 }
 
 /// Outcome of the last reloads, for `pinhole status`.
@@ -79,8 +85,10 @@ pub struct Shared {
     generation: AtomicU64,
     reload: Mutex<ReloadStatus>,
     started: std::time::Instant,
+    started_wall: std::time::SystemTime,
     options: RunOptions,
     workers: Vec<(u16, Sender<Query>)>,
+    sink: Option<Arc<SinkStats>>,
 }
 
 impl Shared {
@@ -99,6 +107,31 @@ impl Shared {
     /// suspend), so deadlines in a state file mean the same to the next daemon of this boot.
     pub fn now(&self) -> Instant {
         monotonic_now()
+    }
+
+    /// The event writer's counters, when it runs.
+    pub fn sink_stats(&self) -> Option<crate::observe::sink::SinkCounters> {
+        self.sink.as_ref().map(|s| s.snapshot())
+    }
+
+    /// The Prometheus exposition of every worker's counters, the kernel's queue statistics,
+    /// the event writer's counters and the reloads.
+    pub fn metrics(&self) -> String {
+        let stats = control::ask(self, Query::Stats);
+        let (policy, _) = self.policy();
+        let reload = self.reload_status();
+        let kernel = crate::io::nfqueue::kernel_queue_stats(&self.options.kernel.queues);
+        metrics::render(&MetricsInput {
+            mode: self.options.kernel.mode.as_str(),
+            started: self.started_wall,
+            workers: self.workers.len(),
+            stats: &stats,
+            limits: (policy.limits.max_flows, policy.limits.max_pinholes),
+            kernel_queues: &kernel,
+            capture: None,
+            sink: self.sink_stats(),
+            reloads: (reload.reloads, reload.reload_failures),
+        })
     }
 
     /// The reload outcomes so far.
@@ -299,6 +332,17 @@ pub enum RunError {
     /// Signal handling could not be set up.
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
+    /// The monitor's capture socket failed.
+    #[error("capturing on {iface}: {source}")]
+    Capture {
+        /// The interface.
+        iface: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The event log, the drop capture or the metrics endpoint could not be set up.
+    #[error("{0}")]
+    Observe(String),
     /// A worker failed.
     #[error("worker for queue {queue}: {source}")]
     Worker {
@@ -318,6 +362,45 @@ fn queue_hint(err: &std::io::Error) -> &'static str {
         }
         _ => "",
     }
+}
+
+/// Waits for signals: SIGHUP reloads the rules and has the event log reopened (`reopen`),
+/// SIGINT and SIGTERM stop.
+fn spawn_signals(
+    mut signals: Signals,
+    shared: &Arc<Shared>,
+    reopen: Option<Arc<AtomicBool>>,
+) -> Result<thread::JoinHandle<()>, RunError> {
+    let shared = shared.clone();
+    thread::Builder::new()
+        .name("pinhole-signals".to_owned())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    shared.reload();
+                    if let Some(reopen) = &reopen {
+                        reopen.store(true, Ordering::Relaxed);
+                    }
+                } else {
+                    tracing::warn!(signal, "stopping");
+                    shared.stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        })
+        .map_err(RunError::Signals)
+}
+
+/// Serves `pinhole run`'s metrics on `listener` until the stop flag is set.
+fn spawn_metrics(
+    listener: std::net::TcpListener,
+    shared: &Arc<Shared>,
+) -> Result<thread::JoinHandle<()>, RunError> {
+    let shared = shared.clone();
+    thread::Builder::new()
+        .name("pinhole-metrics".to_owned())
+        .spawn(move || http::serve(&listener, &shared.stop, &|| shared.metrics()))
+        .map_err(RunError::Signals)
 }
 
 /// Sets the stop flag when dropped: a worker that ends for any reason, a panic included,
@@ -373,7 +456,7 @@ pub fn run(options: &RunOptions) -> Result<(), RunError> {
 fn serve(
     options: RunOptions,
     policy: Policy,
-    mut signals: Signals,
+    signals: Signals,
     sockets: Vec<QueueSocket>,
     listener: &UnixListener,
 ) -> Result<(), RunError> {
@@ -385,14 +468,19 @@ fn serve(
         receivers.push(rx);
     }
     let marks = VerdictMarks::from(&options.kernel);
+    let (sink, metrics_listener) =
+        crate::observe::start(&options.observe, "nfqueue", LinkType::RawIp)
+            .map_err(RunError::Observe)?;
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         policy: Mutex::new((Arc::new(policy), 0)),
         generation: AtomicU64::new(0),
         reload: Mutex::new(ReloadStatus::default()),
         started: std::time::Instant::now(),
+        started_wall: std::time::SystemTime::now(),
         options,
         workers,
+        sink: sink.as_ref().map(Sink::stats_handle),
     });
     let mut restored = if shared.options.restore {
         load_state(&shared.options.state_file)
@@ -402,7 +490,12 @@ fn serve(
     let queues: Vec<u16> = sockets.iter().map(QueueSocket::queue).collect();
     let mut handles = Vec::new();
     for (socket, queries) in sockets.into_iter().zip(receivers) {
-        let mut worker = Worker::new(socket, &shared, marks);
+        let tap = crate::observe::Tap::new(
+            sink.as_ref().map(Sink::handle),
+            &format!("nfqueue:{}", socket.queue()),
+            LinkType::RawIp,
+        );
+        let mut worker = Worker::new(socket, &shared, marks, tap);
         if let Some(file) = restored.as_mut() {
             restore_worker(&mut worker, file, &queues, &shared);
         }
@@ -417,6 +510,9 @@ fn serve(
             .spawn(move || control::serve(&listener, &shared))
             .map_err(RunError::Signals)?
     };
+    let metrics_thread = metrics_listener
+        .map(|listener| spawn_metrics(listener, &shared))
+        .transpose()?;
     tracing::warn!(
         mode = shared.options.kernel.mode.as_str(),
         queues = ?shared.options.kernel.queues,
@@ -425,23 +521,7 @@ fn serve(
         "pinhole running"
     );
     let signal_handle = signals.handle();
-    let stopper = {
-        let shared = shared.clone();
-        thread::Builder::new()
-            .name("pinhole-signals".to_owned())
-            .spawn(move || {
-                for signal in signals.forever() {
-                    if signal == SIGHUP {
-                        shared.reload();
-                    } else {
-                        tracing::warn!(signal, "stopping");
-                        shared.stop.store(true, Ordering::Relaxed);
-                        break;
-                    }
-                }
-            })
-            .map_err(RunError::Signals)?
-    };
+    let stopper = spawn_signals(signals, &shared, sink.as_ref().map(Sink::reopen_handle))?;
     let mut result = Ok(());
     let mut saved = Vec::new();
     for handle in handles {
@@ -459,5 +539,11 @@ fn serve(
     signal_handle.close();
     let _ = stopper.join();
     let _ = control_thread.join();
+    if let Some(thread) = metrics_thread {
+        let _ = thread.join();
+    }
+    if let Some(sink) = sink {
+        sink.finish();
+    }
     result
 }

@@ -15,6 +15,7 @@ use crate::engine::{Engine, EngineState, PacketInfo, RestoreSummary};
 use crate::event::Event;
 use crate::io::iptables::{Mode, RulesConfig};
 use crate::io::nfqueue::{KernelVerdict, Message, QueueSocket, QueuedPacket, VerdictBatch};
+use crate::observe::Tap;
 use crate::time::Instant;
 use crate::wire::LinkType;
 
@@ -72,11 +73,14 @@ pub struct Worker {
     buf: Vec<u8>,
     policy_generation: u64,
     overflow_log: OverflowLog,
+    tap: Tap,
+    /// The id of the last packet judged (events of timers are reported with it).
+    last_packet: u64,
 }
 
 impl Worker {
     /// A worker for `socket`, with a fresh engine on the shared policy.
-    pub fn new(socket: QueueSocket, shared: &Shared, marks: VerdictMarks) -> Worker {
+    pub fn new(socket: QueueSocket, shared: &Shared, marks: VerdictMarks, tap: Tap) -> Worker {
         let (policy, generation) = shared.policy();
         let mut engine = Engine::new(policy);
         engine.set_offload(marks.mode == Mode::Offload);
@@ -90,6 +94,8 @@ impl Worker {
             buf: Vec::new(),
             policy_generation: generation,
             overflow_log: OverflowLog::default(),
+            tap,
+            last_packet: 0,
         }
     }
 
@@ -148,6 +154,8 @@ impl Worker {
         self.ifnames.clear();
         let events = self.engine.set_policy(policy);
         log_events(&events);
+        self.tap
+            .events(self.last_packet, &events, std::time::SystemTime::now());
     }
 
     fn answer(&self, query: Query, now: Instant) {
@@ -237,6 +245,8 @@ impl Worker {
             offloaded: self.marks.mode == Mode::Offload && packet.mark & self.marks.offload != 0,
         };
         let decision = self.engine.process(now, &info, packet.payload);
+        self.last_packet = u64::from(packet.id);
+        self.tap.decision(self.last_packet, packet.payload, &decision);
         self.overflow_log
             .note_decision(&decision, now, self.socket.queue());
         self.verdict(packet, &decision);
@@ -291,6 +301,7 @@ impl Worker {
                 .push(queue, released.handle as u32, KernelVerdict::Drop, None);
         }
         log_events(&expired.events);
+        self.tap.expired(self.last_packet, &expired);
         self.flush_verdicts();
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::alg::{Alg, AlgOutcome, AlgState, AlgVerdict, PinholeRequest};
+use crate::counters::PinholeOutcome;
 use crate::conntrack::{
     Direction, Flow, FlowHandle, FlowOrigin, FlowState, FlowTuple, Opening, ParentRef, Pinhole,
     PinholeError, PinholeMatch, PinholeSpec,
@@ -103,7 +104,8 @@ impl Engine {
         match self.insert_flow(flow, &mut events) {
             Ok(handle) => {
                 if let Some(pinhole) = &pinhole {
-                    self.counters.pinholes_used += 1;
+                    self.counters
+                        .pinhole(pinhole.spec.opening.alg, PinholeOutcome::Used);
                     events.push(pinhole_event(PinholeAction::Use, pinhole, Some(tuple)));
                     self.adopt(pinhole, handle, tuple);
                 }
@@ -158,7 +160,8 @@ impl Engine {
             Some((r, cause))
         })?;
         let (reason, detail) = self.pinhole_refusal(&request.opening, tuple.src, cause);
-        self.counters.pinholes_refused += 1;
+        self.counters
+            .pinhole(request.opening.alg, PinholeOutcome::Refused);
         let events = vec![Event::Violation {
             alg: request.opening.alg,
             reason,
@@ -336,7 +339,7 @@ impl Engine {
                 if let Some(cause) = refused {
                     if matches!(cause, Refusal::PeerQuota) {
                         // (Refusals by the table are counted where they happen.)
-                        self.counters.pinholes_refused += 1;
+                        self.counters.pinhole(opening.alg, PinholeOutcome::Refused);
                     }
                     let (reason, detail) = self.pinhole_refusal(&request.opening, tuple.src, cause);
                     let mut refusal = AlgOutcome::default();
@@ -403,7 +406,8 @@ impl Engine {
             let mut closed = Vec::new();
             self.pinholes.close_matching(handle, opening, &mut closed);
             for pinhole in closed {
-                self.counters.pinholes_closed += 1;
+                self.counters
+                    .pinhole(pinhole.spec.opening.alg, PinholeOutcome::Closed);
                 events.push(pinhole_event(PinholeAction::Close, &pinhole, None));
             }
         }
@@ -454,7 +458,8 @@ impl Engine {
         let mut orphans: Vec<Pinhole> = Vec::new();
         self.pinholes.close_with_parent(parent, &mut orphans);
         for pinhole in orphans {
-            self.counters.pinholes_closed += 1;
+            self.counters
+                .pinhole(pinhole.spec.opening.alg, PinholeOutcome::Closed);
             events.push(pinhole_event(PinholeAction::Close, &pinhole, None));
         }
     }

@@ -27,7 +27,7 @@ use crate::conntrack::{
     FlowHandle, FlowState, FlowTable, FlowTuple, OpenOutcome, Pinhole, PinholeError, PinholeSpec,
     PinholeTable, TcpState,
 };
-use crate::counters::Counters;
+use crate::counters::{Counters, PinholeOutcome};
 use crate::decision::{Decision, Expired, Reason, Released, Verdict};
 use crate::defrag::{DefragLimits, Defragmenter, Outcome};
 use crate::event::{CloseCause, Event, PinholeAction, PinholeInfo};
@@ -214,7 +214,7 @@ impl Engine {
                 detail,
             } = event
             {
-                self.counters.violations += 1;
+                self.counters.violation(*alg, *reason);
                 let flow = flow.map(|f| f.to_string()).unwrap_or_default();
                 tracing::info!(%alg, %reason, %flow, detail = detail.as_str(), "violation");
             }
@@ -246,7 +246,8 @@ impl Engine {
         let mut pinholes = Vec::new();
         self.pinholes.expire(now, &mut pinholes);
         for pinhole in pinholes {
-            self.counters.pinholes_expired += 1;
+            self.counters
+                .pinhole(pinhole.spec.opening.alg, PinholeOutcome::Expired);
             expired
                 .events
                 .push(pinhole_event(PinholeAction::Expire, &pinhole, None));
@@ -297,14 +298,15 @@ impl Engine {
         events: &mut Vec<Event>,
     ) -> Result<OpenOutcome, PinholeError> {
         let now = self.now;
+        let alg = spec.opening.alg;
         match self.pinholes.open(spec, per_parent, now) {
             Ok(outcome) => {
                 if let Some(evicted) = &outcome.evicted {
-                    self.counters.pinholes_closed += 1;
+                    self.counters.pinhole(alg, PinholeOutcome::Closed);
                     events.push(pinhole_event(PinholeAction::Close, evicted, None));
                 }
                 if !outcome.refreshed {
-                    self.counters.pinholes_opened += 1;
+                    self.counters.pinhole(alg, PinholeOutcome::Opened);
                     if let Some(pinhole) = self.pinholes.get(outcome.id) {
                         events.push(pinhole_event(PinholeAction::Open, pinhole, None));
                     }
@@ -312,7 +314,7 @@ impl Engine {
                 Ok(outcome)
             }
             Err(err) => {
-                self.counters.pinholes_refused += 1;
+                self.counters.pinhole(alg, PinholeOutcome::Refused);
                 Err(err)
             }
         }

@@ -2,4 +2,5 @@
 
 pub mod iptables;
 pub mod nfqueue;
+pub mod packet;
 pub mod pcap;

@@ -599,8 +599,75 @@ impl QueueSocket {
     }
 }
 
+/// The kernel's view of one queue: a line of `/proc/net/netfilter/nfnetlink_queue`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KernelQueueStats {
+    /// The queue number.
+    pub queue: u16,
+    /// Packets waiting for a verdict now.
+    pub queue_total: u64,
+    /// Packets dropped because the queue was full (`--queue-maxlen`).
+    pub queue_dropped: u64,
+    /// Packets that could not be delivered to the socket (its buffer was full).
+    pub user_dropped: u64,
+}
+
+/// Where the kernel lists its queues (for the network namespace of the reading process).
+pub const PROC_QUEUES: &str = "/proc/net/netfilter/nfnetlink_queue";
+
+/// Parses the kernel's queue list: per line `queue portid queue_total copy_mode copy_range
+/// queue_dropped user_dropped id_sequence 1`. Lines that do not parse are skipped.
+pub fn parse_kernel_queue_stats(text: &str) -> Vec<KernelQueueStats> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<u64> = line
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?;
+            if fields.len() < 7 {
+                return None;
+            }
+            Some(KernelQueueStats {
+                queue: u16::try_from(fields[0]).ok()?,
+                queue_total: fields[2],
+                queue_dropped: fields[5],
+                user_dropped: fields[6],
+            })
+        })
+        .collect()
+}
+
+/// The kernel's statistics for `queues` (empty when the file cannot be read: no queues bound
+/// in this namespace, or not Linux).
+pub fn kernel_queue_stats(queues: &std::ops::RangeInclusive<u16>) -> Vec<KernelQueueStats> {
+    std::fs::read_to_string(PROC_QUEUES)
+        .map(|text| {
+            parse_kernel_queue_stats(&text)
+                .into_iter()
+                .filter(|q| queues.contains(&q.queue))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kernel_queue_lines_parse() {
+        let text = "    0  12345     3 2 65531     7     2   981  1\n    1 -4000 0 2 65531 0 0 0 1\nbad\n";
+        // Queue 1's negative port id does not parse as unsigned: that line is skipped.
+        assert_eq!(
+            parse_kernel_queue_stats(text),
+            vec![KernelQueueStats {
+                queue: 0,
+                queue_total: 3,
+                queue_dropped: 7,
+                user_dropped: 2,
+            }]
+        );
+    }
+
     use super::*;
 
     /// A packet message as the kernel builds it.

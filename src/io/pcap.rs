@@ -318,6 +318,11 @@ impl<W: Write> PcapWriter<W> {
         self.out.write_all(&data[..caplen as usize])
     }
 
+    /// Flushes what was written to the underlying writer.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     /// Flushes and returns the underlying writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.out.flush()?;

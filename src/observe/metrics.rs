@@ -1,0 +1,396 @@
+//! Prometheus text exposition (format 0.0.4) of the counters: what `--metrics ADDR` serves and
+//! `pinhole stats --prometheus` prints.
+//!
+//! Names follow the Prometheus conventions: `pinhole_` prefix, `_total` for counters, labels
+//! for the dimensions (`reason`, `alg`, `outcome`, `worker`, `queue`, `class`). Every known drop
+//! reason and pinhole outcome is exported from the start, zeros included, so that `rate()` and
+//! alerts work before the first occurrence.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::alg::Alg;
+use crate::counters::{Counters, PinholeOutcome};
+use crate::daemon::snapshot::WorkerStats;
+use crate::decision::Reason;
+use crate::io::nfqueue::KernelQueueStats;
+
+use super::sink::{Class, SinkCounters};
+
+/// The content type of the exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Packets the kernel handed to a monitor's capture socket, and those it dropped because the
+/// monitor fell behind (`PACKET_STATISTICS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CaptureCounters {
+    /// Packets the kernel queued for the socket.
+    pub kernel_packets: u64,
+    /// Packets it dropped because the socket's buffer was full.
+    pub kernel_drops: u64,
+}
+
+/// A per-queue series: name, help, and how to read it from a worker's stats.
+type WorkerSeries = (&'static str, &'static str, fn(&WorkerStats) -> u64);
+/// A kernel queue series: name, type, help, and how to read it.
+type KernelSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&KernelQueueStats) -> u64,
+);
+
+/// Everything the exposition is made from.
+#[derive(Clone, Debug)]
+pub struct MetricsInput<'a> {
+    /// `offload`, `inspect-all` or `monitor`.
+    pub mode: &'a str,
+    /// When the process started.
+    pub started: SystemTime,
+    /// Workers configured.
+    pub workers: usize,
+    /// Each answering worker's counters and table sizes.
+    pub stats: &'a [WorkerStats],
+    /// The policy's table limits (per worker): flows, pinholes.
+    pub limits: (usize, usize),
+    /// The kernel's view of pinhole's queues (`/proc/net/netfilter/nfnetlink_queue`).
+    pub kernel_queues: &'a [KernelQueueStats],
+    /// The monitor's capture socket.
+    pub capture: Option<CaptureCounters>,
+    /// The event log and drop capture writer.
+    pub sink: Option<SinkCounters>,
+    /// Successful and failed reloads.
+    pub reloads: (u64, u64),
+}
+
+/// Renders the exposition.
+pub fn render(input: &MetricsInput<'_>) -> String {
+    let mut out = Exposition::default();
+    let mut total = Counters::default();
+    for worker in input.stats {
+        total.add(&worker.engine);
+    }
+    out.family("pinhole_up", "gauge", "1 while pinhole answers.");
+    out.sample("pinhole_up", &[], 1);
+    out.family("pinhole_info", "gauge", "Version and mode of the running pinhole.");
+    out.sample(
+        "pinhole_info",
+        &[("version", env!("CARGO_PKG_VERSION")), ("mode", input.mode)],
+        1,
+    );
+    out.family(
+        "pinhole_start_time_seconds",
+        "gauge",
+        "Start time of the process since the Unix epoch, in seconds.",
+    );
+    let started = input
+        .started
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    out.sample("pinhole_start_time_seconds", &[], started);
+    out.family("pinhole_workers", "gauge", "Worker threads (one engine each).");
+    out.sample("pinhole_workers", &[], input.workers as u64);
+    out.family(
+        "pinhole_workers_answered",
+        "gauge",
+        "Workers that answered for this scrape (fewer: a worker is stuck).",
+    );
+    out.sample("pinhole_workers_answered", &[], input.stats.len() as u64);
+
+    engine_metrics(&mut out, input, &total);
+    table_metrics(&mut out, input);
+    queue_metrics(&mut out, input);
+    if let Some(sink) = &input.sink {
+        sink_metrics(&mut out, sink);
+    }
+    out.family("pinhole_reloads_total", "counter", "Rules reloads that took effect.");
+    out.sample("pinhole_reloads_total", &[], input.reloads.0);
+    out.family(
+        "pinhole_reload_failures_total",
+        "counter",
+        "Rules reloads refused because the file was invalid (the old policy stayed).",
+    );
+    out.sample("pinhole_reload_failures_total", &[], input.reloads.1);
+    out.0
+}
+
+fn engine_metrics(out: &mut Exposition, input: &MetricsInput<'_>, total: &Counters) {
+    out.family(
+        "pinhole_packets_total",
+        "counter",
+        "Packets judged by the engine, by worker.",
+    );
+    for worker in input.stats {
+        out.sample(
+            "pinhole_packets_total",
+            &[("worker", &worker.queue.to_string())],
+            worker.engine.packets,
+        );
+    }
+    out.family(
+        "pinhole_verdicts_total",
+        "counter",
+        "Verdicts (in monitor mode: the verdicts inline mode would have given).",
+    );
+    out.sample("pinhole_verdicts_total", &[("verdict", "accept")], total.accepted);
+    out.sample("pinhole_verdicts_total", &[("verdict", "drop")], total.dropped);
+    out.family("pinhole_drops_total", "counter", "Dropped packets by reason.");
+    for reason in Reason::ALL {
+        out.sample(
+            "pinhole_drops_total",
+            &[("reason", reason.as_str())],
+            total.drops.get(*reason),
+        );
+    }
+    for (name, help, value) in [
+        ("pinhole_flows_opened_total", "Flows created.", total.flows_opened),
+        ("pinhole_flows_closed_total", "Flows ended (any cause).", total.flows_closed),
+        (
+            "pinhole_flows_evicted_total",
+            "Flows evicted because the flow table was full.",
+            total.flows_evicted,
+        ),
+        (
+            "pinhole_flows_offloaded_total",
+            "Flows handed to the kernel (offload mode).",
+            total.flows_offloaded,
+        ),
+        (
+            "pinhole_datagrams_reassembled_total",
+            "IP datagrams reassembled from fragments.",
+            total.datagrams_reassembled,
+        ),
+    ] {
+        out.family(name, "counter", help);
+        out.sample(name, &[], value);
+    }
+    out.family(
+        "pinhole_pinholes_total",
+        "counter",
+        "Pinholes by inspector and outcome (opened, used, expired, closed unused, refused).",
+    );
+    for alg in Alg::ALL {
+        for outcome in PinholeOutcome::ALL {
+            out.sample(
+                "pinhole_pinholes_total",
+                &[("alg", alg.as_str()), ("outcome", outcome.as_str())],
+                total.pinholes_by_alg.get(alg, outcome),
+            );
+        }
+    }
+    out.family(
+        "pinhole_violations_total",
+        "counter",
+        "Protocol violations reported by the inspectors, by inspector and reason (nonzero only).",
+    );
+    for (alg, reason, count) in total.violations_by_reason.nonzero() {
+        out.sample(
+            "pinhole_violations_total",
+            &[("alg", alg.as_str()), ("reason", reason.as_str())],
+            count,
+        );
+    }
+}
+
+fn table_metrics(out: &mut Exposition, input: &MetricsInput<'_>) {
+    out.family("pinhole_flows", "gauge", "Flows tracked now, by worker.");
+    for worker in input.stats {
+        out.sample(
+            "pinhole_flows",
+            &[("worker", &worker.queue.to_string())],
+            worker.flows as u64,
+        );
+    }
+    out.family("pinhole_pinholes", "gauge", "Pinholes open now, by worker.");
+    for worker in input.stats {
+        out.sample(
+            "pinhole_pinholes",
+            &[("worker", &worker.queue.to_string())],
+            worker.pinholes as u64,
+        );
+    }
+    out.family(
+        "pinhole_flows_limit",
+        "gauge",
+        "Flow table size of each worker (limits.max_flows).",
+    );
+    out.sample("pinhole_flows_limit", &[], input.limits.0 as u64);
+    out.family(
+        "pinhole_pinholes_limit",
+        "gauge",
+        "Pinhole table size of each worker (limits.max_pinholes).",
+    );
+    out.sample("pinhole_pinholes_limit", &[], input.limits.1 as u64);
+}
+
+fn queue_metrics(out: &mut Exposition, input: &MetricsInput<'_>) {
+    if input.stats.iter().any(|w| w.queue_counters.received > 0) || input.capture.is_none() {
+        let per_queue: [WorkerSeries; 4] = [
+            (
+                "pinhole_queue_received_total",
+                "Packets received from the kernel queue.",
+                |w| w.queue_counters.received,
+            ),
+            (
+                "pinhole_queue_enobufs_total",
+                "Netlink socket overruns: the kernel dropped (or, fail-open, accepted) queued packets.",
+                |w| w.queue_counters.enobufs,
+            ),
+            (
+                "pinhole_queue_verdict_errors_total",
+                "Verdict batches the kernel refused or that failed to send.",
+                |w| w.queue_counters.verdict_errors,
+            ),
+            (
+                "pinhole_queue_held",
+                "Packets held for reassembly now.",
+                |w| w.queue_counters.held,
+            ),
+        ];
+        for (name, help, get) in per_queue {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            out.family(name, kind, help);
+            for worker in input.stats {
+                out.sample(name, &[("queue", &worker.queue.to_string())], get(worker));
+            }
+        }
+    }
+    if !input.kernel_queues.is_empty() {
+        let kernel: [KernelSeries; 3] = [
+            (
+                "pinhole_queue_kernel_dropped_total",
+                "counter",
+                "Packets the kernel dropped because the queue was full (queue_dropped).",
+                |q| q.queue_dropped,
+            ),
+            (
+                "pinhole_queue_user_dropped_total",
+                "counter",
+                "Packets the kernel could not deliver to pinhole's socket (user_dropped).",
+                |q| q.user_dropped,
+            ),
+            (
+                "pinhole_queue_waiting",
+                "gauge",
+                "Packets waiting in the kernel queue for a verdict (queue_total).",
+                |q| q.queue_total,
+            ),
+        ];
+        for (name, kind, help, get) in kernel {
+            out.family(name, kind, help);
+            for queue in input.kernel_queues {
+                out.sample(name, &[("queue", &queue.queue.to_string())], get(queue));
+            }
+        }
+    }
+    if let Some(capture) = input.capture {
+        out.family(
+            "pinhole_capture_kernel_packets_total",
+            "counter",
+            "Packets the kernel queued for the monitor's capture socket.",
+        );
+        out.sample("pinhole_capture_kernel_packets_total", &[], capture.kernel_packets);
+        out.family(
+            "pinhole_capture_kernel_drops_total",
+            "counter",
+            "Packets the kernel dropped because the monitor fell behind.",
+        );
+        out.sample("pinhole_capture_kernel_drops_total", &[], capture.kernel_drops);
+    }
+}
+
+fn sink_metrics(out: &mut Exposition, sink: &SinkCounters) {
+    out.family(
+        "pinhole_events_written_total",
+        "counter",
+        "Event log records written, by class (drops: verdict records; events: the rest).",
+    );
+    for class in Class::ALL {
+        out.sample(
+            "pinhole_events_written_total",
+            &[("class", class.as_str())],
+            sink.events_written.get(class),
+        );
+    }
+    out.family(
+        "pinhole_events_suppressed_total",
+        "counter",
+        "Event log records left out by the rate limit (--events-rate), by class.",
+    );
+    for class in Class::ALL {
+        out.sample(
+            "pinhole_events_suppressed_total",
+            &[("class", class.as_str())],
+            sink.events_suppressed.get(class),
+        );
+    }
+    for (name, help, value) in [
+        (
+            "pinhole_events_lost_total",
+            "Event log records lost because the writer fell behind.",
+            sink.events_lost,
+        ),
+        (
+            "pinhole_output_write_errors_total",
+            "Failed writes to the event log or the drop capture.",
+            sink.write_errors,
+        ),
+        (
+            "pinhole_dropdump_packets_total",
+            "Dropped packets written to the drop capture.",
+            sink.dropdump_packets,
+        ),
+        (
+            "pinhole_dropdump_bytes_total",
+            "Bytes written to the drop capture.",
+            sink.dropdump_bytes,
+        ),
+        (
+            "pinhole_dropdump_lost_total",
+            "Dropped packets not captured because the writer fell behind.",
+            sink.dropdump_lost,
+        ),
+        (
+            "pinhole_dropdump_rotations_total",
+            "Times the drop capture moved on to a new file.",
+            sink.dropdump_rotations,
+        ),
+    ] {
+        out.family(name, "counter", help);
+        out.sample(name, &[], value);
+    }
+}
+
+/// The text being built.
+#[derive(Default)]
+struct Exposition(String);
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (key, val)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{key}=\"{}\"", escape(val));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+/// Escapes a label value: backslash, double quote and line feed.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
