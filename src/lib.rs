@@ -17,6 +17,7 @@ pub mod observe;
 pub mod output;
 pub mod policy;
 pub mod replay;
+pub mod report;
 pub mod testkit;
 pub mod time;
 pub mod wire;

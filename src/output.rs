@@ -417,6 +417,19 @@ impl<'w> RecordWriter<'w> {
         }
     }
 
+    /// The format written.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Writes a session report (text format only).
+    pub fn report(&mut self, report: &crate::report::SessionReport) -> io::Result<()> {
+        match self.format {
+            Format::Json => Ok(()),
+            Format::Text => report.write(self.out),
+        }
+    }
+
     /// Writes a heading line (text format only).
     pub fn heading(&mut self, file: &str) -> io::Result<()> {
         match self.format {

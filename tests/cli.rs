@@ -240,3 +240,78 @@ fn run_refuses_a_bad_rules_file_before_touching_the_kernel() {
     );
     assert!(!socket.exists());
 }
+
+/// The text report of one capture, replayed with `rules` (None: the embedded default).
+fn text_report(capture: &str, rules: Option<&str>) -> String {
+    let mut args = vec!["replay", "--format", "text"];
+    if let Some(rules) = rules {
+        args.extend(["--rules", rules]);
+    }
+    args.push(capture);
+    let out = pinhole(&args);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn text_report_shows_what_each_ftp_session_negotiated_and_what_used_it() {
+    let passive = text_report("pcaps/ftp-pasv-curl.pcap", None);
+    let lines: Vec<&str> = passive.lines().collect();
+    assert_eq!(lines[0], "== pcaps/ftp-pasv-curl.pcap", "{passive}");
+    assert!(
+        lines[1].starts_with("FTP  tcp 198.51.100.10:33650 -> 192.0.2.10:21  rule ftp-control  #0-"),
+        "{passive}"
+    );
+    assert!(
+        lines[2].starts_with("  passive data   tcp 198.51.100.10:* -> 192.0.2.10:40073  opened #13, used #14 by tcp 198.51.100.10:45830 -> 192.0.2.10:40073"),
+        "{passive}"
+    );
+    let active = text_report("pcaps/ftp-port-curl.pcap", None);
+    assert!(
+        active.contains("  active data    tcp 192.0.2.10:* -> 198.51.100.10:59765  opened #13, used #19 by tcp 192.0.2.10:20 -> 198.51.100.10:59765"),
+        "{active}"
+    );
+}
+
+#[test]
+fn text_report_shows_refusals_with_reason_and_detail_in_their_session() {
+    let bounce = text_report("pcaps/crafted/ftp-bounce.pcap", None);
+    let sessions = bounce.lines().filter(|l| l.starts_with("FTP ")).count();
+    assert_eq!(sessions, 3, "{bounce}");
+    assert!(
+        bounce.contains("  refused #8  ftp_bounce: FTP PORT/EPRT/LPRT names an address other than the client's (\"PORT 10,0,0,5,0,25\" names 10.0.0.5, not the client 198.51.100.10)"),
+        "{bounce}"
+    );
+    assert!(bounce.contains("  drops: 2 x tcp_after_reset, 1 x ftp_bounce"), "{bounce}");
+    // A refused write is a session that was never tracked, with its refusal and its drop.
+    let write = text_report("pcaps/tftp-write-hpa.pcap", Some("rules/edge-router.toml"));
+    assert!(
+        write.contains("TFTP udp 198.51.100.10:52273 -> 192.0.2.10:69  refused, not tracked\n  refused #0  tftp_write_denied"),
+        "{write}"
+    );
+    assert!(!write.contains("drops outside"), "{write}");
+}
+
+#[test]
+fn text_report_follows_pinholes_to_their_end_and_names_stray_packets() {
+    let read = text_report("pcaps/tftp-read-port-range.pcap", None);
+    assert!(
+        read.contains("  read transfer  udp 192.0.2.10:* -> 198.51.100.10:58363  opened #0, used #1 by udp 192.0.2.10:30002 -> 198.51.100.10:58363 (open at the end, 402 packets,"),
+        "{read}"
+    );
+    // An unused pinhole expires; a connection from the wrong peer and the reuse attempts
+    // count as drops of the session whose pinhole they aimed at.
+    let misuse = text_report("pcaps/crafted/ftp-pinhole-misuse.pcap", None);
+    assert!(misuse.contains("opened #21, expired unused #22"), "{misuse}");
+    assert!(
+        misuse.contains("  drops: 1 x pinhole_wrong_peer, 2 x default_deny"),
+        "{misuse}"
+    );
+    // Drops outside any session name their first packet.
+    let refused = text_report("pcaps/tcp-refused-v4.pcap", None);
+    assert!(refused.contains("no FTP or TFTP sessions"), "{refused}");
+    assert!(
+        refused.contains("default_deny               new flow matched no rule (default deny) (first #0 tcp 198.51.100.10:56866 -> 192.0.2.10:81)"),
+        "{refused}"
+    );
+}

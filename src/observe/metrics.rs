@@ -394,3 +394,113 @@ fn escape(value: &str) -> String {
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::snapshot::QueueCounters;
+    use crate::decision::Verdict;
+
+    fn input_text() -> String {
+        let mut engine = Counters::default();
+        engine.packets = 10;
+        engine.verdict(Verdict::Accept, None);
+        engine.verdict(Verdict::Drop, Some(Reason::DefaultDeny));
+        engine.pinhole(Alg::Ftp, PinholeOutcome::Opened);
+        engine.pinhole(Alg::Ftp, PinholeOutcome::Used);
+        engine.pinhole(Alg::Tftp, PinholeOutcome::Refused);
+        engine.violation(Alg::Ftp, Reason::FtpBounce);
+        let stats = [WorkerStats {
+            queue: 3,
+            engine,
+            queue_counters: QueueCounters {
+                received: 10,
+                enobufs: 1,
+                ..QueueCounters::default()
+            },
+            flows: 2,
+            pinholes: 1,
+        }];
+        let kernel = [KernelQueueStats {
+            queue: 3,
+            queue_total: 4,
+            queue_dropped: 5,
+            user_dropped: 6,
+        }];
+        render(&MetricsInput {
+            mode: "offload",
+            started: UNIX_EPOCH + std::time::Duration::from_secs(1000),
+            workers: 1,
+            stats: &stats,
+            limits: (262_144, 65_536),
+            kernel_queues: &kernel,
+            capture: None,
+            sink: Some(SinkCounters::default()),
+            reloads: (2, 1),
+        })
+    }
+
+    #[test]
+    fn counters_appear_with_their_labels() {
+        let text = input_text();
+        for line in [
+            "pinhole_up 1",
+            "pinhole_info{version=\"0.1.0\",mode=\"offload\"} 1",
+            "pinhole_start_time_seconds 1000",
+            "pinhole_packets_total{worker=\"3\"} 10",
+            "pinhole_verdicts_total{verdict=\"accept\"} 1",
+            "pinhole_verdicts_total{verdict=\"drop\"} 1",
+            "pinhole_drops_total{reason=\"default_deny\"} 1",
+            "pinhole_drops_total{reason=\"ftp_bounce\"} 0",
+            "pinhole_pinholes_total{alg=\"ftp\",outcome=\"opened\"} 1",
+            "pinhole_pinholes_total{alg=\"ftp\",outcome=\"used\"} 1",
+            "pinhole_pinholes_total{alg=\"tftp\",outcome=\"refused\"} 1",
+            "pinhole_pinholes_total{alg=\"tftp\",outcome=\"expired\"} 0",
+            "pinhole_violations_total{alg=\"ftp\",reason=\"ftp_bounce\"} 1",
+            "pinhole_flows{worker=\"3\"} 2",
+            "pinhole_pinholes{worker=\"3\"} 1",
+            "pinhole_flows_limit 262144",
+            "pinhole_queue_received_total{queue=\"3\"} 10",
+            "pinhole_queue_enobufs_total{queue=\"3\"} 1",
+            "pinhole_queue_kernel_dropped_total{queue=\"3\"} 5",
+            "pinhole_queue_user_dropped_total{queue=\"3\"} 6",
+            "pinhole_queue_waiting{queue=\"3\"} 4",
+            "pinhole_events_suppressed_total{class=\"drops\"} 0",
+            "pinhole_reloads_total 2",
+            "pinhole_reload_failures_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("pinhole_violations_total{alg=\"tftp\""), "zeros are left out");
+    }
+
+    #[test]
+    fn every_sample_belongs_to_a_declared_family_once() {
+        let text = input_text();
+        let mut declared = std::collections::HashSet::new();
+        let mut current = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(["counter", "gauge"].contains(&kind), "{line}");
+                assert!(declared.insert(name.to_owned()), "{name} declared twice");
+                assert_eq!(
+                    name.ends_with("_total"),
+                    kind == "counter",
+                    "counters and only counters end in _total: {line}"
+                );
+                current = name.to_owned();
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(name, current, "sample outside its family: {line}");
+                let value = line.rsplit(' ').next().unwrap();
+                assert!(value.parse::<u64>().is_ok(), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -676,3 +676,185 @@ fn engine_time(at: SystemTime) -> Instant {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     Instant::from_nanos(nanos)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alg::Alg;
+    use crate::io::pcap::read_capture;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pinhole-sink-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn config(events: &std::path::Path, rate: u32) -> SinkConfig {
+        SinkConfig {
+            events: Some(EventTarget::File(events.to_owned())),
+            format: Format::Json,
+            flows: false,
+            rate,
+            drops: None,
+            link: LinkType::RawIp,
+            name: "nfqueue".to_owned(),
+        }
+    }
+
+    fn tuple() -> FlowTuple {
+        FlowTuple {
+            proto: 6,
+            src: "198.51.100.10".parse().unwrap(),
+            sport: 40000,
+            dst: "192.0.2.10".parse().unwrap(),
+            dport: 21,
+        }
+    }
+
+    fn drop_item(packet: u64) -> Item {
+        Item::Drop {
+            source: Arc::from("nfqueue:0"),
+            packet,
+            at: SystemTime::now(),
+            reason: Some(Reason::DefaultDeny),
+            flow: None,
+            tuple: Some(tuple()),
+            reset: false,
+        }
+    }
+
+    fn lines(path: &std::path::Path) -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn records_are_the_replay_records_with_a_timestamp() {
+        let dir = temp_dir("records");
+        let path = dir.join("events.jsonl");
+        let sink = Sink::start(config(&path, 100)).unwrap();
+        let handle = sink.handle();
+        handle.send(Item::Event {
+            source: Arc::from("nfqueue:1"),
+            packet: 7,
+            at: SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_000_000_123_456),
+            event: Event::Violation {
+                alg: Alg::Ftp,
+                reason: Reason::FtpBounce,
+                flow: Some(tuple()),
+                detail: "PORT 10,0,0,5,0,25".to_owned(),
+            },
+        });
+        handle.send(drop_item(8));
+        drop(handle);
+        sink.finish();
+        let records = lines(&path);
+        assert_eq!(records.len(), 2);
+        assert_eq!(
+            records[0].to_string(),
+            r#"{"type":"violation","ts":"2026-11-18T11:06:40.123456Z","file":"nfqueue:1","alg":"ftp","reason":"ftp_bounce","packet":7,"flow":"tcp 198.51.100.10:40000 -> 192.0.2.10:21","detail":"PORT 10,0,0,5,0,25"}"#
+        );
+        assert_eq!(records[1]["type"], "verdict");
+        assert_eq!(records[1]["verdict"], "drop");
+        assert_eq!(records[1]["reason"], "default_deny");
+        assert_eq!(records[1]["flow"], Value::Null);
+        assert_eq!(records[1]["tuple"], "tcp 198.51.100.10:40000 -> 192.0.2.10:21");
+        let mode = std::fs::metadata(&path).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_flood_is_cut_to_the_rate_and_the_rest_is_reported_as_suppressed() {
+        let dir = temp_dir("flood");
+        let path = dir.join("events.jsonl");
+        let sink = Sink::start(config(&path, 5)).unwrap();
+        let handle = sink.handle();
+        for packet in 0..1000 {
+            handle.send(drop_item(packet));
+        }
+        drop(handle);
+        let stats = sink.handle().stats.clone();
+        sink.finish();
+        let records = lines(&path);
+        let written = records.iter().filter(|r| r["type"] == "verdict").count() as u64;
+        let suppressed: u64 = records
+            .iter()
+            .filter(|r| r["type"] == "suppressed")
+            .map(|r| {
+                assert_eq!(r["class"], "drops");
+                assert_eq!(r["file"], "nfqueue");
+                r["count"].as_u64().unwrap()
+            })
+            .sum();
+        // The burst (5) and whatever the bucket refilled while the test ran.
+        assert!((5..=10).contains(&written), "{written} written");
+        assert_eq!(written + suppressed, 1000);
+        let counters = stats.snapshot();
+        assert_eq!(counters.events_written.drops, written);
+        assert_eq!(counters.events_suppressed.drops, suppressed);
+        assert_eq!(counters.events_lost, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reopen_starts_a_new_file_after_the_old_one_was_moved() {
+        let dir = temp_dir("reopen");
+        let path = dir.join("events.jsonl");
+        let moved = dir.join("events.jsonl.1");
+        let sink = Sink::start(config(&path, 100)).unwrap();
+        sink.send(drop_item(1));
+        std::thread::sleep(FLUSH_EVERY * 2);
+        std::fs::rename(&path, &moved).unwrap();
+        sink.reopen();
+        std::thread::sleep(FLUSH_EVERY * 2);
+        sink.send(drop_item(2));
+        sink.finish();
+        assert_eq!(lines(&moved).len(), 1);
+        assert_eq!(lines(&moved)[0]["packet"], 1);
+        assert_eq!(lines(&path).len(), 1);
+        assert_eq!(lines(&path)[0]["packet"], 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn dropped_packets_are_captured_and_read_back() {
+        let dir = temp_dir("capture");
+        let pcap = dir.join("drops.pcap");
+        let sink = Sink::start(SinkConfig {
+            events: None,
+            drops: Some(DropCaptureConfig {
+                path: pcap.clone(),
+                max_bytes: 1 << 20,
+                files: 2,
+            }),
+            ..config(&dir.join("unused"), 10)
+        })
+        .unwrap();
+        let handle = sink.handle();
+        assert!(!handle.events && handle.capture);
+        let frame: Vec<u8> = (0..60u8).collect();
+        handle.send_packet(SystemTime::now(), &frame);
+        handle.send_packet(SystemTime::now(), &frame[..20]);
+        drop(handle);
+        let stats = sink.handle().stats.clone();
+        sink.finish();
+        let mut seen = Vec::new();
+        read_capture(&pcap, |p| -> Result<(), ()> {
+            seen.push(p.data.to_vec());
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(seen, vec![frame.clone(), frame[..20].to_vec()]);
+        let counters = stats.snapshot();
+        assert_eq!(counters.dropdump_packets, 2);
+        assert_eq!(counters.dropdump_bytes, 16 + 60 + 16 + 20);
+        assert!(!dir.join("unused").exists(), "no event log was asked for");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -11,7 +11,8 @@ use crate::counters::Counters;
 use crate::decision::{Decision, Expired, Released, Verdict};
 use crate::engine::{Engine, PacketInfo};
 use crate::io::pcap::{CaptureError, read_capture};
-use crate::output::{Record, RecordWriter, event_record, is_contract_event, verdict_name};
+use crate::output::{Format, Record, RecordWriter, event_record, is_contract_event, verdict_name};
+use crate::report::SessionReport;
 use crate::policy::Policy;
 
 /// What to report.
@@ -57,19 +58,34 @@ pub fn replay_file(
 ) -> Result<ReplayReport, ReplayError> {
     let mut engine = Engine::new(Arc::clone(policy));
     out.heading(name)?;
+    // In text, the session report takes the place of the records; --verdicts and --flows
+    // add the record lines (a timeline) in front of it.
+    let mut report = (out.format() == Format::Text).then(SessionReport::default);
+    let timeline = report.is_none() || options.verdicts || options.flows;
     let mut last = None;
     let summary = read_capture(path, |packet| -> io::Result<()> {
         let now = packet.timestamp;
         last = Some(packet.index);
         if engine.next_timeout().is_some_and(|at| at <= now) {
             let expired = engine.expire(now);
-            emit_expired(out, name, packet.index, &expired, options)?;
+            if let Some(report) = report.as_mut() {
+                report.expired(packet.index, &expired);
+            }
+            if timeline {
+                emit_expired(out, name, packet.index, &expired, options)?;
+            }
         }
         let mut info = PacketInfo::new(packet.index, packet.link);
         info.ingress = packet.interface;
         info.verify_checksums = options.verify_checksums;
         let decision = engine.process(now, &info, packet.data);
-        emit_decision(out, name, packet.index, &decision, options)
+        if let Some(report) = report.as_mut() {
+            report.decision(packet.index, packet.link, packet.data, &decision);
+        }
+        if timeline {
+            emit_decision(out, name, packet.index, &decision, options)?;
+        }
+        Ok(())
     })??;
     if summary.truncated {
         tracing::warn!(
@@ -79,7 +95,16 @@ pub fn replay_file(
         );
     }
     let flushed = engine.flush();
-    emit_expired(out, name, last.unwrap_or(0), &flushed, options)?;
+    if let Some(report) = report.as_mut() {
+        report.expired(last.unwrap_or(0), &flushed);
+    }
+    if timeline {
+        emit_expired(out, name, last.unwrap_or(0), &flushed, options)?;
+    }
+    if let Some(report) = report.as_mut() {
+        report.finish(&engine);
+        out.report(report)?;
+    }
 
     let counters = engine.counters().clone();
     out.write(&Record::Summary {
