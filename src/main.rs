@@ -12,8 +12,8 @@ use pinhole::cli::{
     ReplayArgs, RunArgs, StatsArgs,
 };
 use pinhole::daemon::control::{self, Question};
-use pinhole::daemon::{self, RunOptions};
 use pinhole::daemon::monitor::{self, MonitorOptions};
+use pinhole::daemon::{self, RunOptions};
 use pinhole::io::nfqueue::QueueConfig;
 use pinhole::io::packet::CaptureConfig;
 use pinhole::observe::ObserveOptions;

@@ -176,20 +176,25 @@ impl SessionReport {
                 .copied()
                 .or_else(|| self.children.get(&f).map(|(s, _)| *s))
         });
-        match session {
-            Some(s) => *self.sessions[s].drops.entry(reason).or_default() += 1,
-            None => {
-                let other = self.other.entry(reason).or_insert(OtherDrops {
-                    count: 0,
-                    first: packet,
-                    tuple: flow,
-                });
-                other.count += 1;
-            }
+        if let Some(s) = session {
+            *self.sessions[s].drops.entry(reason).or_default() += 1;
+        } else {
+            let other = self.other.entry(reason).or_insert(OtherDrops {
+                count: 0,
+                first: packet,
+                tuple: flow,
+            });
+            other.count += 1;
         }
     }
 
-    fn new_session(&mut self, alg: Alg, flow: FlowTuple, rule: Option<String>, packet: u64) -> usize {
+    fn new_session(
+        &mut self,
+        alg: Alg,
+        flow: FlowTuple,
+        rule: Option<String>,
+        packet: u64,
+    ) -> usize {
         self.sessions.push(Session {
             alg,
             flow,
@@ -314,7 +319,8 @@ impl SessionReport {
                 child_ended: None,
                 child_open_at_end: None,
             }));
-            self.pinholes.insert(pinhole.id.0, (s, session.lines.len() - 1));
+            self.pinholes
+                .insert(pinhole.id.0, (s, session.lines.len() - 1));
             self.destinations
                 .insert((pinhole.opening.dst, pinhole.opening.dport), s);
             return;
@@ -342,10 +348,7 @@ impl SessionReport {
         if !self.other.is_empty() {
             writeln!(out, "drops outside FTP/TFTP sessions:")?;
             for (reason, other) in &self.other {
-                let example = other
-                    .tuple
-                    .map(|t| format!(" {t}"))
-                    .unwrap_or_default();
+                let example = other.tuple.map(|t| format!(" {t}")).unwrap_or_default();
                 writeln!(
                     out,
                     "  {:>6} x {:<26} {} (first #{}{example})",

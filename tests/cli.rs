@@ -259,7 +259,8 @@ fn text_report_shows_what_each_ftp_session_negotiated_and_what_used_it() {
     let lines: Vec<&str> = passive.lines().collect();
     assert_eq!(lines[0], "== pcaps/ftp-pasv-curl.pcap", "{passive}");
     assert!(
-        lines[1].starts_with("FTP  tcp 198.51.100.10:33650 -> 192.0.2.10:21  rule ftp-control  #0-"),
+        lines[1]
+            .starts_with("FTP  tcp 198.51.100.10:33650 -> 192.0.2.10:21  rule ftp-control  #0-"),
         "{passive}"
     );
     assert!(
@@ -282,7 +283,10 @@ fn text_report_shows_refusals_with_reason_and_detail_in_their_session() {
         bounce.contains("  refused #8  ftp_bounce: FTP PORT/EPRT/LPRT names an address other than the client's (\"PORT 10,0,0,5,0,25\" names 10.0.0.5, not the client 198.51.100.10)"),
         "{bounce}"
     );
-    assert!(bounce.contains("  drops: 2 x tcp_after_reset, 1 x ftp_bounce"), "{bounce}");
+    assert!(
+        bounce.contains("  drops: 2 x tcp_after_reset, 1 x ftp_bounce"),
+        "{bounce}"
+    );
     // A refused write is a session that was never tracked, with its refusal and its drop.
     let write = text_report("pcaps/tftp-write-hpa.pcap", Some("rules/edge-router.toml"));
     assert!(
@@ -302,7 +306,10 @@ fn text_report_follows_pinholes_to_their_end_and_names_stray_packets() {
     // An unused pinhole expires; a connection from the wrong peer and the reuse attempts
     // count as drops of the session whose pinhole they aimed at.
     let misuse = text_report("pcaps/crafted/ftp-pinhole-misuse.pcap", None);
-    assert!(misuse.contains("opened #21, expired unused #22"), "{misuse}");
+    assert!(
+        misuse.contains("opened #21, expired unused #22"),
+        "{misuse}"
+    );
     assert!(
         misuse.contains("  drops: 1 x pinhole_wrong_peer, 2 x default_deny"),
         "{misuse}"

@@ -145,7 +145,10 @@ fn answer(mut stream: UnixStream, shared: &Shared) -> io::Result<()> {
 
 /// Asks every worker and gathers the answers (a worker that does not answer in time is left
 /// out, and `workers_answered` says so).
-pub(crate) fn ask<T: Send + 'static>(shared: &Shared, make: impl Fn(mpsc::Sender<T>) -> Query) -> Vec<T> {
+pub(crate) fn ask<T: Send + 'static>(
+    shared: &Shared,
+    make: impl Fn(mpsc::Sender<T>) -> Query,
+) -> Vec<T> {
     let mut pending = Vec::new();
     for (_, worker) in &shared.workers {
         let (tx, rx) = mpsc::channel();

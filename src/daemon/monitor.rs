@@ -72,8 +72,8 @@ pub fn run(options: &MonitorOptions) -> Result<Counters, RunError> {
         }
     })?;
     let source = format!("iface:{}", options.iface);
-    let (sink, metrics_listener) =
-        crate::observe::start(&options.observe, &source, socket.link()).map_err(RunError::Observe)?;
+    let (sink, metrics_listener) = crate::observe::start(&options.observe, &source, socket.link())
+        .map_err(RunError::Observe)?;
 
     let flags = Arc::new(Flags::default());
     let reloads = Arc::new(Mutex::new((0u64, 0u64)));
@@ -241,10 +241,13 @@ impl Capture<'_> {
                 .engine
                 .next_timeout()
                 .map_or(TICK, |deadline| deadline.saturating_since(now).min(TICK));
-            let readable = self.socket.wait_readable(wait).map_err(|source| RunError::Capture {
-                iface: self.options.iface.clone(),
-                source,
-            })?;
+            let readable = self
+                .socket
+                .wait_readable(wait)
+                .map_err(|source| RunError::Capture {
+                    iface: self.options.iface.clone(),
+                    source,
+                })?;
             if readable {
                 self.drain(&mut buf)?;
             }
@@ -273,7 +276,11 @@ impl Capture<'_> {
             let mut info = PacketInfo::new(self.packets, self.socket.link());
             info.verify_checksums = self.options.verify_checksums;
             if frame.len > frame.data.len() {
-                tracing::debug!(len = frame.len, kept = frame.data.len(), "frame cut to the capture buffer");
+                tracing::debug!(
+                    len = frame.len,
+                    kept = frame.data.len(),
+                    "frame cut to the capture buffer"
+                );
             }
             let decision = self.engine.process(monotonic_now(), &info, frame.data);
             self.tap.decision(self.packets, frame.data, &decision);
@@ -331,7 +338,11 @@ impl Capture<'_> {
 }
 
 /// Writes the final counters for people (standard error at the end of `pinhole monitor`).
-pub fn write_summary(out: &mut dyn std::io::Write, source: &str, counters: &Counters) -> std::io::Result<()> {
+pub fn write_summary(
+    out: &mut dyn std::io::Write,
+    source: &str,
+    counters: &Counters,
+) -> std::io::Result<()> {
     let record = Record::Summary {
         file: source,
         packets: counters.packets,

@@ -246,7 +246,8 @@ impl Worker {
         };
         let decision = self.engine.process(now, &info, packet.payload);
         self.last_packet = u64::from(packet.id);
-        self.tap.decision(self.last_packet, packet.payload, &decision);
+        self.tap
+            .decision(self.last_packet, packet.payload, &decision);
         self.overflow_log
             .note_decision(&decision, now, self.socket.queue());
         self.verdict(packet, &decision);

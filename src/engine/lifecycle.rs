@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::alg::{Alg, AlgOutcome, AlgState, AlgVerdict, PinholeRequest};
-use crate::counters::PinholeOutcome;
 use crate::conntrack::{
     Direction, Flow, FlowHandle, FlowOrigin, FlowState, FlowTuple, Opening, ParentRef, Pinhole,
     PinholeError, PinholeMatch, PinholeSpec,
 };
+use crate::counters::PinholeOutcome;
 use crate::decision::{Decision, Reason};
 use crate::event::{CloseCause, Event, PinholeAction};
 use crate::policy::{Action, FlowContext};

@@ -655,7 +655,8 @@ pub fn kernel_queue_stats(queues: &std::ops::RangeInclusive<u16>) -> Vec<KernelQ
 mod tests {
     #[test]
     fn kernel_queue_lines_parse() {
-        let text = "    0  12345     3 2 65531     7     2   981  1\n    1 -4000 0 2 65531 0 0 0 1\nbad\n";
+        let text =
+            "    0  12345     3 2 65531     7     2   981  1\n    1 -4000 0 2 65531 0 0 0 1\nbad\n";
         // Queue 1's negative port id does not parse as unsigned: that line is skipped.
         assert_eq!(
             parse_kernel_queue_stats(text),

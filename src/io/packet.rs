@@ -89,7 +89,9 @@ impl PacketSocket {
             other => {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    format!("interface {iface:?} has link type {other} (linux/if_arp.h); pinhole monitor reads Ethernet and IP-only devices"),
+                    format!(
+                        "interface {iface:?} has link type {other} (linux/if_arp.h); pinhole monitor reads Ethernet and IP-only devices"
+                    ),
                 ));
             }
         };
@@ -99,8 +101,9 @@ impl PacketSocket {
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
             SockProtocol::EthAll,
         )?;
-        let ifindex = i32::try_from(index)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index too large"))?;
+        let ifindex = i32::try_from(index).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "interface index too large")
+        })?;
         bind_to_interface(&fd, ifindex)?;
         if config.promiscuous {
             join_promiscuous(&fd, ifindex)?;
@@ -144,12 +147,8 @@ impl PacketSocket {
         loop {
             let (len, pkttype) = {
                 let mut iov = [IoSliceMut::new(buf)];
-                match recvmsg::<LinkAddr>(
-                    self.fd.as_raw_fd(),
-                    &mut iov,
-                    None,
-                    MsgFlags::MSG_TRUNC,
-                ) {
+                match recvmsg::<LinkAddr>(self.fd.as_raw_fd(), &mut iov, None, MsgFlags::MSG_TRUNC)
+                {
                     Ok(msg) => (
                         msg.bytes,
                         msg.address.map_or(libc::PACKET_HOST, |a| a.pkttype()),

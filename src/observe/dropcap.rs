@@ -146,7 +146,8 @@ mod tests {
         };
         let mut cap = DropCapture::create(config, LinkType::RawIp).unwrap();
         for i in 0..7u8 {
-            cap.write(Instant::from_secs(u64::from(i)), &[i; 100]).unwrap();
+            cap.write(Instant::from_secs(u64::from(i)), &[i; 100])
+                .unwrap();
         }
         cap.flush().unwrap();
         // 7 packets, 2 per file: 4 files were started, the oldest is gone.
@@ -156,7 +157,10 @@ mod tests {
         assert_eq!(count_packets(&dir.join("drops.pcap.2")).0, 2);
         assert!(!dir.join("drops.pcap.3").exists());
         let mode = std::fs::metadata(&path).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -103,7 +103,13 @@ fn answer(mut stream: TcpStream, render: &dyn Fn() -> String) -> io::Result<()> 
         }
         head.extend_from_slice(&buf[..n]);
         if head.len() > MAX_REQUEST {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "request too large\n", false);
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request too large\n",
+                false,
+            );
         }
     }
     match parse_request(&head) {
@@ -173,7 +179,10 @@ mod tests {
             Request::Metrics { head: true }
         );
         assert_eq!(parse_request(b"GET / HTTP/1.1\r\n\r\n"), Request::NotFound);
-        assert_eq!(parse_request(b"POST /metrics HTTP/1.1\r\n\r\n"), Request::BadMethod);
+        assert_eq!(
+            parse_request(b"POST /metrics HTTP/1.1\r\n\r\n"),
+            Request::BadMethod
+        );
         assert_eq!(parse_request(b"\x16\x03\x01garbage"), Request::Malformed);
     }
 
@@ -196,7 +205,10 @@ mod tests {
         };
         let ok = fetch(addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.contains("Content-Type: text/plain; version=0.0.4"), "{ok}");
+        assert!(
+            ok.contains("Content-Type: text/plain; version=0.0.4"),
+            "{ok}"
+        );
         assert!(ok.contains("Content-Length: 13\r\n"), "{ok}");
         assert!(ok.ends_with("\r\n\r\npinhole_up 1\n"), "{ok}");
         let missing = fetch(addr, "GET /other HTTP/1.1\r\n\r\n");

@@ -72,7 +72,11 @@ pub fn render(input: &MetricsInput<'_>) -> String {
     }
     out.family("pinhole_up", "gauge", "1 while pinhole answers.");
     out.sample("pinhole_up", &[], 1);
-    out.family("pinhole_info", "gauge", "Version and mode of the running pinhole.");
+    out.family(
+        "pinhole_info",
+        "gauge",
+        "Version and mode of the running pinhole.",
+    );
     out.sample(
         "pinhole_info",
         &[("version", env!("CARGO_PKG_VERSION")), ("mode", input.mode)],
@@ -88,7 +92,11 @@ pub fn render(input: &MetricsInput<'_>) -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     out.sample("pinhole_start_time_seconds", &[], started);
-    out.family("pinhole_workers", "gauge", "Worker threads (one engine each).");
+    out.family(
+        "pinhole_workers",
+        "gauge",
+        "Worker threads (one engine each).",
+    );
     out.sample("pinhole_workers", &[], input.workers as u64);
     out.family(
         "pinhole_workers_answered",
@@ -103,7 +111,11 @@ pub fn render(input: &MetricsInput<'_>) -> String {
     if let Some(sink) = &input.sink {
         sink_metrics(&mut out, sink);
     }
-    out.family("pinhole_reloads_total", "counter", "Rules reloads that took effect.");
+    out.family(
+        "pinhole_reloads_total",
+        "counter",
+        "Rules reloads that took effect.",
+    );
     out.sample("pinhole_reloads_total", &[], input.reloads.0);
     out.family(
         "pinhole_reload_failures_total",
@@ -132,9 +144,21 @@ fn engine_metrics(out: &mut Exposition, input: &MetricsInput<'_>, total: &Counte
         "counter",
         "Verdicts (in monitor mode: the verdicts inline mode would have given).",
     );
-    out.sample("pinhole_verdicts_total", &[("verdict", "accept")], total.accepted);
-    out.sample("pinhole_verdicts_total", &[("verdict", "drop")], total.dropped);
-    out.family("pinhole_drops_total", "counter", "Dropped packets by reason.");
+    out.sample(
+        "pinhole_verdicts_total",
+        &[("verdict", "accept")],
+        total.accepted,
+    );
+    out.sample(
+        "pinhole_verdicts_total",
+        &[("verdict", "drop")],
+        total.dropped,
+    );
+    out.family(
+        "pinhole_drops_total",
+        "counter",
+        "Dropped packets by reason.",
+    );
     for reason in Reason::ALL {
         out.sample(
             "pinhole_drops_total",
@@ -143,8 +167,16 @@ fn engine_metrics(out: &mut Exposition, input: &MetricsInput<'_>, total: &Counte
         );
     }
     for (name, help, value) in [
-        ("pinhole_flows_opened_total", "Flows created.", total.flows_opened),
-        ("pinhole_flows_closed_total", "Flows ended (any cause).", total.flows_closed),
+        (
+            "pinhole_flows_opened_total",
+            "Flows created.",
+            total.flows_opened,
+        ),
+        (
+            "pinhole_flows_closed_total",
+            "Flows ended (any cause).",
+            total.flows_closed,
+        ),
         (
             "pinhole_flows_evicted_total",
             "Flows evicted because the flow table was full.",
@@ -248,7 +280,11 @@ fn queue_metrics(out: &mut Exposition, input: &MetricsInput<'_>) {
             ),
         ];
         for (name, help, get) in per_queue {
-            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
             out.family(name, kind, help);
             for worker in input.stats {
                 out.sample(name, &[("queue", &worker.queue.to_string())], get(worker));
@@ -289,13 +325,21 @@ fn queue_metrics(out: &mut Exposition, input: &MetricsInput<'_>) {
             "counter",
             "Packets the kernel queued for the monitor's capture socket.",
         );
-        out.sample("pinhole_capture_kernel_packets_total", &[], capture.kernel_packets);
+        out.sample(
+            "pinhole_capture_kernel_packets_total",
+            &[],
+            capture.kernel_packets,
+        );
         out.family(
             "pinhole_capture_kernel_drops_total",
             "counter",
             "Packets the kernel dropped because the monitor fell behind.",
         );
-        out.sample("pinhole_capture_kernel_drops_total", &[], capture.kernel_drops);
+        out.sample(
+            "pinhole_capture_kernel_drops_total",
+            &[],
+            capture.kernel_drops,
+        );
     }
 }
 
@@ -402,8 +446,10 @@ mod tests {
     use crate::decision::Verdict;
 
     fn input_text() -> String {
-        let mut engine = Counters::default();
-        engine.packets = 10;
+        let mut engine = Counters {
+            packets: 10,
+            ..Counters::default()
+        };
         engine.verdict(Verdict::Accept, None);
         engine.verdict(Verdict::Drop, Some(Reason::DefaultDeny));
         engine.pinhole(Alg::Ftp, PinholeOutcome::Opened);
@@ -469,9 +515,15 @@ mod tests {
             "pinhole_reloads_total 2",
             "pinhole_reload_failures_total 1",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
-        assert!(!text.contains("pinhole_violations_total{alg=\"tftp\""), "zeros are left out");
+        assert!(
+            !text.contains("pinhole_violations_total{alg=\"tftp\""),
+            "zeros are left out"
+        );
     }
 
     #[test]

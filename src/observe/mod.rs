@@ -87,10 +87,9 @@ pub fn start(
         None => None,
     };
     let listener = match options.metrics {
-        Some(addr) => Some(
-            http::bind(addr)
-                .map_err(|err| format!("metrics endpoint {addr}: {err} (choose another --metrics address)"))?,
-        ),
+        Some(addr) => Some(http::bind(addr).map_err(|err| {
+            format!("metrics endpoint {addr}: {err} (choose another --metrics address)")
+        })?),
         None => None,
     };
     Ok((sink, listener))

@@ -238,8 +238,7 @@ pub struct SinkHandle {
 impl SinkHandle {
     /// Sends a record item; a full channel loses it (counted).
     pub fn send(&self, item: Item) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(item)
-        {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(item) {
             self.stats.lost.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -630,7 +629,9 @@ impl Writer {
                     self.log = Some(reopened);
                 }
                 Err(err) => {
-                    tracing::error!("{err}; retrying at the next SIGHUP, records are lost until then");
+                    tracing::error!(
+                        "{err}; retrying at the next SIGHUP, records are lost until then"
+                    );
                     // Keep trying to write somewhere sensible: nowhere, but count.
                     self.log = None;
                 }
@@ -762,9 +763,15 @@ mod tests {
         assert_eq!(records[1]["verdict"], "drop");
         assert_eq!(records[1]["reason"], "default_deny");
         assert_eq!(records[1]["flow"], Value::Null);
-        assert_eq!(records[1]["tuple"], "tcp 198.51.100.10:40000 -> 192.0.2.10:21");
+        assert_eq!(
+            records[1]["tuple"],
+            "tcp 198.51.100.10:40000 -> 192.0.2.10:21"
+        );
         let mode = std::fs::metadata(&path).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -808,10 +815,10 @@ mod tests {
         let moved = dir.join("events.jsonl.1");
         let sink = Sink::start(config(&path, 100)).unwrap();
         sink.send(drop_item(1));
-        std::thread::sleep(FLUSH_EVERY * 2);
+        thread::sleep(FLUSH_EVERY * 2);
         std::fs::rename(&path, &moved).unwrap();
         sink.reopen();
-        std::thread::sleep(FLUSH_EVERY * 2);
+        thread::sleep(FLUSH_EVERY * 2);
         sink.send(drop_item(2));
         sink.finish();
         assert_eq!(lines(&moved).len(), 1);

@@ -55,7 +55,14 @@ impl Tap {
         }
         self.released(&decision.released, at);
         if matches!(decision.verdict, Verdict::Drop | Verdict::Reject) {
-            self.dropped(packet, at, decision.reason, decision.flow, decision.verdict, Some(frame));
+            self.dropped(
+                packet,
+                at,
+                decision.reason,
+                decision.flow,
+                decision.verdict,
+                Some(frame),
+            );
         }
         self.events(packet, &decision.events, at);
     }

@@ -12,8 +12,8 @@ use crate::decision::{Decision, Expired, Released, Verdict};
 use crate::engine::{Engine, PacketInfo};
 use crate::io::pcap::{CaptureError, read_capture};
 use crate::output::{Format, Record, RecordWriter, event_record, is_contract_event, verdict_name};
-use crate::report::SessionReport;
 use crate::policy::Policy;
+use crate::report::SessionReport;
 
 /// What to report.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
