@@ -28,7 +28,9 @@ scripts/fuzz-smoke.sh 30
 echo "== end-to-end: pinhole run inline between real servers and clients in network namespaces"
 if [ "$(id -u)" = 0 ]; then
     tests/e2e/nfqueue.sh
+    echo "== end-to-end: pinhole monitor on a live interface (event log, drop capture, metrics)"
+    tests/e2e/monitor.sh
 else
-    echo "skipped: the end-to-end tests need root (network namespaces, iptables, NFQUEUE)"
+    echo "skipped: the end-to-end tests need root (network namespaces, iptables, NFQUEUE, AF_PACKET)"
 fi
 echo "== all tests passed"

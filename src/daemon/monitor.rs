@@ -18,6 +18,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::counters::Counters;
+use crate::decision::Reason;
 use crate::engine::{Engine, PacketInfo};
 use crate::io::packet::{CaptureConfig, PacketSocket};
 use crate::observe::metrics::{self, CaptureCounters, MetricsInput};
@@ -25,6 +26,7 @@ use crate::observe::sink::Item;
 use crate::observe::{ObserveOptions, Sink, Tap, http};
 use crate::output::{Format, Record, RecordWriter};
 use crate::policy::Policy;
+use crate::wire::link;
 
 use super::snapshot::{QueueCounters, WorkerStats};
 use super::{RunError, monotonic_now};
@@ -273,6 +275,12 @@ impl Capture<'_> {
                     });
                 }
             };
+            if link::ip_bytes(self.socket.link(), frame.data) == Err(Reason::NotIp) {
+                // ARP, LLDP, STP...: never forwarded as IP, so never queued to an inline
+                // pinhole either. Counted, not judged.
+                self.counters.not_ip += 1;
+                continue;
+            }
             let mut info = PacketInfo::new(self.packets, self.socket.link());
             info.verify_checksums = self.options.verify_checksums;
             if frame.len > frame.data.len() {

@@ -28,6 +28,8 @@ pub struct CaptureCounters {
     pub kernel_packets: u64,
     /// Packets it dropped because the socket's buffer was full.
     pub kernel_drops: u64,
+    /// Frames that carry no IP (ARP, LLDP, STP): skipped, as an inline pinhole never sees them.
+    pub not_ip: u64,
 }
 
 /// A per-queue series: name, help, and how to read it from a worker's stats.

@@ -483,7 +483,8 @@ impl Writer {
     fn admit(&mut self, class: Class) -> bool {
         let now = std::time::Instant::now();
         if self.buckets[class as usize].allow(now) {
-            self.report_class(class, now, true);
+            // What was left out since the last report comes first, at most once a second.
+            self.report_class(class, now, false);
             true
         } else {
             self.stats.suppressed[class as usize].fetch_add(1, Ordering::Relaxed);

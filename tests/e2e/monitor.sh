@@ -30,10 +30,11 @@
 #   - the drop capture reads back with tcpdump, pinhole replay and a pcap reader (nanosecond
 #     pcap, Ethernet) and holds the unannounced SYN and the bounce PORT command;
 #   - a second run with --events-rate 20 --events - under a flood of 3000 UDP datagrams no
-#     rule allows: few verdict records, a `suppressed` record, every drop still counted in the
-#     summary, and the drop capture rotated (--dump-drops-size 1 --dump-drops-files 3);
+#     rule allows: few verdict records, `suppressed` records (written + suppressed = dropped),
+#     every drop still counted in the summary, and the drop capture rotated
+#     (--dump-drops-size 1 --dump-drops-files 3);
 #   - a third run with --format text prints readable lines.
-# About a minute.
+# About 30 seconds.
 #
 # Usage:  tests/e2e/monitor.sh        (as root)
 # Environment:
@@ -671,6 +672,13 @@ check_rate_limited() {
         echo "no suppressed record of class drops with count > 0"
         return 1
     }
+    # What was left out is reported at most once a second per class (plus the last report at
+    # the stop), not once per record let through.
+    local reports
+    reports=$(python3 "$MC" jl "$MON_OUT" "sum(1 for r in recs if r['type'] == 'suppressed' \
+        and r['class'] == 'drops')") || return 1
+    echo "$reports suppressed records of class drops in about $elapsed s"
+    [ "$reports" -le $((elapsed + 2)) ] || { echo "more than one suppressed record a second"; return 1; }
     # Every drop is either written or counted as suppressed (or lost: the writer fell behind).
     local acct
     acct=$(python3 "$MC" jl "$MON_OUT" "[sum(1 for r in recs if r['type'] == 'verdict'), \

@@ -162,7 +162,8 @@ pinhole_start() {
     echo "pinhole run --mode $MODE $* (log $PINHOLE_LOG)"
     ph_start_bg pinhole "$PH_NS_FW" "$PINHOLE_LOG" \
         "$PINHOLE_BIN" run --rules "$RULES" --queues 0-1 --mode "$MODE" \
-        --install-rules --control "$CTL" --state-file "$STATE" -v "$@"
+        --install-rules --control "$CTL" --state-file "$STATE" \
+        --events "$EVENTS" --dump-drops "$DROPS" --metrics "$METRICS_ADDR" -v "$@"
     PINHOLE_PID=$PH_LAST_PID
     local i
     for ((i = 0; i < 100; i++)); do
@@ -620,6 +621,125 @@ check_hup_good() {
 }
 
 # --------------------------------------------------------------------------
+# Checks: what the daemon reports (event log, drop capture, metrics)
+# --------------------------------------------------------------------------
+METRICS_ADDR=127.0.0.1:9464
+EVENTS="" DROPS=""
+
+# events_has EXPR: some record r of the event log makes the Python expression
+# EXPR true (retried for 5 s: the writer flushes every 200 ms).
+events_match() {
+    python3 - "$EVENTS" "$1" <<'PY'
+import json, sys
+path, expr = sys.argv[1], sys.argv[2]
+records = [json.loads(line) for line in open(path)]
+hits = [r for r in records if eval(expr, {}, {"r": r})]
+print("%d of %d records match: %s" % (len(hits), len(records), expr))
+if hits:
+    print(json.dumps(hits[-1]))
+sys.exit(0 if hits else 1)
+PY
+}
+events_has() { ph_wait_for "event log record" 5 events_match "$1" || events_match "$1"; }
+
+check_event_log() {
+    local third=${PH_THIRD_V4//./,}
+    events_has "r['type'] == 'violation' and r['reason'] == 'ftp_bounce' and r['alg'] == 'ftp' \
+        and r['file'].startswith('nfqueue:') and r['ts'].endswith('Z') and '$third' in r['detail']" &&
+    events_has "r['type'] == 'verdict' and r['verdict'] == 'drop' and r['reason'] == 'ftp_bounce' \
+        and (r['flow'] or '').endswith('$SV4:21')" &&
+    events_has "r['type'] == 'verdict' and r['reason'] == 'default_deny' and r['flow'] is None \
+        and r.get('tuple', '').startswith('tcp $CV4:') and ' -> $SV4:' in r['tuple'] \
+        and $PH_PASV_MIN <= int(r['tuple'].rsplit(':', 1)[1]) <= $PH_PASV_MAX" &&
+    events_has "r['type'] == 'pinhole' and r['event'] == 'open' and r['alg'] == 'ftp' \
+        and r['dst'] == '$SV4' and (r['parent'] or '').endswith('$SV4:21')" &&
+    events_has "r['type'] == 'pinhole' and r['event'] == 'use' and r['alg'] == 'ftp' \
+        and (r['child'] or '').startswith('tcp $CV4:')" &&
+    ! events_match "r['type'] == 'verdict' and r['verdict'] != 'drop'"
+}
+
+check_drop_capture() {
+    local dump=$PH_WORKDIR/drops-$MODE.txt third=${PH_THIRD_V4//./,}
+    tcpdump -nn -A -r "$DROPS" >"$dump" 2>&1 || { cat "$dump"; return 1; }
+    echo "$(grep -c ' IP' "$dump") packets in $DROPS"
+    grep -q 'link-type RAW' "$dump" || { echo "not link-type RAW:"; head -n 1 "$dump"; return 1; }
+    grep -F "PORT $third" "$dump" || { echo "no PORT $third packet in the capture"; return 1; }
+    grep -E "IP $CV4\.[0-9]+ > $SV4\.4[0-9]{4}: Flags \[S\]" "$dump" | head -n 1 ||
+        { echo "no SYN into the passive range in the capture"; return 1; }
+    "$PINHOLE_BIN" replay --format json --rules "$RULES" "$DROPS" | tail -n 1 |
+        python3 "$PJ" -t "data['type'] == 'summary' and data['packets'] >= 2"
+}
+
+# metric NAME{LABELS}: its value in the scrape at $METRICS_OUT (empty if absent).
+metric() { awk -v m="$1" '$1 == m { print $2 }' "$PH_WORKDIR/metrics.txt"; }
+metric_at_least() {
+    local v
+    v=$(metric "$1")
+    echo "$1 = ${v:-absent}"
+    [ -n "$v" ] && [ "$v" -ge "$2" ]
+}
+
+check_metrics() {
+    local headers=$PH_WORKDIR/metrics-headers.txt
+    ph_in_fw curl -sS --max-time 5 -D "$headers" -o "$PH_WORKDIR/metrics.txt" \
+        "http://$METRICS_ADDR/metrics" || return 1
+    grep -q '^HTTP/1.1 200' "$headers" && grep -qi '^Content-Type: text/plain; version=0.0.4' "$headers" ||
+        { cat "$headers"; return 1; }
+    grep -qx "pinhole_info{version=\"$("$PINHOLE_BIN" --version | cut -d' ' -f2)\",mode=\"$MODE\"} 1" \
+        "$PH_WORKDIR/metrics.txt" || { grep pinhole_info "$PH_WORKDIR/metrics.txt"; return 1; }
+    metric_at_least 'pinhole_violations_total{alg="ftp",reason="ftp_bounce"}' 1 &&
+        metric_at_least 'pinhole_drops_total{reason="ftp_bounce"}' 1 &&
+        metric_at_least 'pinhole_drops_total{reason="default_deny"}' 1 &&
+        metric_at_least 'pinhole_pinholes_total{alg="ftp",outcome="opened"}' 1 &&
+        metric_at_least 'pinhole_pinholes_total{alg="ftp",outcome="used"}' 1 &&
+        metric_at_least 'pinhole_packets_total{worker="0"}' 1 &&
+        metric_at_least 'pinhole_packets_total{worker="1"}' 1 &&
+        metric_at_least 'pinhole_queue_kernel_dropped_total{queue="0"}' 0 &&
+        metric_at_least 'pinhole_queue_received_total{queue="1"}' 1 &&
+        metric_at_least 'pinhole_events_written_total{class="drops"}' 1 &&
+        metric_at_least 'pinhole_dropdump_packets_total' 2 &&
+        metric_at_least 'pinhole_workers_answered' 2 || return 1
+    ph_in_fw curl -s -o /dev/null -w '%{http_code}\n' "http://$METRICS_ADDR/nope" | grep -qx 404 ||
+        { echo "/nope did not answer 404"; return 1; }
+    # Loopback only: nothing listens on the firewall's other addresses.
+    ph_in_fw ss -ltnH "sport = :${METRICS_ADDR##*:}" | tee /dev/stderr |
+        awk '{ print $4 }' | grep -vx "$METRICS_ADDR" && { echo "listens beyond loopback"; return 1; }
+    return 0
+}
+
+check_stats_export() {
+    local prom=$PH_WORKDIR/stats-prometheus.txt json
+    ctl stats --prometheus >"$prom" || return 1
+    grep -qx 'pinhole_up 1' "$prom" || { head "$prom"; return 1; }
+    local used_prom
+    used_prom=$(awk '$1 == "pinhole_pinholes_total{alg=\"ftp\",outcome=\"used\"}" { print $2 }' "$prom")
+    json=$(ctl stats --json) || return 1
+    echo "ftp pinholes used: prometheus $used_prom, json $(python3 "$PJ" "g('engine.pinholes_by_alg.ftp.used')" <<<"$json")"
+    python3 "$PJ" -t "g('engine.pinholes_by_alg.ftp.used') == $used_prom \
+        and g('engine.violations_by_reason.ftp.ftp_bounce') >= 1 \
+        and g('observe.events_written.drops') >= 1 and g('observe.dropdump_packets') >= 2 \
+        and len(data['kernel_queues']) == 2" <<<"$json"
+}
+
+check_event_log_reopened() {
+    mv "$EVENTS" "$EVENTS.1" || return 1
+    reload_with "$RULES_SHIPPED" || return 1
+    ftp_get "$SV4" small.txt --ftp-pasv --disable-epsv || return 1
+    ph_wait_for "new event log" 5 test -s "$EVENTS" || { echo "no new $EVENTS"; return 1; }
+    events_has "r['type'] == 'pinhole' and r['event'] == 'use' and r['alg'] == 'ftp'" || return 1
+    echo "moved file: $(wc -l <"$EVENTS.1") records; new file: $(wc -l <"$EVENTS") records"
+}
+
+check_event_log_tftp() {
+    events_has "r['type'] == 'pinhole' and r['alg'] == 'tftp' and r['event'] == 'open' \
+        and r['proto'] == 'udp' and r['sport_range'] == [30000, 30009]" &&
+    events_has "r['type'] == 'pinhole' and r['alg'] == 'tftp' and r['event'] == 'use' \
+        and (r['child'] or '').startswith('udp $SV4:300')" &&
+    events_has "r['type'] == 'violation' and r['reason'] == 'tftp_write_denied'" &&
+    events_has "r['type'] == 'verdict' and r['reason'] == 'tftp_unknown_tid'"
+}
+
+# --------------------------------------------------------------------------
 # Checks: refused traffic
 # --------------------------------------------------------------------------
 # A connection into vsftpd's passive range that no PASV announced. First,
@@ -955,6 +1075,8 @@ check_clean_stop() {
 run_mode() {
     MODE=$1
     local t0=$SECONDS
+    EVENTS=$PH_WORKDIR/events-$MODE.jsonl
+    DROPS=$PH_WORKDIR/drops-$MODE.pcap
     note "--- mode $MODE"
     cp "$RULES_SHIPPED" "$RULES"
     restart_tftpd --port-range 30000:30009 >/dev/null 2>&1
@@ -1002,6 +1124,15 @@ run_mode() {
     check "second connection through a used pinhole times out; the first transfer completes" \
         check_pinhole_single_use
 
+    # What the daemon reports: event log, drop capture, metrics.
+    check "event log: the bounce (violation and drop), the passive-range SYN (drop naming it), FTP pinholes opened and used" \
+        check_event_log
+    check "drop capture: a pcap tcpdump reads, holding the bounce PORT and the passive-range SYN" \
+        check_drop_capture
+    check "metrics scraped over loopback: pinholes, violations, drops, workers, kernel queues, writer" \
+        check_metrics
+    check "pinhole stats --prometheus and --json carry the same counters" check_stats_export
+
     # Listing sessions and pinholes.
     check "pinhole sessions lists a held FTP control session" check_sessions_listing
     check "pinhole pinholes lists the pinhole a PASV opened" check_pinholes_listing
@@ -1019,6 +1150,8 @@ run_mode() {
     session_close list
     check "30 SIGHUPs racing an FTP download and TFTP reads: all complete, no reload fails" \
         check_reload_race
+    check "SIGHUP after logrotate moved the event log: new records go to a new file" \
+        check_event_log_reopened
 
     # TFTP: tftpd-hpa --port-range 30000:30009, the policy as shipped (read-only).
     check "TFTP read over IPv4 (tftpd --port-range, server_ports)" tftp_get "$SV4" image.bin
@@ -1030,6 +1163,8 @@ run_mode() {
     check "TFTP: the server never saw the third host's datagram" check_tftp_tid_capture
     check "TFTP: tftp_unknown_tid (and default_deny) counted the forged datagrams" \
         check_tftp_tid_counters
+    check "event log: TFTP read pinholes opened and used, the refused write, the forged datagrams" \
+        check_event_log_tftp
 
     # Variant (b), write = true: writes to the server.
     check "SIGHUP to the write = true variant" reload_with "$RULES_WRITE"
