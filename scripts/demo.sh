@@ -77,6 +77,8 @@ case $PINHOLE_BIN in /*) ;; *) PINHOLE_BIN=$REPO_DIR/$PINHOLE_BIN ;; esac
 
 ph_init || fail "cannot initialise"
 CTL=$PH_WORKDIR/ctl.sock
+EVENTS=$PH_WORKDIR/events.jsonl
+DROPS=$PH_WORKDIR/drops.pcap
 PINHOLE_PID=""
 PINHOLE_LOG=""
 ctl() { timeout 5 "$PINHOLE_BIN" "$@" --control "$CTL"; }
@@ -167,9 +169,11 @@ STARTS=0
 pinhole_start() {   # [EXTRA_ARGS...]
     STARTS=$((STARTS + 1))
     PINHOLE_LOG=$PH_WORKDIR/pinhole-$STARTS.log
-    say "fw\$ pinhole run --rules rules/edge-router.toml --install-rules --queues 0-1${*:+ $*}"
+    say "fw\$ pinhole run --rules rules/edge-router.toml --install-rules --queues 0-1 \\"
+    say "         --events events.jsonl --dump-drops drops.pcap --metrics 9464${*:+ $*}"
     ph_start_bg pinhole "$PH_NS_FW" "$PINHOLE_LOG" "$PINHOLE_BIN" run --rules "$RULES" \
-        --install-rules --queues 0-1 --mode offload --control "$CTL" -v "$@"
+        --install-rules --queues 0-1 --mode offload --control "$CTL" \
+        --events "$EVENTS" --dump-drops "$DROPS" --metrics 9464 -v "$@"
     PINHOLE_PID=$PH_LAST_PID
     if ! ph_wait_for "pinhole status" 10 ctl status; then
         cat "$PINHOLE_LOG" >&2
@@ -312,6 +316,16 @@ ctl stats | sed 's/^/     /'
 echo "quit" >> "$dir/cmd"
 ph_wait_for "QUIT" 10 grep -q '^2 ' "$dir/res"
 ph_stop session
+echo
+say "\$ grep -E '\"(violation|pinhole)\"' events.jsonl | tail -n 3      (the event log, JSON Lines)"
+grep -E '"type":"(violation|pinhole)"' "$EVENTS" | tail -n 3 | cut -c1-220 | sed 's/^/     /'
+echo
+say "\$ tcpdump -nr drops.pcap | head -n 3      (every dropped packet, for Wireshark)"
+tcpdump -nr "$DROPS" 2>/dev/null | head -n 3 | cut -c1-160 | sed 's/^/     /'
+echo
+say "\$ curl -s 127.0.0.1:9464/metrics | grep -E '^pinhole_(pinholes|violations)_total' | grep -v ' 0\$'"
+ph_in_fw curl -s --max-time 5 http://127.0.0.1:9464/metrics |
+    grep -E '^pinhole_(pinholes|violations)_total' | grep -v ' 0$' | sed 's/^/     /'
 
 # ------------------------------------------------------------------------------------------------
 heading "5. Stopping"
