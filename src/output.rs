@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::alg::Alg;
 use crate::conntrack::FlowTuple;
 use crate::conntrack::key::{ProtoName, proto_name};
-use crate::counters::DropCounts;
+use crate::counters::{Counters, DropCounts};
 use crate::decision::{Reason, Verdict};
 use crate::event::Event;
 
@@ -155,6 +155,24 @@ pub enum Record<'a> {
         /// The file ended inside a record.
         truncated: bool,
     },
+}
+
+impl<'a> Record<'a> {
+    /// The `summary` record of `file` from an engine's final counters.
+    pub fn summary(file: &'a str, counters: &'a Counters, truncated: bool) -> Self {
+        Record::Summary {
+            file,
+            packets: counters.packets,
+            accepted: counters.accepted,
+            dropped: counters.dropped,
+            flows: counters.flows_opened,
+            pinholes_opened: counters.pinholes_opened,
+            pinholes_used: counters.pinholes_used,
+            violations: counters.violations,
+            drops: &counters.drops,
+            truncated,
+        }
+    }
 }
 
 /// The contract's name for a verdict: `accept` or `drop` (a reject is a drop with `reset`).

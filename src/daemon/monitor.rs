@@ -351,17 +351,5 @@ pub fn write_summary(
     source: &str,
     counters: &Counters,
 ) -> std::io::Result<()> {
-    let record = Record::Summary {
-        file: source,
-        packets: counters.packets,
-        accepted: counters.accepted,
-        dropped: counters.dropped,
-        flows: counters.flows_opened,
-        pinholes_opened: counters.pinholes_opened,
-        pinholes_used: counters.pinholes_used,
-        violations: counters.violations,
-        drops: &counters.drops,
-        truncated: false,
-    };
-    RecordWriter::new(out, Format::Text).write(&record)
+    RecordWriter::new(out, Format::Text).write(&Record::summary(source, counters, false))
 }

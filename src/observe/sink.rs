@@ -461,18 +461,7 @@ impl Writer {
                 counters,
             } => {
                 self.report_suppressed(true);
-                let record = Record::Summary {
-                    file: &source,
-                    packets: counters.packets,
-                    accepted: counters.accepted,
-                    dropped: counters.dropped,
-                    flows: counters.flows_opened,
-                    pinholes_opened: counters.pinholes_opened,
-                    pinholes_used: counters.pinholes_used,
-                    violations: counters.violations,
-                    drops: &counters.drops,
-                    truncated: false,
-                };
+                let record = Record::summary(&source, &counters, false);
                 self.write_record(Class::Events, &record, at, None);
             }
         }

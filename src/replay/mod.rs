@@ -107,18 +107,7 @@ pub fn replay_file(
     }
 
     let counters = engine.counters().clone();
-    out.write(&Record::Summary {
-        file: name,
-        packets: counters.packets,
-        accepted: counters.accepted,
-        dropped: counters.dropped,
-        flows: counters.flows_opened,
-        pinholes_opened: counters.pinholes_opened,
-        pinholes_used: counters.pinholes_used,
-        violations: counters.violations,
-        drops: &counters.drops,
-        truncated: summary.truncated,
-    })?;
+    out.write(&Record::summary(name, &counters, summary.truncated))?;
     Ok(ReplayReport {
         counters,
         truncated: summary.truncated,
