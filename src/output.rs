@@ -408,7 +408,8 @@ fn write_summary_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()
     Ok(())
 }
 
-fn endpoint(addr: IpAddr, port: &str) -> String {
+/// `addr:port`, IPv6 in brackets; `port` may be `*` or a range.
+pub(crate) fn endpoint(addr: IpAddr, port: &str) -> String {
     match addr {
         IpAddr::V4(a) => format!("{a}:{port}"),
         IpAddr::V6(a) => format!("[{a}]:{port}"),

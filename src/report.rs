@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! FTP tcp 198.51.100.10:33650 -> 192.0.2.10:21  rule ftp-control  #0-#31  closed (fin), 32 packets, 2.1 KiB
-//!   passive data  198.51.100.10:* -> 192.0.2.10:40001  opened #9, used #11 by tcp 198.51.100.10:46411 -> 192.0.2.10:40001 (fin, 12 packets, 5.6 KiB)
+//!   passive data  198.51.100.10:* -> 192.0.2.10:40001  opened #9, used #11 by tcp 198.51.100.10:46411 -> 192.0.2.10:40001 (closed (fin), 12 packets, 5.6 KiB)
 //!   refused #20  ftp_bounce: FTP PORT/EPRT/LPRT names an address other than the client's (PORT 10,0,0,9,4,1)
 //! ```
 
@@ -21,16 +21,43 @@ use crate::conntrack::key::proto_name;
 use crate::decision::{Decision, Expired, Reason, Released, Verdict};
 use crate::event::{CloseCause, Event, PinholeAction, PinholeInfo};
 use crate::observe::tap::packet_tuple;
+use crate::output::endpoint;
 use crate::wire::LinkType;
 use crate::wire::tftp::RequestKind;
 
-/// How a flow ended, as the report shows it.
+/// How a flow's tracking ended, as the report shows it: packets and bytes both ways.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Ended {
-    cause: CloseCause,
-    packets: u64,
-    bytes: u64,
-    packet: u64,
+enum FlowEnd {
+    /// It left the table at `packet`, for `cause`.
+    Closed {
+        cause: CloseCause,
+        packets: u64,
+        bytes: u64,
+        packet: u64,
+    },
+    /// Still tracked when the capture ended.
+    OpenAtEnd { packets: u64, bytes: u64 },
+}
+
+impl FlowEnd {
+    /// `closed (fin), 12 packets, 5.6 KiB` or `open at the end, 12 packets, 5.6 KiB`.
+    fn describe(self) -> String {
+        match self {
+            FlowEnd::Closed {
+                cause,
+                packets,
+                bytes: b,
+                ..
+            } => format!(
+                "closed ({}), {packets} packets, {}",
+                cause.as_str(),
+                bytes(b)
+            ),
+            FlowEnd::OpenAtEnd { packets, bytes: b } => {
+                format!("open at the end, {packets} packets, {}", bytes(b))
+            }
+        }
+    }
 }
 
 /// One pinhole a session negotiated.
@@ -41,8 +68,7 @@ struct PinholeLine {
     opened: u64,
     outcome: Option<(PinholeAction, u64)>,
     child: Option<FlowTuple>,
-    child_ended: Option<Ended>,
-    child_open_at_end: Option<Ended>,
+    child_end: Option<FlowEnd>,
 }
 
 /// A line of a session: a pinhole, a refusal, a notice.
@@ -68,13 +94,11 @@ struct Session {
     flow: FlowTuple,
     rule: Option<String>,
     first: u64,
-    ended: Option<Ended>,
+    end: Option<FlowEnd>,
     lines: Vec<Line>,
     drops: BTreeMap<Reason, u64>,
     /// The flow was never kept (its first packet was refused).
     refused_at_start: bool,
-    /// Still tracked at the end of the capture: its counts so far.
-    open_at_end: Option<Ended>,
 }
 
 /// Drops outside any session, by reason, with the first packet that had it.
@@ -133,22 +157,12 @@ impl SessionReport {
     /// Takes in the flows still tracked at the end (their packets and bytes so far).
     pub fn finish(&mut self, engine: &crate::Engine) {
         for (_, flow) in engine.flows().iter() {
-            let so_far = |packet| Ended {
-                cause: CloseCause::Timeout,
+            let so_far = FlowEnd::OpenAtEnd {
                 packets: flow.total_packets(),
                 bytes: flow.total_bytes(),
-                packet,
             };
-            if let Some(s) = self.by_flow.get(&flow.tuple) {
-                let session = &mut self.sessions[*s];
-                if session.ended.is_none() {
-                    session.open_at_end = Some(so_far(0));
-                }
-            } else if let Some((s, l)) = self.children.get(&flow.tuple)
-                && let Line::Pinhole(p) = &mut self.sessions[*s].lines[*l]
-                && p.child_ended.is_none()
-            {
-                p.child_open_at_end = Some(so_far(0));
+            if let Some(end) = self.end_of(flow.tuple) {
+                end.get_or_insert(so_far);
             }
         }
     }
@@ -200,11 +214,10 @@ impl SessionReport {
             flow,
             rule,
             first: packet,
-            ended: None,
+            end: None,
             lines: Vec::new(),
             drops: BTreeMap::new(),
             refused_at_start: false,
-            open_at_end: None,
         });
         let index = self.sessions.len() - 1;
         self.by_flow.insert(flow, index);
@@ -247,18 +260,13 @@ impl SessionReport {
                 packets,
                 bytes,
             } => {
-                let ended = Ended {
-                    cause: *cause,
-                    packets: *packets,
-                    bytes: *bytes,
-                    packet,
-                };
-                if let Some(s) = self.by_flow.get(flow) {
-                    self.sessions[*s].ended = Some(ended);
-                } else if let Some((s, l)) = self.children.get(flow)
-                    && let Line::Pinhole(p) = &mut self.sessions[*s].lines[*l]
-                {
-                    p.child_ended = Some(ended);
+                if let Some(end) = self.end_of(*flow) {
+                    *end = Some(FlowEnd::Closed {
+                        cause: *cause,
+                        packets: *packets,
+                        bytes: *bytes,
+                        packet,
+                    });
                 }
             }
             Event::Pinhole {
@@ -298,6 +306,18 @@ impl SessionReport {
         }
     }
 
+    /// Where the end of `flow` is kept: its session's, or the pinhole line of the data flow.
+    fn end_of(&mut self, flow: FlowTuple) -> Option<&mut Option<FlowEnd>> {
+        if let Some(&s) = self.by_flow.get(&flow) {
+            return Some(&mut self.sessions[s].end);
+        }
+        let &(s, l) = self.children.get(&flow)?;
+        match &mut self.sessions[s].lines[l] {
+            Line::Pinhole(p) => Some(&mut p.child_end),
+            _ => None,
+        }
+    }
+
     fn pinhole(
         &mut self,
         packet: u64,
@@ -316,8 +336,7 @@ impl SessionReport {
                 opened: packet,
                 outcome: None,
                 child: None,
-                child_ended: None,
-                child_open_at_end: None,
+                child_end: None,
             }));
             self.pinholes
                 .insert(pinhole.id.0, (s, session.lines.len() - 1));
@@ -374,23 +393,13 @@ fn render_session(session: &Session) -> String {
         .as_deref()
         .map(|r| format!("  rule {r}"))
         .unwrap_or_default();
-    let state = match (session.refused_at_start, session.ended, session.open_at_end) {
-        (true, _, _) => "  refused, not tracked".to_owned(),
-        (false, Some(e), _) => format!(
-            "  #{}-#{}  closed ({}), {} packets, {}",
-            session.first,
-            e.packet,
-            e.cause.as_str(),
-            e.packets,
-            bytes(e.bytes)
-        ),
-        (false, None, Some(e)) => format!(
-            "  #{}-  open at the end, {} packets, {}",
-            session.first,
-            e.packets,
-            bytes(e.bytes)
-        ),
-        (false, None, None) => format!("  #{}-  open at the end", session.first),
+    let state = match (session.refused_at_start, session.end) {
+        (true, _) => "  refused, not tracked".to_owned(),
+        (false, Some(end @ FlowEnd::Closed { packet, .. })) => {
+            format!("  #{}-#{packet}  {}", session.first, end.describe())
+        }
+        (false, Some(end)) => format!("  #{}-  {}", session.first, end.describe()),
+        (false, None) => format!("  #{}-  open at the end", session.first),
     };
     let _ = writeln!(text, "{alg} {}{rule}{state}", session.flow);
     for line in &session.lines {
@@ -400,20 +409,10 @@ fn render_session(session: &Session) -> String {
                     None => "still open at the end".to_owned(),
                     Some((PinholeAction::Use, at)) => {
                         let child = p.child.map(|c| format!(" by {c}")).unwrap_or_default();
-                        let ended = match (p.child_ended, p.child_open_at_end) {
-                            (Some(e), _) => format!(
-                                " (closed {}, {} packets, {})",
-                                e.cause.as_str(),
-                                e.packets,
-                                bytes(e.bytes)
-                            ),
-                            (None, Some(e)) => format!(
-                                " (open at the end, {} packets, {})",
-                                e.packets,
-                                bytes(e.bytes)
-                            ),
-                            (None, None) => String::new(),
-                        };
+                        let ended = p
+                            .child_end
+                            .map(|end| format!(" ({})", end.describe()))
+                            .unwrap_or_default();
                         format!("used #{at}{child}{ended}")
                     }
                     Some((PinholeAction::Expire, at)) => format!("expired unused #{at}"),
@@ -473,24 +472,12 @@ fn negotiated(pinhole: &PinholeInfo, control: FlowTuple) -> &'static str {
 
 fn endpoints(pinhole: &PinholeInfo) -> String {
     let o = pinhole.opening;
-    let sport = match (o.sport.exact(), o.sport.range()) {
-        (Some(p), _) => p.to_string(),
-        (None, Some([lo, hi])) => format!("{lo}-{hi}"),
-        (None, None) => "*".to_owned(),
-    };
     format!(
         "{} {} -> {}",
         proto_name(o.proto),
-        endpoint(o.src, &sport),
+        endpoint(o.src, &o.sport.to_string()),
         endpoint(o.dst, &o.dport.to_string())
     )
-}
-
-fn endpoint(addr: IpAddr, port: &str) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
-    }
 }
 
 /// Bytes for people: `512 B`, `2.1 KiB`, `8.0 MiB`.

@@ -236,7 +236,8 @@ impl Capture<'_> {
             }
             self.read_statistics();
             while let Ok(reply) = stats.try_recv() {
-                let _ = reply.send((self.worker_stats(), self.counters));
+                let stats = WorkerStats::of(0, &self.engine, QueueCounters::default());
+                let _ = reply.send((stats, self.counters));
             }
             let now = monotonic_now();
             let wait = self
@@ -331,16 +332,6 @@ impl Capture<'_> {
                     "the kernel dropped captured frames: the monitor falls behind (raise --rcvbuf)"
                 );
             }
-        }
-    }
-
-    fn worker_stats(&self) -> WorkerStats {
-        WorkerStats {
-            queue: 0,
-            engine: self.engine.counters().clone(),
-            queue_counters: QueueCounters::default(),
-            flows: self.engine.flows().len(),
-            pinholes: self.engine.pinholes().len(),
         }
     }
 }

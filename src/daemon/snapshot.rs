@@ -148,6 +148,19 @@ pub struct PinholeRow {
     pub expires_in_secs: u64,
 }
 
+impl WorkerStats {
+    /// The counters and table sizes of `engine`, serving `queue` with `queue_counters`.
+    pub fn of(queue: u16, engine: &Engine, queue_counters: QueueCounters) -> Self {
+        WorkerStats {
+            queue,
+            engine: engine.counters().clone(),
+            queue_counters,
+            flows: engine.flows().len(),
+            pinholes: engine.pinholes().len(),
+        }
+    }
+}
+
 fn secs_between(later: Instant, earlier: Instant) -> u64 {
     later.saturating_since(earlier).as_secs()
 }

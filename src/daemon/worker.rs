@@ -163,13 +163,7 @@ impl Worker {
         // A client that gave up has dropped its receiver; nothing to do then.
         let _ = match query {
             Query::Stats(reply) => reply
-                .send(WorkerStats {
-                    queue,
-                    engine: self.engine.counters().clone(),
-                    queue_counters: self.counters.clone(),
-                    flows: self.engine.flows().len(),
-                    pinholes: self.engine.pinholes().len(),
-                })
+                .send(WorkerStats::of(queue, &self.engine, self.counters.clone()))
                 .map_err(drop),
             Query::Sessions(reply) => reply
                 .send(snapshot::sessions(&self.engine, queue, now))

@@ -50,15 +50,12 @@ pub struct Frame<'a> {
     pub data: &'a [u8],
     /// The frame's real length; larger than `data` when the buffer was too small.
     pub len: usize,
-    /// The interface sent it (rather than received it).
-    pub outgoing: bool,
 }
 
 /// A capture socket bound to one interface.
 #[derive(Debug)]
 pub struct PacketSocket {
     fd: OwnedFd,
-    iface: String,
     link: LinkType,
     loopback: bool,
 }
@@ -114,15 +111,9 @@ impl PacketSocket {
         }
         Ok(PacketSocket {
             fd,
-            iface: iface.to_owned(),
             link,
             loopback: hatype == ARPHRD_LOOPBACK,
         })
-    }
-
-    /// The interface's name.
-    pub fn iface(&self) -> &str {
-        &self.iface
     }
 
     /// How its frames are framed.
@@ -158,15 +149,13 @@ impl PacketSocket {
                     Err(err) => return Err(err.into()),
                 }
             };
-            let outgoing = pkttype == libc::PACKET_OUTGOING;
-            if outgoing && self.loopback {
+            if pkttype == libc::PACKET_OUTGOING && self.loopback {
                 continue;
             }
             let copied = len.min(buf.len());
             return Ok(Some(Frame {
                 data: &buf[..copied],
                 len,
-                outgoing,
             }));
         }
     }

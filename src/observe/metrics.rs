@@ -258,7 +258,8 @@ fn table_metrics(out: &mut Exposition, input: &MetricsInput<'_>) {
 }
 
 fn queue_metrics(out: &mut Exposition, input: &MetricsInput<'_>) {
-    if input.stats.iter().any(|w| w.queue_counters.received > 0) || input.capture.is_none() {
+    // NFQUEUE's counters; the monitor has a capture socket instead.
+    if input.capture.is_none() {
         let per_queue: [WorkerSeries; 4] = [
             (
                 "pinhole_queue_received_total",

@@ -42,19 +42,6 @@ pub struct ObserveOptions {
     pub metrics: Option<SocketAddr>,
 }
 
-impl Default for ObserveOptions {
-    fn default() -> Self {
-        ObserveOptions {
-            events: None,
-            format: Format::Json,
-            flows: false,
-            rate: 1000,
-            drops: None,
-            metrics: None,
-        }
-    }
-}
-
 impl ObserveOptions {
     /// The writer's configuration, or `None` when neither an event log nor a drop capture is
     /// asked for. `name` is the `file` of records that belong to no one worker; `link` frames

@@ -12,7 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -238,7 +238,7 @@ pub struct SinkHandle {
 impl SinkHandle {
     /// Sends a record item; a full channel loses it (counted).
     pub fn send(&self, item: Item) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(item) {
+        if self.tx.try_send(item).is_err() {
             self.stats.lost.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -273,7 +273,7 @@ impl Sink {
     /// Opens the files (an error names the file) and starts the writer thread.
     pub fn start(config: SinkConfig) -> Result<Sink, String> {
         let log = match &config.events {
-            Some(target) => Some(EventLog::open(target.clone())?),
+            Some(target) => Some(EventLog::open(target)?),
             None => None,
         };
         let capture = match &config.drops {
@@ -297,6 +297,7 @@ impl Sink {
         };
         let now = std::time::Instant::now();
         let writer = Writer {
+            target: config.events.clone(),
             log,
             capture,
             format: config.format,
@@ -309,7 +310,6 @@ impl Sink {
             stats,
             in_flight,
             reopen: reopen.clone(),
-            errors_logged: 0,
         };
         let thread = thread::Builder::new()
             .name("pinhole-events".to_owned())
@@ -330,11 +330,6 @@ impl Sink {
     /// The writer's counters, to read later from another thread.
     pub fn stats_handle(&self) -> Arc<SinkStats> {
         self.handle.stats.clone()
-    }
-
-    /// The writer's counters.
-    pub fn stats(&self) -> SinkCounters {
-        self.handle.stats.snapshot()
     }
 
     /// Asks the writer to reopen the event log file (after logrotate moved it).
@@ -361,13 +356,12 @@ impl Sink {
 
 /// The event log's file (or stdout).
 struct EventLog {
-    target: EventTarget,
     out: BufWriter<Box<dyn Write + Send>>,
 }
 
 impl EventLog {
-    fn open(target: EventTarget) -> Result<EventLog, String> {
-        let out: Box<dyn Write + Send> = match &target {
+    fn open(target: &EventTarget) -> Result<EventLog, String> {
+        let out: Box<dyn Write + Send> = match target {
             EventTarget::Stdout => Box::new(io::stdout()),
             EventTarget::File(path) => Box::new(
                 OpenOptions::new()
@@ -379,13 +373,15 @@ impl EventLog {
             ),
         };
         Ok(EventLog {
-            target,
             out: BufWriter::new(out),
         })
     }
 }
 
 struct Writer {
+    /// Where the event log goes (kept apart from the open file, to reopen it).
+    target: Option<EventTarget>,
+    /// The open event log; `None` without one, or while a reopen failed.
     log: Option<EventLog>,
     capture: Option<DropCapture>,
     format: Format,
@@ -396,7 +392,6 @@ struct Writer {
     stats: Arc<SinkStats>,
     in_flight: Arc<AtomicUsize>,
     reopen: Arc<AtomicBool>,
-    errors_logged: u64,
 }
 
 impl Writer {
@@ -500,6 +495,7 @@ impl Writer {
         let count = self.buckets[i].take_suppressed();
         let at = SystemTime::now();
         let Some(log) = self.log.as_mut() else {
+            self.log_missing();
             return;
         };
         let line = match self.format {
@@ -532,6 +528,7 @@ impl Writer {
         extra: Option<(&str, Value)>,
     ) {
         let Some(log) = self.log.as_mut() else {
+            self.log_missing();
             return;
         };
         let result = match self.format {
@@ -580,6 +577,13 @@ impl Writer {
         }
     }
 
+    /// A record for an event log whose reopen failed is a write error (none is asked for: nothing).
+    fn log_missing(&mut self) {
+        if self.target.is_some() {
+            self.outcome(Err(io::Error::other("the event log is not open")), None);
+        }
+    }
+
     /// Counts a write's outcome; failures are logged at the 1st, 2nd, 4th, 8th... time.
     fn outcome(&mut self, result: io::Result<()>, class: Option<Class>) {
         match result {
@@ -590,8 +594,7 @@ impl Writer {
             }
             Err(err) => {
                 let n = self.stats.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() && n > self.errors_logged {
-                    self.errors_logged = n;
+                if n.is_power_of_two() {
                     tracing::warn!(%err, errors = n, "event log / drop capture write failed");
                 }
             }
@@ -609,22 +612,18 @@ impl Writer {
             self.outcome(result, None);
         }
         if self.reopen.swap(false, Ordering::Relaxed)
-            && let Some(log) = self.log.take()
+            && let Some(target) = &self.target
         {
-            let target = log.target.clone();
-            drop(log);
-            match EventLog::open(target.clone()) {
+            // Close the old file first: logrotate may have moved it, or not.
+            self.log = None;
+            match EventLog::open(target) {
                 Ok(reopened) => {
                     tracing::info!(?target, "event log reopened");
                     self.log = Some(reopened);
                 }
-                Err(err) => {
-                    tracing::error!(
-                        "{err}; retrying at the next SIGHUP, records are lost until then"
-                    );
-                    // Keep trying to write somewhere sensible: nowhere, but count.
-                    self.log = None;
-                }
+                Err(err) => tracing::error!(
+                    "{err}; retrying at the next SIGHUP, records are counted as write errors until then"
+                ),
             }
         }
     }
@@ -815,6 +814,33 @@ mod tests {
         assert_eq!(lines(&moved)[0]["packet"], 1);
         assert_eq!(lines(&path).len(), 1);
         assert_eq!(lines(&path)[0]["packet"], 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_reopen_counts_errors_and_the_next_sighup_retries() {
+        let dir = temp_dir("reopen-fail");
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let path = logs.join("events.jsonl");
+        let sink = Sink::start(config(&path, 100)).unwrap();
+        let stats = sink.stats_handle();
+        // The directory goes away: the reopen fails, and records count as write errors.
+        std::fs::remove_dir_all(&logs).unwrap();
+        sink.reopen();
+        thread::sleep(FLUSH_EVERY * 2);
+        sink.send(drop_item(1));
+        thread::sleep(FLUSH_EVERY * 2);
+        assert!(stats.snapshot().write_errors >= 1);
+        // It comes back: the next SIGHUP opens the log again.
+        std::fs::create_dir_all(&logs).unwrap();
+        sink.reopen();
+        thread::sleep(FLUSH_EVERY * 2);
+        sink.send(drop_item(2));
+        sink.finish();
+        let records = lines(&path);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0]["packet"], 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -114,30 +114,11 @@ RATE=20
 # --------------------------------------------------------------------------
 # TAP-like reporting
 # --------------------------------------------------------------------------
-CHECK_N=0 PASS=0 FAIL=0
+# shellcheck source=tests/e2e/tap.sh
+. "$E2E_DIR/tap.sh"
 PHASE=setup
-
-# check DESCRIPTION CMD...: run CMD (a function of this script, in this
-# shell), its output to a file; print ok/not ok; on failure show the output
-# and keep a snapshot of the running monitor's metrics.
-check() {
-    local desc=$1 out
-    shift
-    CHECK_N=$((CHECK_N + 1))
-    out=$PH_WORKDIR/checks/$CHECK_N.out
-    if "$@" >"$out" 2>&1; then
-        PASS=$((PASS + 1))
-        echo "ok $CHECK_N - [$PHASE] $desc"
-        return 0
-    fi
-    FAIL=$((FAIL + 1))
-    echo "not ok $CHECK_N - [$PHASE] $desc"
-    tail -n 40 "$out" | sed 's/^/#   /'
-    snapshot_metrics "$CHECK_N [$PHASE] $desc"
-    return 1
-}
-
-note() { echo "# $*"; }
+tap_label() { echo "$PHASE"; }
+tap_on_failure() { snapshot_metrics "$1"; }
 
 # --------------------------------------------------------------------------
 # pinhole monitor: start, stop, scrape
@@ -736,14 +717,6 @@ check_text_output() {
 # --------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------
-# Bound the whole run: stop it (and so clean up) if it ever hangs.
-start_watchdog() {
-    local limit=${E2E_TIME_LIMIT:-300}
-    setsid bash -c "sleep $limit; echo 'Bail out! time limit of $limit s reached' >&2; kill -TERM $$" \
-        </dev/null &
-    printf 'watchdog %s\n' $! >> "$PH_WORKDIR/pids"
-}
-
 setup_testbed() {
     ph_topology_up || return 1
     ph_content_init
@@ -901,7 +874,7 @@ run_text() {
 main() {
     local t0=$SECONDS
     ph_init || exit 1
-    start_watchdog
+    start_watchdog 300
     mkdir -p "$PH_WORKDIR/checks"
     note "pinhole monitor e2e: $("$PINHOLE_BIN" --version), work dir $PH_WORKDIR"
     ph_versions | sed 's/^/# /'

@@ -98,30 +98,11 @@ BLOCKED_WAIT=5
 # --------------------------------------------------------------------------
 # TAP-like reporting
 # --------------------------------------------------------------------------
-CHECK_N=0 PASS=0 FAIL=0
+# shellcheck source=tests/e2e/tap.sh
+. "$E2E_DIR/tap.sh"
 MODE=setup
-
-# check DESCRIPTION CMD...: run CMD (a function of this script, in this
-# shell), its output to a file; print ok/not ok; on failure show the output
-# and keep a snapshot of pinhole's stats.
-check() {
-    local desc=$1 out
-    shift
-    CHECK_N=$((CHECK_N + 1))
-    out=$PH_WORKDIR/checks/$CHECK_N.out
-    if "$@" >"$out" 2>&1; then
-        PASS=$((PASS + 1))
-        echo "ok $CHECK_N - [$MODE] $desc"
-        return 0
-    fi
-    FAIL=$((FAIL + 1))
-    echo "not ok $CHECK_N - [$MODE] $desc"
-    tail -n 30 "$out" | sed 's/^/#   /'
-    snapshot_stats "$CHECK_N [$MODE] $desc"
-    return 1
-}
-
-note() { echo "# $*"; }
+tap_label() { echo "$MODE"; }
+tap_on_failure() { snapshot_stats "$1"; }
 
 # --------------------------------------------------------------------------
 # pinhole: start, stop, query
@@ -1280,18 +1261,10 @@ stopped_blocks() {
 # --------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------
-# Bound the whole run: stop it (and so clean up) if it ever hangs.
-start_watchdog() {
-    local limit=${E2E_TIME_LIMIT:-540}
-    setsid bash -c "sleep $limit; echo 'Bail out! time limit of $limit s reached' >&2; kill -TERM $$" \
-        </dev/null &
-    printf 'watchdog %s\n' $! >> "$PH_WORKDIR/pids"
-}
-
 main() {
     local t0=$SECONDS
     ph_init || exit 1
-    start_watchdog
+    start_watchdog 540
     mkdir -p "$PH_WORKDIR/checks"
     RULES=$PH_WORKDIR/rules.toml
     CTL=$PH_WORKDIR/ctl.sock
