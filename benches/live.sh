@@ -175,7 +175,7 @@ BULK_BYTES=$((SIZE_MIB * 1024 * 1024))
 die() { echo "live.sh: $*" >&2; exit 1; }
 say() { printf '%s\n' "$*"; }
 
-ph_ensure_tools || die "missing tools could not be installed"
+ph_ensure_tools bench || die "missing tools could not be installed"
 
 uses_pinhole() { [[ " ${CONFIGS[*]} " == *" offload "* || " ${CONFIGS[*]} " == *" inspect-all "* ]]; }
 if uses_pinhole; then
@@ -294,7 +294,6 @@ proc_cpu() {
 # for every configuration (BENCH_OFFLOADS=off keeps netns-lib's setting, also for all).
 set_offloads() {
     [ "$BENCH_OFFLOADS" = on ] || return 0
-    command -v ethtool >/dev/null 2>&1 || return 0   # then netns-lib could not turn them off
     local ns_dev ns dev
     for ns_dev in "$PH_NS_CLIENT:$PH_IF_CLIENT" "$PH_NS_FW:$PH_IF_WAN" "$PH_NS_FW:$PH_IF_LAN" \
                   "$PH_NS_SERVER:$PH_IF_SERVER"; do
@@ -304,7 +303,6 @@ set_offloads() {
     done
 }
 offload_state() {
-    command -v ethtool >/dev/null 2>&1 || { echo "ethtool missing"; return 0; }
     ph_in_fw ethtool -k "$PH_IF_WAN" |
         awk -F': ' '/^(tcp-segmentation-offload|generic-segmentation-offload|generic-receive-offload|tx-checksumming|rx-checksumming):/ {
             printf "%s%s=%s", (n++ ? " " : ""), $1, $2 } END { print "" }'
@@ -370,10 +368,8 @@ fw_none() {
 fw_kernel() {
     local fam dst match
     local -a icmp
-    if command -v modprobe >/dev/null 2>&1; then
-        modprobe nf_conntrack_ftp 2>/dev/null || true
-        modprobe nf_conntrack_tftp 2>/dev/null || true
-    fi
+    modprobe nf_conntrack_ftp 2>/dev/null || true
+    modprobe nf_conntrack_tftp 2>/dev/null || true
     for fam in iptables ip6tables; do
         if [ "$fam" = iptables ]; then
             dst=$SV4 icmp=(-p icmp --icmp-type echo-request)

@@ -11,6 +11,9 @@
 # the 1M size (the capture is held in memory). See BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# python3 writes the JSON summary (as root it is installed when missing; otherwise the command
+# that installs it is printed).
+scripts/install-deps.sh python
 
 sizes="10000 100000 1000000"
 reps=5

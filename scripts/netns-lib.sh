@@ -35,8 +35,8 @@
 # are created directly inside the namespaces, so no interface ever appears
 # in the root namespace and interface names can be fixed (wan0/lan0/eth0).
 #
-# Requirements: root, iproute2, python3; optional: ethtool (offloads off),
-# tcpdump/dumpcap (captures), vsftpd, tftpd-hpa (in.tftpd), openssl.
+# Requirements: root and the packages of scripts/install-deps.sh's testbed group (ph_ensure_tools
+# installs them); dumpcap for ph_capture_start -t dumpcap (the record group).
 #
 # Conventions:
 #   * All public functions are prefixed ph_ and return non-zero on failure;
@@ -116,55 +116,13 @@ ph_in_client() { ph_in "$PH_NS_CLIENT" "$@"; }
 ph_in_fw()     { ph_in "$PH_NS_FW" "$@"; }
 ph_in_server() { ph_in "$PH_NS_SERVER" "$@"; }
 
-# ph_ensure_tools: install (Debian, apt-get) whatever of the test bed's tools
-# is missing: vsftpd, tftpd-hpa, the tftp-hpa client, curl, lftp, iptables,
-# tcpdump, python3, iproute2.  Runs `apt-get update` once, and only when
-# something is missing.  Debian's vsftpd and tftpd-hpa start their system
-# service (on :21 / :69 in the root namespace) from their postinst; those
-# could not disturb the test bed -- its servers run in their own network
-# namespaces -- but nothing should be left running: a temporary policy-rc.d
-# answering 101 ("action forbidden") keeps invoke-rc.d and deb-systemd-invoke
-# from starting them, and under systemd the units enabled for the next boot
-# are disabled again.
+# ph_ensure_tools [GROUP...]: install (Debian, apt-get, as root) the packages of the groups in
+# scripts/install-deps.sh that are missing (default group: testbed, every tool the test bed
+# calls). scripts/check-deps.py checks that every command this file and the scripts sourcing it
+# call is in the groups those scripts install.
+PH_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ph_ensure_tools() {
-    local -a need=()
-    _ph_have() { command -v "$1" >/dev/null 2>&1; }
-    _ph_have vsftpd || need+=(vsftpd)
-    _ph_have in.tftpd || need+=(tftpd-hpa)
-    # The tftp-hpa client (`tftp -V` says so): other tftp clients differ.
-    { _ph_have tftp && [[ $(tftp -V 2>/dev/null) == *tftp-hpa* ]]; } || need+=(tftp-hpa)
-    _ph_have curl || need+=(curl)
-    _ph_have lftp || need+=(lftp)
-    { _ph_have iptables && _ph_have ip6tables && _ph_have iptables-save &&
-        _ph_have ip6tables-restore; } || need+=(iptables)
-    _ph_have tcpdump || need+=(tcpdump)
-    _ph_have python3 || need+=(python3)
-    { _ph_have ip && _ph_have ss; } || need+=(iproute2)
-    [ ${#need[@]} -eq 0 ] && return 0
-    if [ "$(id -u)" != 0 ] || ! _ph_have apt-get; then
-        ph_warn "missing ${need[*]} (install them as root with apt-get)"
-        return 1
-    fi
-    ph_log "installing ${need[*]}"
-    local prc=/usr/sbin/policy-rc.d made_prc=0 rc=0 svc
-    if [ ! -e "$prc" ]; then
-        printf '#!/bin/sh\n# temporary, from netns-lib.sh ph_ensure_tools\nexit 101\n' > "$prc"
-        chmod 0755 "$prc"
-        made_prc=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${need[@]}" >/dev/null || rc=1
-    [ "$made_prc" = 1 ] && rm -f "$prc"
-    if [ -d /run/systemd/system ]; then
-        for svc in vsftpd tftpd-hpa; do
-            if [[ " ${need[*]} " == *" $svc "* ]]; then
-                systemctl disable --now "$svc" >/dev/null 2>&1 || true
-            fi
-        done
-    fi
-    [ $rc = 0 ] || ph_warn "apt-get install ${need[*]} failed"
-    return $rc
+    "$PH_LIB_DIR/install-deps.sh" "${@:-testbed}"
 }
 
 # ph_init: create the work dir (PH_WORKDIR) and install the cleanup trap.
@@ -190,18 +148,25 @@ ph_init() {
     ph_debug "work dir: $PH_WORKDIR"
 }
 
-# ph_wait_for DESCRIPTION TIMEOUT_SECONDS CMD...: poll CMD every 0.1 s.
+# ph_wait_for DESCRIPTION TIMEOUT_SECONDS CMD...: poll CMD every 0.1 s until it succeeds. On a
+# timeout, says what was waited for and what the last attempt printed (its exit status and the
+# last lines of its stdout and stderr); a command that cannot run at all (not installed: exit
+# status 127, not executable: 126) is reported at once instead of being retried.
 ph_wait_for() {
-    local what=$1 timeout=$2 i max
+    local what=$1 timeout=$2 i max out rc=0
     shift 2
     max=$((timeout * 10))
     for ((i = 0; i < max; i++)); do
-        if "$@" >/dev/null 2>&1; then
-            return 0
+        out=$("$@" 2>&1) && return 0
+        rc=$?
+        if [ $rc = 127 ] || [ $rc = 126 ]; then
+            ph_warn "cannot wait for: $what: \`$*\` cannot run (exit $rc): $(tail -n 3 <<<"$out")"
+            return 1
         fi
         sleep 0.1
     done
     ph_warn "timed out after ${timeout}s waiting for: $what"
+    ph_warn "  last attempt: \`$*\` exit $rc${out:+: $(tail -n 3 <<<"$out" | tr '\n' ' ')}"
     return 1
 }
 
@@ -327,12 +292,8 @@ _ph_ns_base() {
 # checksums (no 64 KB GSO/GRO super-packets, no CHECKSUM_PARTIAL).
 _ph_no_offload() {
     local ns=$1 dev=$2
-    if command -v ethtool >/dev/null 2>&1; then
-        ph_in "$ns" ethtool -K "$dev" tso off gso off gro off tx off rx off \
-            >/dev/null 2>&1 || ph_warn "ethtool -K $dev in $ns failed"
-    else
-        ph_warn "ethtool not installed: offloads stay on for $dev in $ns"
-    fi
+    ph_in "$ns" ethtool -K "$dev" tso off gso off gro off tx off rx off \
+        >/dev/null 2>&1 || ph_warn "ethtool -K $dev in $ns failed"
 }
 
 # ph_topology_up: build the three namespaces.  Fails if they already exist
@@ -483,8 +444,9 @@ ph_capture_start() {
             cmd+=(-w "$file" "$filter")
             ;;
         dumpcap)
-            # -n: pcapng (dumpcap's default, made explicit); -q: quiet.
-            cmd=(dumpcap -i "$iface" -s 0 -n -q -B 16)
+            # -n: pcapng (dumpcap's default, made explicit); -q: quiet. Only scripts that
+            # install the record group ask for dumpcap.
+            cmd=(dumpcap -i "$iface" -s 0 -n -q -B 16)  # check-deps: optional (record group)
             [ -n "$linktype" ] && cmd+=(-y "$linktype")
             cmd+=(-f "$filter" -w "$file")
             ;;

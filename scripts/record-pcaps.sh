@@ -25,7 +25,7 @@
 # creates; everything (servers, captures, namespaces) is torn down on exit,
 # including on failure or Ctrl-C.
 #
-# After each scenario the capture is checked with tshark (if installed)
+# After each scenario the capture is checked with tshark
 # against a few display filters (CHECKS below) and the result printed.
 # pcaps/manifest.toml is regenerated at the end from the whole scenario
 # table (not only the scenarios run), one entry for every capture present.
@@ -659,10 +659,6 @@ scn_tftp_rollover() {
 # verify NAME PATH: print a capinfos summary and evaluate CHECKS[NAME].
 verify() {
     local name=$1 path=$2 ok=0 line op want filter n encap
-    if ! command -v tshark >/dev/null 2>&1; then
-        ph_warn "tshark not installed: skipping verification"
-        return 0
-    fi
     encap=$(capinfos -E "$path" 2>/dev/null | sed -n 's/^File encapsulation: *//p')
     printf '    %s, %s packets, %s bytes, encapsulation: %s\n' \
         "$(capinfos -t "$path" | sed -n 's/^File type: *//p')" \
@@ -779,6 +775,7 @@ main() {
     done
     [ ${#selected[@]} -gt 0 ] || selected=("${SCENARIOS[@]}")
 
+    ph_ensure_tools record || return 1
     ph_init || return 1
     if [ $force = 1 ]; then
         ph_topology_down      # only namespaces with our (prefixed) names

@@ -1,8 +1,22 @@
 #!/usr/bin/env bash
-# Runs every test of pinhole: formatting, lints, unit, property, golden-replay, CLI and fuzz smoke tests.
-# Usage: scripts/test.sh        (from anywhere; as root it may install missing tools with apt)
+# Runs every test of pinhole: the install-step check, formatting, lints, unit, property,
+# golden-replay, CLI and fuzz smoke tests, and as root the end-to-end tests (real servers in
+# network namespaces, the Debian package and its systemd units, the demo as a user without cargo).
+# Usage: scripts/test.sh        (from anywhere; as root it installs the Debian packages the tests
+#                                call, scripts/install-deps.sh test; not root, it says what is
+#                                missing and skips what needs root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+ROOT=0
+[ "$(id -u)" = 0 ] && ROOT=1
+
+echo "== install step: the Debian packages the tests call (scripts/install-deps.sh test)"
+if [ $ROOT = 1 ]; then
+    scripts/install-deps.sh test
+elif ! missing=$(scripts/install-deps.sh --missing test); then
+    echo "not root, and missing: $(echo $missing) (the checks that call them fail or are skipped)"
+fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
     # shellcheck disable=SC1091
@@ -15,18 +29,20 @@ if [ ! -d ../shared/pcaps/suricata-verify ]; then
     exit 1
 fi
 
+echo "== every command the scripts call is installed by their install step (scripts/check-deps.py)"
+python3 scripts/check-deps.py
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
-echo "== cargo test (unit, integration, golden replays, property tests)"
+echo "== cargo test (unit, integration, golden replays, property tests; benches on small inputs)"
 cargo test --locked --all-targets
 echo "== doc tests"
 cargo test --locked --doc
 echo "== fuzz smoke (every fuzz target for 30 s on stable Rust, seeded from pcaps/)"
 scripts/fuzz-smoke.sh 30
-echo "== end-to-end: pinhole run inline between real servers and clients in network namespaces"
-if [ "$(id -u)" = 0 ]; then
+if [ $ROOT = 1 ]; then
+    echo "== end-to-end: pinhole run inline between real servers and clients in network namespaces"
     tests/e2e/nfqueue.sh
     echo "== end-to-end: pinhole monitor on a live interface (event log, drop capture, metrics)"
     tests/e2e/monitor.sh

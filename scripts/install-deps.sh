@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# The install step: every Debian package whose commands pinhole's scripts and tests call, in
+# groups. Every script that calls a command outside Debian's essential/required base installs the
+# group that provides it through this file (directly, or with netns-lib.sh's ph_ensure_tools), and
+# scripts/check-deps.py, run by scripts/test.sh, fails when a script calls a command its install
+# step does not provide. Add a package here, to the group of the script that needs it, never to a
+# machine by hand.
+#
+# Usage:
+#   scripts/install-deps.sh [--update] GROUP...   install what is missing (root, apt-get); --update
+#                                                 runs apt-get update and install even when nothing
+#                                                 is missing (CI does, on a clean machine)
+#   scripts/install-deps.sh --list GROUP...       print the groups' packages, one per line
+#   scripts/install-deps.sh --missing GROUP...    print the packages not installed; exit 1 if any
+#
+# Groups (a group includes the groups it names first):
+#   python    python3 alone: benches/replay.sh's report
+#   testbed   python + network namespaces with real servers and clients: demo.sh, tests/e2e,
+#             the benches
+#   test      testbed + what scripts/test.sh itself runs: the dependency check, the fuzz smoke
+#             run's C++ compiler, the Debian package and systemd unit checks
+#   record    testbed + Wireshark's tools and atftp: scripts/record-pcaps.sh
+#   bench     testbed + kmod (the kernel helpers' modules): benches/live.sh
+#
+# Not root: nothing is installed; what is missing is printed with the command that installs it.
+set -euo pipefail
+
+group_packages() {
+    case $1 in
+        python)
+            # python3: the FTP/TFTP probes, content generation, JSON checks, reports
+            echo python3
+            ;;
+        testbed)
+            group_packages python
+            # ip, ss: namespaces, veth pairs, addresses, listening sockets
+            echo iproute2
+            # ping: the test bed's reachability check
+            echo iputils-ping
+            # ps: process states while waiting for a process to end
+            echo procps
+            # iptables, ip6tables, *-save, *-restore: the router's base policy; pinhole's own
+            # --install-rules runs iptables-restore too
+            echo iptables
+            # ethtool: checksum and segmentation offloads off on the veth pairs
+            echo ethtool
+            # the servers: vsftpd (FTP, FTPS), tftpd-hpa (in.tftpd)
+            echo vsftpd
+            echo tftpd-hpa
+            # the clients: tftp (tftp-hpa's, whose options the tests use), curl, lftp
+            echo tftp-hpa
+            echo curl
+            echo lftp
+            # tcpdump: captures, and reading pinhole's drop capture
+            echo tcpdump
+            # openssl: the FTPS server's throw-away certificate
+            echo openssl
+            ;;
+        test)
+            group_packages testbed
+            # shfmt: parses the scripts for scripts/check-deps.py
+            echo shfmt
+            # g++: libFuzzer's C++ sources in the fuzz smoke run (and gcc, cargo's linker)
+            echo g++
+            # dpkg-shlibdeps: the package's library dependencies (scripts/build-deb.sh)
+            echo dpkg-dev
+            # systemd-analyze: verifies the systemd units
+            echo systemd
+            # man: renders the generated manual pages in the package test
+            echo man-db
+            ;;
+        record)
+            group_packages testbed
+            # tshark; capinfos and dumpcap (wireshark-common)
+            echo tshark
+            echo wireshark-common
+            # atftp: a second TFTP client for the captures
+            echo atftp
+            ;;
+        bench)
+            group_packages testbed
+            # modprobe: loads the kernel's FTP/TFTP helpers for the comparison
+            echo kmod
+            ;;
+        *)
+            echo "install-deps.sh: unknown group '$1' (python, testbed, test, record, bench)" >&2
+            return 1
+            ;;
+    esac
+}
+
+packages_of() {
+    local group
+    for group in "$@"; do
+        group_packages "$group" || return 1
+    done | awk '!seen[$0]++'
+}
+
+installed() {
+    [ "$(dpkg-query -W -f '${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+}
+
+missing_of() {
+    local pkg
+    for pkg in "$@"; do
+        installed "$pkg" || echo "$pkg"
+    done
+}
+
+action=install
+update=0
+case ${1:-} in
+    --list) action=list; shift ;;
+    --missing) action=missing; shift ;;
+    --update) update=1; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
+if [ $# -eq 0 ]; then
+    echo "usage: install-deps.sh [--update|--list|--missing] GROUP... (python, testbed, test, record, bench)" >&2
+    exit 2
+fi
+for group in "$@"; do
+    group_packages "$group" >/dev/null || exit 2
+done
+mapfile -t packages < <(packages_of "$@")
+
+case $action in
+    list)
+        printf '%s\n' "${packages[@]}"
+        exit 0
+        ;;
+    missing)
+        mapfile -t missing < <(missing_of "${packages[@]}")
+        [ ${#missing[@]} -eq 0 ] && exit 0
+        printf '%s\n' "${missing[@]}"
+        exit 1
+        ;;
+esac
+
+mapfile -t missing < <(missing_of "${packages[@]}")
+if [ ${#missing[@]} -eq 0 ] && [ "$update" = 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "install-deps.sh: missing Debian packages: ${missing[*]}" >&2
+    echo "  install them as root: apt-get update && apt-get install -y ${missing[*]}" >&2
+    exit 1
+fi
+echo "install-deps.sh: apt-get install ${missing[*]:-(all present; --update)}" >&2
+# Debian's vsftpd and tftpd-hpa start their system service (on :21 and :69 of the root
+# namespace) from their postinst. The test bed runs its own servers in namespaces, so nothing
+# should be left running: a temporary policy-rc.d answering 101 ("action forbidden") keeps
+# invoke-rc.d and deb-systemd-invoke from starting them, and under systemd the units enabled for
+# the next boot are disabled again.
+prc=/usr/sbin/policy-rc.d
+made_prc=0
+if [ ! -e "$prc" ]; then
+    printf '#!/bin/sh\n# temporary, from pinhole scripts/install-deps.sh\nexit 101\n' > "$prc"
+    chmod 0755 "$prc"
+    made_prc=1
+fi
+rc=0
+DEBIAN_FRONTEND=noninteractive apt-get update -qq || rc=$?
+if [ $rc = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${packages[@]}" >/dev/null || rc=$?
+fi
+[ "$made_prc" = 1 ] && rm -f "$prc"
+if [ -d /run/systemd/system ]; then
+    for svc in vsftpd tftpd-hpa; do
+        if [[ " ${missing[*]} " == *" $svc "* ]]; then
+            systemctl disable --now "$svc" >/dev/null 2>&1 || true  # check-deps: optional (only under systemd)
+        fi
+    done
+fi
+if [ $rc != 0 ]; then
+    echo "install-deps.sh: apt-get failed (exit $rc) installing: ${packages[*]}" >&2
+    exit $rc
+fi
+mapfile -t still < <(missing_of "${packages[@]}")
+if [ ${#still[@]} -gt 0 ]; then
+    echo "install-deps.sh: still not installed after apt-get: ${still[*]}" >&2
+    exit 1
+fi
