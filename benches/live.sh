@@ -182,9 +182,9 @@ if uses_pinhole; then
     if [ -z "${PINHOLE_BIN:-}" ]; then
         PINHOLE_BIN=$REPO_DIR/target/release/pinhole
         if [ ! -x "$PINHOLE_BIN" ]; then
-            if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+            if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-}/.cargo/env" ]; then
                 # shellcheck disable=SC1091
-                . "$HOME/.cargo/env"
+                . "${HOME:-}/.cargo/env"
             fi
             say "building pinhole: cargo build --release --locked --bin pinhole"
             (cd "$REPO_DIR" && cargo build --release --locked --quiet --bin pinhole) ||

@@ -31,9 +31,9 @@ while [ $# -gt 0 ]; do
 done
 
 if [ -z "${PINHOLE_BIN:-}" ]; then
-    if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-}/.cargo/env" ]; then
         # shellcheck disable=SC1091
-        . "$HOME/.cargo/env"
+        . "${HOME:-}/.cargo/env"
     fi
     cargo build --release --locked --quiet
     PINHOLE_BIN=target/release/pinhole

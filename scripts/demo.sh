@@ -13,39 +13,70 @@
 #
 # Not as root: replays the captures in pcaps/ (recorded from real servers and clients by
 # scripts/record-pcaps.sh, plus crafted attacks) through the engine with the embedded default
-# policy, and prints what it decided.
+# policy, and prints what it decided, capture by capture. It needs no cargo when pinhole is
+# built already (target/release/pinhole) or PINHOLE_BIN names a binary.
 #
-# Environment: PINHOLE_BIN (skip the build, use this binary), PH_PREFIX (namespace names, default
+# Environment: PINHOLE_BIN (use this binary, build nothing), PH_PREFIX (namespace names, default
 # phdemo-).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO_DIR=$PWD
 
 load_cargo() {
-    if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-}/.cargo/env" ]; then
         # shellcheck disable=SC1091
-        . "$HOME/.cargo/env"
+        . "${HOME:-}/.cargo/env"
     fi
+}
+
+# pinhole_binary: sets PINHOLE_BIN to the binary to run. PINHOLE_BIN as given; otherwise
+# target/release/pinhole, built with cargo when it is missing or older than the sources (and said
+# so only then); an existing build is used as it is when there is no cargo.
+pinhole_binary() {
+    if [ -n "${PINHOLE_BIN:-}" ]; then
+        case $PINHOLE_BIN in /*) ;; *) PINHOLE_BIN=$REPO_DIR/$PINHOLE_BIN ;; esac
+        [ -x "$PINHOLE_BIN" ] || { echo "demo: PINHOLE_BIN=$PINHOLE_BIN is not an executable" >&2; return 1; }
+        return 0
+    fi
+    PINHOLE_BIN=$REPO_DIR/target/release/pinhole
+    local stale=1
+    if [ -x "$PINHOLE_BIN" ] &&
+        [ -z "$(find src rules Cargo.toml Cargo.lock -newer "$PINHOLE_BIN" -print -quit)" ]; then
+        stale=0
+    fi
+    [ $stale = 0 ] && return 0
+    load_cargo
+    if ! command -v cargo >/dev/null 2>&1; then
+        if [ -x "$PINHOLE_BIN" ]; then
+            echo "(cargo is not in PATH: using target/release/pinhole, older than the sources)"
+            return 0
+        fi
+        echo "demo: pinhole is not built and cargo is not in PATH: build it with" >&2
+        echo "  cargo build --release    (as a user with the Rust toolchain), or set PINHOLE_BIN" >&2
+        return 1
+    fi
+    echo "Building pinhole (cargo build --release; a few minutes the first time)"
+    cargo build --release --locked --quiet --bin pinhole
 }
 
 replay_demo() {
     set -e
-    load_cargo
-    cargo build --release --locked --quiet
-    local bin=target/release/pinhole capture
+    pinhole_binary
+    local bin=$PINHOLE_BIN capture
     echo "pinhole $($bin --version | cut -d' ' -f2): replaying pcaps/ with the embedded default policy"
     echo "(new TCP 21 and UDP 69 allowed and inspected; everything else needs a pinhole)"
     echo
     $bin default-rules | grep -v '^#' | sed '/^$/d' | sed 's/^/    /'
-    echo
     for capture in pcaps/*.pcap pcaps/*.pcapng pcaps/crafted/*.pcap; do
-        $bin replay --format text "$capture" | grep -v '^== '
+        echo
+        $bin replay --format text "$capture"
     done
 }
 
 if [ "$(id -u)" != 0 ]; then
-    echo "Not root: the live demo needs root (network namespaces, iptables, NFQUEUE), so this"
-    echo "replays the recorded captures instead. Run 'sudo scripts/demo.sh' to see pinhole inline."
+    echo "Not root: the live demo needs root (network namespaces, iptables, NFQUEUE); run"
+    echo "scripts/demo.sh as root to see pinhole inline. Meanwhile, this replays the captures in"
+    echo "pcaps/ (recorded from real servers and clients, and crafted attacks)."
     echo
     replay_demo
     exit
@@ -67,13 +98,7 @@ say() { printf '   %s\n' "$*"; }
 fail() { echo "demo: $*" >&2; exit 1; }
 
 ph_ensure_tools || fail "missing tools"
-if [ -z "${PINHOLE_BIN:-}" ]; then
-    load_cargo
-    heading "Building pinhole (cargo build --release)"
-    cargo build --release --locked --quiet --bin pinhole || fail "build failed"
-    PINHOLE_BIN=$REPO_DIR/target/release/pinhole
-fi
-case $PINHOLE_BIN in /*) ;; *) PINHOLE_BIN=$REPO_DIR/$PINHOLE_BIN ;; esac
+pinhole_binary || fail "no pinhole binary"
 
 ph_init || fail "cannot initialise"
 CTL=$PH_WORKDIR/ctl.sock
@@ -89,21 +114,38 @@ WAIT=20
 FAILED=FAILED
 
 # ------------------------------------------------------------------------------------------------
-# Narrated transfers: the command as a user would type it, then OK or FAILED
+# Narrated transfers: the command as a user would type it, then one outcome line:
+#    OK       204800 bytes, identical, in 0.3 s
+#    FAILED   after 4.0 s: timed out
+#    REFUSED  after 0.1 s: <what the client saw>
 # ------------------------------------------------------------------------------------------------
-T0=""
-elapsed() { awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f s", b - a }'; }
+# Microseconds since the epoch (EPOCHREALTIME without its decimal separator, whatever the locale).
+now_us() { local t=${EPOCHREALTIME/[.,]/}; echo $((10#$t)); }
+T0=0
+start_clock() { T0=$(now_us); }
+# elapsed: time since start_clock, "31 ms" below a second (transfers inside the test bed are
+# quick), "4.0 s" above.
+elapsed() {
+    local d=$(( $(now_us) - T0 ))
+    if [ $d -lt 1000000 ]; then
+        printf '%d ms' $((d / 1000))
+    else
+        printf '%d.%d s' $((d / 1000000)) $((d / 100000 % 10))
+    fi
+}
+# outcome WORD TEXT: the outcome line, its first word in a column of its own.
+outcome() { say "   $(printf '%-8s' "$1") $2"; }
 
 # result ORIGINAL COPY ERRFILE: compare, print the outcome line; returns 0 when identical.
 result() {
     if [ -s "$2" ] && cmp -s "$1" "$2"; then
-        say "   OK      $(stat -c %s "$2") bytes, identical ($(elapsed))"
+        outcome OK "$(stat -c %s "$2") bytes, identical, in $(elapsed)"
         return 0
     fi
     local why
     why=$(grep -v '^$' "$3" 2>/dev/null | tail -n 1)
     [ -n "$why" ] || why="no data"
-    say "   $(printf '%-7s' "$FAILED") after $(elapsed): $why"
+    outcome "$FAILED" "after $(elapsed): $why"
     return 1
 }
 
@@ -114,7 +156,7 @@ ftp_show() {
     say "$label"
     say "   client\$ curl $* -o $file ftp://$host/$file"
     rm -f "$out"
-    T0=$EPOCHREALTIME
+    start_clock
     ph_in_client curl -sS --noproxy '*' --globoff --max-time "$WAIT" "$@" \
         -o "$out" "ftp://$host/$file" 2>"$PH_WORKDIR/err"
     result "$PH_WORKDIR/ftp/$file" "$out" "$PH_WORKDIR/err"
@@ -129,7 +171,7 @@ tftp_show() {
     say "$label"
     say "   client\$ tftp ${fam[*]}${fam[*]:+ }-m octet $host -c get $file"
     rm -f "$out"
-    T0=$EPOCHREALTIME
+    start_clock
     (cd "$PH_WORKDIR/client" && ph_in_client timeout "$WAIT" \
         tftp "${fam[@]}" -m octet "$host" -c get "$file") >"$PH_WORKDIR/err" 2>&1
     [ $? = 124 ] && echo "timed out" >> "$PH_WORKDIR/err"
@@ -142,7 +184,7 @@ tftp_put_show() {
     say "$label"
     say "   $prompt\$ tftp -m octet $host -c put $file $name"
     rm -f "$dest/$name"
-    T0=$EPOCHREALTIME
+    start_clock
     (cd "$src" && ph_in "$ns" timeout "$WAIT" tftp -m octet "$host" -c put "$file" "$name") \
         >"$PH_WORKDIR/err" 2>&1
     [ $? = 124 ] && echo "timed out" >> "$PH_WORKDIR/err"
@@ -189,6 +231,27 @@ pinhole_stop() {
     ph_stop pinhole
     PINHOLE_PID=""
     return $rc
+}
+
+# wrap_json: JSON Lines on stdin, each record wrapped between its fields at 92 columns (a field is
+# never cut), continuation lines indented.
+wrap_json() {
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    record = json.loads(line)
+    fields = [json.dumps({k: v}, separators=(",", ":"))[1:-1] for k, v in record.items()]
+    lines, current = [], "{"
+    for i, f in enumerate(fields):
+        piece = f + ("," if i < len(fields) - 1 else "}")
+        if len(current) + len(piece) > 92 and current.strip() != "{":
+            lines.append(current)
+            current = "  " + piece
+        else:
+            current += piece
+    lines.append(current)
+    print("\n".join(lines))
+'
 }
 
 # drops_line: "default_deny 3, ftp_bounce 1" from pinhole stats.
@@ -262,26 +325,26 @@ WAIT=4
 
 say "FTP bounce (RFC 2577): PORT naming a third host, $PH_THIRD_V4, on a logged-in session"
 say "   client\$ python3 -c 'ftp.sendcmd(\"PORT ${PH_THIRD_V4//./,},156,64\")'"
-T0=$EPOCHREALTIME
+start_clock
 if out=$(ph_in_client python3 "$FTP_PROBE" bounce "$SV4" "$PH_THIRD_V4" --timeout 4 2>&1); then
     if grep -qF "${PH_THIRD_V4//./,}" "$PH_WORKDIR/vsftpd-plain.log"; then
         seen="but vsftpd received the command"
     else
         seen="vsftpd never saw the command"
     fi
-    say "   REFUSED ($(elapsed)): $(tail -n 1 <<<"$out"); $seen"
+    outcome REFUSED "after $(elapsed): $(tail -n 1 <<<"$out"); $seen"
     say "   pinhole: $(log_line ftp_bounce)"
 else
-    say "   NOT REFUSED: $(tail -n 1 <<<"$out")"
+    outcome ADMITTED "after $(elapsed): $(tail -n 1 <<<"$out")"
 fi
 
 say "A connection into the passive port range without PASV"
 say "   client\$ python3 -c 'socket.create_connection((\"$SV4\", $PH_PASV_MIN), timeout=3)'"
-T0=$EPOCHREALTIME
+start_clock
 if ph_in_client python3 "$FTP_PROBE" connect "$SV4" "$PH_PASV_MIN" --timeout 3 >/dev/null 2>&1; then
-    say "   REFUSED ($(elapsed)): timed out -- dropped; the server itself would have reset it"
+    outcome REFUSED "after $(elapsed): timed out -- dropped; the server itself would have reset it"
 else
-    say "   NOT REFUSED: the connection was answered"
+    outcome ADMITTED "after $(elapsed): the connection was answered"
 fi
 
 FAILED=REFUSED
@@ -311,17 +374,18 @@ echo
 say "\$ pinhole pinholes"
 ctl pinholes | sed 's/^/     /'
 echo
-say "\$ pinhole stats"
-ctl stats | sed 's/^/     /'
+say "\$ pinhole stats | sed '/flows_opened/q'      (the first lines: packets and drops by reason)"
+ctl stats | sed '/flows_opened/q' | sed 's/^/     /'
 echo "quit" >> "$dir/cmd"
 ph_wait_for "QUIT" 10 grep -q '^2 ' "$dir/res"
 ph_stop session
 echo
-say "\$ grep -E '\"(violation|pinhole)\"' events.jsonl | tail -n 3      (the event log, JSON Lines)"
-grep -E '"type":"(violation|pinhole)"' "$EVENTS" | tail -n 3 | cut -c1-220 | sed 's/^/     /'
+say "\$ grep -E '\"(violation|pinhole)\"' events.jsonl | tail -n 3      (the event log, JSON Lines;"
+say "                                                               a record per line, wrapped here)"
+grep -E '"type":"(violation|pinhole)"' "$EVENTS" | tail -n 3 | wrap_json | sed 's/^/     /'
 echo
-say "\$ tcpdump -nr drops.pcap | head -n 3      (every dropped packet, for Wireshark)"
-tcpdump -nr "$DROPS" 2>/dev/null | head -n 3 | cut -c1-160 | sed 's/^/     /'
+say "\$ tcpdump -q -nr drops.pcap | head -n 3      (every dropped packet, for Wireshark)"
+tcpdump -q -nr "$DROPS" 2>/dev/null | head -n 3 | sed 's/^/     /'
 echo
 say "\$ curl -s 127.0.0.1:9464/metrics | grep -E '^pinhole_(pinholes|violations)_total' | grep -v ' 0\$'"
 ph_in_fw curl -s --max-time 5 http://127.0.0.1:9464/metrics |

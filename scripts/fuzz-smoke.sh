@@ -11,9 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-}/.cargo/env" ]; then
     # shellcheck disable=SC1091
-    . "$HOME/.cargo/env"
+    . "${HOME:-}/.cargo/env"
 fi
 
 seconds=${1:-30}

@@ -18,9 +18,9 @@ elif ! missing=$(scripts/install-deps.sh --missing test); then
     echo "not root, and missing: $(echo $missing) (the checks that call them fail or are skipped)"
 fi
 
-if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-}/.cargo/env" ]; then
     # shellcheck disable=SC1091
-    . "$HOME/.cargo/env"
+    . "${HOME:-}/.cargo/env"
 fi
 
 # The peer captures are read in place from ../shared (never copied into the repository).
@@ -46,6 +46,8 @@ if [ $ROOT = 1 ]; then
     tests/e2e/nfqueue.sh
     echo "== end-to-end: pinhole monitor on a live interface (event log, drop capture, metrics)"
     tests/e2e/monitor.sh
+    echo "== end-to-end: scripts/demo.sh as a user without root and without cargo"
+    tests/e2e/demo-user.sh
 else
     echo "skipped: the end-to-end tests need root (network namespaces, iptables, NFQUEUE, AF_PACKET)"
 fi

@@ -34,6 +34,20 @@ macro_rules! reasons {
             pub const fn help(self) -> &'static str {
                 match self { $( Reason::$variant => $help, )* }
             }
+
+            /// The length of the longest name: the width of a column of reasons.
+            pub const NAME_WIDTH: usize = {
+                let mut widest = 0;
+                let mut i = 0;
+                while i < Reason::ALL.len() {
+                    let len = Reason::ALL[i].as_str().len();
+                    if len > widest {
+                        widest = len;
+                    }
+                    i += 1;
+                }
+                widest
+            };
         }
     };
 }

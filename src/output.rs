@@ -43,6 +43,10 @@ pub enum Record<'a> {
         /// Present (true) when the drop also reset the sender's connection.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         reset: bool,
+        /// The packet went from the flow's responder to its initiator (text output only: it
+        /// draws the flow with `<-`); false when unknown.
+        #[serde(skip)]
+        reply: bool,
     },
     /// A pinhole opened, was used, expired or closed.
     Pinhole {
@@ -296,6 +300,7 @@ pub fn write_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
             reason,
             flow,
             reset,
+            reply,
             ..
         } => {
             let verdict = match (*verdict, *reset) {
@@ -304,8 +309,9 @@ pub fn write_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
                 _ => "DROP",
             };
             let reason = reason.map_or("", Reason::as_str);
-            let flow = flow.map(|f| f.to_string()).unwrap_or_default();
-            writeln!(out, "#{packet:<6} {verdict:<6} {reason:<24} {flow}")
+            let flow = flow.map(|f| directed(f, *reply)).unwrap_or_default();
+            let width = Reason::NAME_WIDTH;
+            writeln!(out, "#{packet:<6} {verdict:<6} {reason:<width$} {flow}")
         }
         Record::Pinhole {
             event,
@@ -395,17 +401,42 @@ fn write_summary_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()
     };
     writeln!(
         out,
-        "{file}: {packets} packets, {accepted} accepted, {dropped} dropped, {flows} flows, {pinholes_opened} pinholes opened, {pinholes_used} used, {violations} violations{truncated}"
+        "{file}: {}, {accepted} accepted, {dropped} dropped, {}, {}, {pinholes_used} used, {}{truncated}",
+        counted(*packets, "packet", "packets"),
+        counted(*flows, "flow", "flows"),
+        counted(*pinholes_opened, "pinhole opened", "pinholes opened"),
+        counted(*violations, "violation", "violations"),
     )?;
+    let width = Reason::NAME_WIDTH;
     for (reason, count) in drops.nonzero() {
         writeln!(
             out,
-            "    {count:>8}  {:<24} {}",
+            "    {count:>8}  {:<width$}  {}",
             reason.as_str(),
             reason.help()
         )?;
     }
     Ok(())
+}
+
+/// `1 packet`, `2 packets`.
+pub(crate) fn counted(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// The flow as its packet travelled: `tcp A:1 -> B:2` from the initiator, `tcp A:1 <- B:2` from
+/// the responder (the flow keeps its initiator-first name, so lines of one flow still match).
+pub(crate) fn directed(flow: FlowTuple, reply: bool) -> String {
+    let text = flow.to_string();
+    if reply {
+        text.replacen(" -> ", " <- ", 1)
+    } else {
+        text
+    }
 }
 
 /// `addr:port`, IPv6 in brackets; `port` may be `*` or a range.

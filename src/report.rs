@@ -20,8 +20,7 @@ use crate::conntrack::FlowTuple;
 use crate::conntrack::key::proto_name;
 use crate::decision::{Decision, Expired, Reason, Released, Verdict};
 use crate::event::{CloseCause, Event, PinholeAction, PinholeInfo};
-use crate::observe::tap::packet_tuple;
-use crate::output::endpoint;
+use crate::output::{counted, endpoint};
 use crate::wire::LinkType;
 use crate::wire::tftp::RequestKind;
 
@@ -49,12 +48,17 @@ impl FlowEnd {
                 bytes: b,
                 ..
             } => format!(
-                "closed ({}), {packets} packets, {}",
+                "closed ({}), {}, {}",
                 cause.as_str(),
+                counted(packets, "packet", "packets"),
                 bytes(b)
             ),
             FlowEnd::OpenAtEnd { packets, bytes: b } => {
-                format!("open at the end, {packets} packets, {}", bytes(b))
+                format!(
+                    "open at the end, {}, {}",
+                    counted(packets, "packet", "packets"),
+                    bytes(b)
+                )
             }
         }
     }
@@ -144,7 +148,7 @@ impl SessionReport {
                 (None, None) => {
                     // No flow: name the packet, and give it to the session whose pinhole it
                     // aimed at (a connection from the wrong peer), if any.
-                    let tuple = packet_tuple(link, frame);
+                    let tuple = FlowTuple::of_frame(link, frame);
                     match tuple.and_then(|t| self.destinations.get(&(t.dst, t.dport))) {
                         Some(&s) => *self.sessions[s].drops.entry(reason).or_default() += 1,
                         None => self.drop(packet, reason, tuple),
@@ -356,21 +360,32 @@ impl SessionReport {
         }
     }
 
-    /// Writes the report.
+    /// Writes the report. Sessions in which nothing happened but their own packets (no
+    /// pinhole, refusal or notice), alike in all but the client (a SYN flood, a scan, a crowd of
+    /// clients that only logged in), are shown once, followed by one line that counts the rest.
     pub fn write(&self, out: &mut dyn Write) -> io::Result<()> {
         if self.sessions.is_empty() {
             writeln!(out, "no FTP or TFTP sessions")?;
         }
-        for session in &self.sessions {
-            out.write_all(render_session(session).as_bytes())?;
+        for group in alike_groups(&self.sessions) {
+            let first = &self.sessions[group[0]];
+            out.write_all(render_session(first).as_bytes())?;
+            if group.len() > 2 {
+                writeln!(out, "{}", render_alike(&self.sessions, &group[1..]))?;
+            } else {
+                for &s in &group[1..] {
+                    out.write_all(render_session(&self.sessions[s]).as_bytes())?;
+                }
+            }
         }
         if !self.other.is_empty() {
             writeln!(out, "drops outside FTP/TFTP sessions:")?;
+            let width = Reason::NAME_WIDTH;
             for (reason, other) in &self.other {
                 let example = other.tuple.map(|t| format!(" {t}")).unwrap_or_default();
                 writeln!(
                     out,
-                    "  {:>6} x {:<26} {} (first #{}{example})",
+                    "  {:>6} x {:<width$}  {} (first #{}{example})",
                     other.count,
                     reason.as_str(),
                     reason.help(),
@@ -380,6 +395,77 @@ impl SessionReport {
         }
         Ok(())
     }
+}
+
+/// What makes two uneventful sessions alike: everything the report shows but the client's
+/// address and port and the packet numbers. None for a session with something to show.
+type AlikeKey = (
+    Alg,
+    u8,
+    IpAddr,
+    u16,
+    Option<String>,
+    bool,
+    Option<(Option<CloseCause>, u64, u64)>,
+    Vec<(Reason, u64)>,
+);
+
+fn alike_key(session: &Session) -> Option<AlikeKey> {
+    if !session.lines.is_empty() {
+        return None;
+    }
+    let end = session.end.map(|end| match end {
+        FlowEnd::Closed {
+            cause,
+            packets,
+            bytes,
+            ..
+        } => (Some(cause), packets, bytes),
+        FlowEnd::OpenAtEnd { packets, bytes } => (None, packets, bytes),
+    });
+    Some((
+        session.alg,
+        session.flow.proto,
+        session.flow.dst,
+        session.flow.dport,
+        session.rule.clone(),
+        session.refused_at_start,
+        end,
+        session.drops.iter().map(|(r, n)| (*r, *n)).collect(),
+    ))
+}
+
+/// The sessions in the order they started, alike ones gathered behind the first of them.
+fn alike_groups(sessions: &[Session]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut by_key: HashMap<AlikeKey, usize> = HashMap::new();
+    for (i, session) in sessions.iter().enumerate() {
+        let Some(key) = alike_key(session) else {
+            groups.push(vec![i]);
+            continue;
+        };
+        if let Some(&g) = by_key.get(&key) {
+            groups[g].push(i);
+        } else {
+            by_key.insert(key, groups.len());
+            groups.push(vec![i]);
+        }
+    }
+    groups
+}
+
+/// `  + 62 more like it, #6-#67, from 203.0.113.2:1025 ... 203.0.113.63:1086`.
+fn render_alike(sessions: &[Session], rest: &[usize]) -> String {
+    let first = &sessions[rest[0]];
+    let last = &sessions[rest[rest.len() - 1]];
+    format!(
+        "  + {} more like it, #{}-#{}, from {} ... {}",
+        rest.len(),
+        first.first,
+        last.first,
+        endpoint(first.flow.src, &first.flow.sport.to_string()),
+        endpoint(last.flow.src, &last.flow.sport.to_string())
+    )
 }
 
 fn render_session(session: &Session) -> String {

@@ -318,7 +318,102 @@ fn text_report_follows_pinholes_to_their_end_and_names_stray_packets() {
     let refused = text_report("pcaps/tcp-refused-v4.pcap", None);
     assert!(refused.contains("no FTP or TFTP sessions"), "{refused}");
     assert!(
-        refused.contains("default_deny               new flow matched no rule (default deny) (first #0 tcp 198.51.100.10:56866 -> 192.0.2.10:81)"),
+        refused.contains("default_deny                  new flow matched no rule (default deny) (first #0 tcp 198.51.100.10:56866 -> 192.0.2.10:81)"),
         "{refused}"
+    );
+}
+
+#[test]
+fn text_report_counts_alike_sessions_instead_of_listing_them() {
+    // 64 SYNs from 64 clients: one shown, the other 63 counted on one line.
+    let flood = text_report("pcaps/crafted/syn-flood.pcap", None);
+    let lines: Vec<&str> = flood.lines().collect();
+    assert_eq!(lines.len(), 5, "{flood}");
+    assert_eq!(
+        lines[2],
+        "FTP  tcp 203.0.113.1:1024 -> 192.0.2.10:21  rule ftp-control  #5-  open at the end, 1 packet, 28 B",
+        "{flood}"
+    );
+    assert_eq!(
+        lines[3], "  + 63 more like it, #6-#68, from 203.0.113.2:1025 ... 203.0.113.64:1087",
+        "{flood}"
+    );
+    // Sessions that negotiated something are never folded: each has its own block.
+    let session = text_report("pcaps/ftp-lftp-session.pcap", None);
+    assert!(!session.contains("more like it"), "{session}");
+}
+
+#[test]
+fn text_counts_read_in_the_singular_and_plural() {
+    let flood = text_report("pcaps/crafted/syn-flood.pcap", None);
+    assert!(
+        flood.ends_with("pcaps/crafted/syn-flood.pcap: 71 packets, 71 accepted, 0 dropped, 65 flows, 0 pinholes opened, 0 used, 0 violations\n"),
+        "{flood}"
+    );
+    let passive = text_report("pcaps/crafted/ftp-passive-address.pcap", None);
+    assert!(
+        passive.contains(
+            ": 18 packets, 9 accepted, 9 dropped, 1 flow, 0 pinholes opened, 0 used, 1 violation\n"
+        ),
+        "{passive}"
+    );
+    let refused = text_report("pcaps/tcp-refused-v4.pcap", None);
+    assert!(
+        refused.contains(", 0 flows, 0 pinholes opened, "),
+        "{refused}"
+    );
+}
+
+#[test]
+fn text_reason_columns_fit_the_longest_reason() {
+    // The help text starts in the same column whatever the reason's length, the longest
+    // (ftp_passive_address_mismatch) included.
+    let out = text_report("pcaps/crafted/ftp-passive-address.pcap", None);
+    let short = out
+        .lines()
+        .find(|l| l.starts_with("           7  tcp_no_handshake "))
+        .unwrap();
+    let long = out
+        .lines()
+        .find(|l| l.starts_with("           1  ftp_passive_address_mismatch "))
+        .unwrap();
+    assert_eq!(
+        short.find("TCP segment without a handshake"),
+        long.find("FTP passive reply names"),
+        "{out}"
+    );
+    assert!(long.contains("ftp_passive_address_mismatch  FTP"), "{out}");
+}
+
+#[test]
+fn text_verdicts_draw_the_packet_direction() {
+    let out = pinhole(&[
+        "replay",
+        "--format",
+        "text",
+        "--verdicts",
+        "--flows",
+        "pcaps/crafted/ftp-bounce.pcap",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    // The client's SYN, the server's SYN-ACK: the flow keeps its name, the arrow turns.
+    assert!(
+        text.contains(
+            "#0      accept                              tcp 198.51.100.10:40001 -> 192.0.2.10:21\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "#1      accept                              tcp 198.51.100.10:40001 <- 192.0.2.10:21\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "#9      DROP   tcp_after_reset              tcp 198.51.100.10:40001 <- 192.0.2.10:21\n"
+        ),
+        "{text}"
     );
 }

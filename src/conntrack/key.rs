@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::wire::transport::proto;
+use crate::wire::transport::{self, Transport, proto};
+use crate::wire::{LinkType, ip, link};
 
 /// A flow as its initiator opened it: the first packet's source and destination.
 ///
@@ -41,6 +42,40 @@ impl FlowTuple {
     /// The key both directions of this flow share.
     pub fn key(&self) -> FlowKey {
         FlowKey::new(self.proto, (self.src, self.sport), (self.dst, self.dport))
+    }
+
+    /// The addresses and ports of a packet as it travels (sender first), when its headers
+    /// decode: what a drop record names when the packet belongs to no flow, and how a report
+    /// tells a packet's direction. Ports are 0 for protocols without them and for fragments
+    /// after the first.
+    pub fn of_frame(link: LinkType, frame: &[u8]) -> Option<FlowTuple> {
+        let bytes = link::ip_bytes(link, frame).ok()?;
+        let packet = ip::decode(bytes).ok()?;
+        let first = packet.fragment.is_none_or(|f| f.offset == 0);
+        let (sport, dport) = match transport::decode(packet.proto, packet.is_ipv6(), packet.payload)
+        {
+            Ok(Transport::Tcp(tcp)) if first => (tcp.sport, tcp.dport),
+            Ok(Transport::Udp(udp)) if first => (udp.sport, udp.dport),
+            _ => (0, 0),
+        };
+        Some(FlowTuple {
+            proto: packet.proto,
+            src: packet.src,
+            sport,
+            dst: packet.dst,
+            dport,
+        })
+    }
+
+    /// True when `packet` (a packet's own tuple, sender first) travels from this flow's
+    /// responder to its initiator.
+    pub fn is_reply(&self, packet: &FlowTuple) -> bool {
+        // Ports are 0 for ICMP and later fragments: then the addresses decide.
+        let from_responder =
+            packet.src == self.dst && (packet.sport == self.dport || packet.sport == 0);
+        let from_initiator =
+            packet.src == self.src && (packet.sport == self.sport || packet.sport == 0);
+        from_responder && !from_initiator
     }
 
     /// The direction of a packet from `(src, sport)` within this flow.

@@ -441,6 +441,8 @@ impl Writer {
                         reason,
                         flow,
                         reset,
+                        // The text line names the packet itself (`tuple`) instead.
+                        reply: false,
                     };
                     let extra = tuple.map(|t| ("tuple", Value::String(t.to_string())));
                     self.write_record(Class::Drops, &record, at, extra);

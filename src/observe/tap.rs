@@ -9,7 +9,7 @@ use crate::conntrack::FlowTuple;
 use crate::decision::{Decision, Expired, Released, Verdict};
 use crate::event::Event;
 use crate::output::is_contract_event;
-use crate::wire::{LinkType, Transport, ip, link, transport};
+use crate::wire::LinkType;
 
 use super::sink::{Item, SinkHandle};
 
@@ -128,7 +128,7 @@ impl Tap {
                 at,
                 reason,
                 flow,
-                tuple: frame.and_then(|f| packet_tuple(self.link, f)),
+                tuple: frame.and_then(|f| FlowTuple::of_frame(self.link, f)),
                 reset: verdict == Verdict::Reject,
             });
         }
@@ -138,25 +138,4 @@ impl Tap {
             sink.send_packet(at, frame);
         }
     }
-}
-
-/// The addresses and ports of a packet as it travels (sender first), when its headers decode:
-/// what a drop record names when the packet belongs to no flow. Ports are 0 for protocols
-/// without them and for fragments after the first.
-pub fn packet_tuple(link: LinkType, frame: &[u8]) -> Option<FlowTuple> {
-    let bytes = link::ip_bytes(link, frame).ok()?;
-    let packet = ip::decode(bytes).ok()?;
-    let first = packet.fragment.is_none_or(|f| f.offset == 0);
-    let (sport, dport) = match transport::decode(packet.proto, packet.is_ipv6(), packet.payload) {
-        Ok(Transport::Tcp(tcp)) if first => (tcp.sport, tcp.dport),
-        Ok(Transport::Udp(udp)) if first => (udp.sport, udp.dport),
-        _ => (0, 0),
-    };
-    Some(FlowTuple {
-        proto: packet.proto,
-        src: packet.src,
-        sport,
-        dst: packet.dst,
-        dport,
-    })
 }

@@ -7,6 +7,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::conntrack::FlowTuple;
 use crate::counters::Counters;
 use crate::decision::{Decision, Expired, Released, Verdict};
 use crate::engine::{Engine, PacketInfo};
@@ -83,7 +84,10 @@ pub fn replay_file(
             report.decision(packet.index, packet.link, packet.data, &decision);
         }
         if timeline {
-            emit_decision(out, name, packet.index, &decision, options)?;
+            let reply = decision.flow.is_some_and(|flow| {
+                FlowTuple::of_frame(packet.link, packet.data).is_some_and(|p| flow.is_reply(&p))
+            });
+            emit_decision(out, name, packet.index, &decision, reply, options)?;
         }
         Ok(())
     })??;
@@ -133,6 +137,8 @@ fn emit_released(
             reason: r.reason,
             flow: r.flow,
             reset: r.verdict == Verdict::Reject,
+            // A held fragment's own headers are gone; its direction is not shown.
+            reply: false,
         })?;
     }
     Ok(())
@@ -154,11 +160,14 @@ fn emit_expired(
     Ok(())
 }
 
+/// Writes the records of one packet's decision; `reply` says the packet came from the flow's
+/// responder (text output draws the flow with `<-`).
 fn emit_decision(
     out: &mut RecordWriter<'_>,
     file: &str,
     packet: u64,
     decision: &Decision,
+    reply: bool,
     options: ReplayOptions,
 ) -> io::Result<()> {
     emit_released(out, file, &decision.released, options)?;
@@ -170,6 +179,7 @@ fn emit_decision(
             reason: decision.reason,
             flow: decision.flow,
             reset: decision.verdict == Verdict::Reject,
+            reply,
         })?;
     }
     for event in &decision.events {

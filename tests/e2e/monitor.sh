@@ -75,9 +75,9 @@ fi
 ph_ensure_tools || { echo "Bail out! missing tools could not be installed"; exit 1; }
 
 if [ -z "${PINHOLE_BIN:-}" ]; then
-    if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-}/.cargo/env" ]; then
         # shellcheck disable=SC1091
-        . "$HOME/.cargo/env"
+        . "${HOME:-}/.cargo/env"
     fi
     echo "# cargo build --locked --bin pinhole"
     (cd "$REPO_DIR" && cargo build --locked --quiet --bin pinhole) || {
