@@ -112,6 +112,9 @@ pub fn run(options: &MonitorOptions) -> Result<Counters, RunError> {
         reloads: &reloads,
     };
     let result = capture.serve(&flags, sink.as_ref(), &stats_rx);
+    // Hang up on the metrics endpoint: a render waiting for the capture loop's counters gets
+    // none at once instead of waiting out its 3 s, so the metrics thread joins promptly.
+    drop(stats_rx);
     let counters = capture.engine.counters().clone();
     flags.stop.store(true, Ordering::Relaxed);
     signal_handle.close();
