@@ -50,7 +50,8 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Print the embedded default policy (used when --rules is not given).
+    /// Print the embedded default policy: what `replay` and `monitor` use when no --rules file
+    /// is given (`run` always needs one), and a starting point for your own.
     DefaultRules,
     /// Run inline on NFQUEUE: one worker per queue, enforcing the rules with the inspectors.
     Run(RunArgs),
@@ -102,7 +103,9 @@ pub struct KernelRulesArgs {
 /// Arguments of `pinhole run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Rules file; SIGHUP re-reads it (an invalid file keeps the old policy).
+    /// Rules file (required: inline, pinhole enforces only a policy you chose; `pinhole
+    /// default-rules` prints a starting point). SIGHUP re-reads it (an invalid file keeps the old
+    /// policy).
     #[arg(long, value_name = "FILE")]
     pub rules: PathBuf,
 
@@ -187,8 +190,8 @@ pub struct ObserveArgs {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub dump_drops_files: u32,
 
-    /// Serve Prometheus metrics over HTTP at `GET /metrics` on ADDR: PORT (on 127.0.0.1),
-    /// IP:PORT or [IPv6]:PORT.
+    /// Serve Prometheus metrics over HTTP (`GET /metrics`) at ADDR: a port (on 127.0.0.1, e.g.
+    /// 9464), IP:PORT or [IPv6]:PORT.
     #[arg(long, value_name = "ADDR", value_parser = crate::observe::http::parse_addr)]
     pub metrics: Option<std::net::SocketAddr>,
 }
@@ -206,9 +209,10 @@ pub struct MonitorArgs {
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
 
-    /// Format of the event log: json (JSON Lines) or text (readable lines).
-    #[arg(long, value_enum, default_value_t = Format::Json)]
-    pub format: Format,
+    /// Format of the event log: json (JSON Lines) or text (readable lines). Default: text when
+    /// the event log is standard output and that is a terminal, json otherwise.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
 
     /// Check TCP/UDP checksums as the inline firewall does. Off by default: frames captured on
     /// the host that sends them carry unfinished checksums (offload).

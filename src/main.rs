@@ -129,7 +129,11 @@ fn monitor_command(args: &MonitorArgs) -> ExitCode {
             rcvbuf: args.rcvbuf,
         },
         verify_checksums: args.verify_checksums,
-        observe: observe_options(&args.observe, Some(EventTarget::Stdout), args.format),
+        observe: observe_options(
+            &args.observe,
+            Some(EventTarget::Stdout),
+            monitor_format(args),
+        ),
     };
     match monitor::run(&options) {
         Ok(counters) => {
@@ -145,6 +149,19 @@ fn monitor_command(args: &MonitorArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The monitor's event-log format: as asked, else text for a person at a terminal (the log
+/// goes to standard output and that is a terminal), JSON Lines for files and pipes.
+fn monitor_format(args: &MonitorArgs) -> Format {
+    args.format.unwrap_or_else(|| {
+        let to_stdout = args.observe.events.as_deref().is_none_or(|e| e == "-");
+        if to_stdout && io::stdout().is_terminal() {
+            Format::Text
+        } else {
+            Format::Json
+        }
+    })
 }
 
 fn stats(args: &StatsArgs) -> ExitCode {
@@ -180,21 +197,26 @@ fn ask(question: Question, args: &QueryArgs) -> ExitCode {
     }
 }
 
+/// Logs go to stderr: warnings and the daemons' lifecycle (start, stop, reloads, state saved
+/// and restored: the `pinhole::lifecycle` target, at info) by default, more with -v. Under
+/// systemd (`JOURNAL_STREAM` set) lines carry no timestamp of their own: the journal adds one.
 fn init_logging(format: LogFormat, verbose: u8) {
     let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
+        0 => format!("warn,{}=info", pinhole::observe::LIFECYCLE),
+        1 => "info".to_owned(),
+        2 => "debug".to_owned(),
+        _ => "trace".to_owned(),
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(io::stderr().is_terminal())
         .with_writer(io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    match (format, journal) {
+        (LogFormat::Text, false) => builder.init(),
+        (LogFormat::Text, true) => builder.without_time().init(),
+        (LogFormat::Json, _) => builder.json().init(),
     }
 }
 

@@ -350,7 +350,10 @@ fn text_counts_read_in_the_singular_and_plural() {
         flood.ends_with("pcaps/crafted/syn-flood.pcap: 71 packets, 71 accepted, 0 dropped, 65 flows, 0 pinholes opened, 0 used, 0 violations\n"),
         "{flood}"
     );
-    let passive = text_report("pcaps/crafted/ftp-passive-address.pcap", None);
+    let passive = text_report(
+        "pcaps/crafted/ftp-passive-address.pcap",
+        Some("tests/rules/ftp-passive-refuse.toml"),
+    );
     assert!(
         passive.contains(
             ": 18 packets, 9 accepted, 9 dropped, 1 flow, 0 pinholes opened, 0 used, 1 violation\n"
@@ -368,7 +371,10 @@ fn text_counts_read_in_the_singular_and_plural() {
 fn text_reason_columns_fit_the_longest_reason() {
     // The help text starts in the same column whatever the reason's length, the longest
     // (ftp_passive_address_mismatch) included.
-    let out = text_report("pcaps/crafted/ftp-passive-address.pcap", None);
+    let out = text_report(
+        "pcaps/crafted/ftp-passive-address.pcap",
+        Some("tests/rules/ftp-passive-refuse.toml"),
+    );
     let short = out
         .lines()
         .find(|l| l.starts_with("           7  tcp_no_handshake "))
@@ -416,4 +422,53 @@ fn text_verdicts_draw_the_packet_direction() {
         ),
         "{text}"
     );
+}
+
+/// Text with every run of whitespace made one space (clap wraps help at the terminal's width).
+fn flat(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn run_needs_a_rules_file_and_default_rules_says_so() {
+    // Inline, pinhole enforces only a policy the operator chose: no silent built-in default.
+    let out = pinhole(&["run"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--rules <FILE>"), "{err}");
+    let help = flat(pinhole(&["help", "default-rules"]).stdout);
+    assert!(
+        help.contains(
+            "what `replay` and `monitor` use when no --rules file is given (`run` always needs one)"
+        ),
+        "{help}"
+    );
+    let run_help = flat(pinhole(&["run", "--help"]).stdout);
+    assert!(run_help.contains("Rules file (required"), "{run_help}");
+}
+
+#[test]
+fn monitor_help_says_how_the_format_is_chosen() {
+    let help = flat(pinhole(&["monitor", "--help"]).stdout);
+    let format = help
+        .split("--format <FORMAT>")
+        .nth(1)
+        .and_then(|rest| rest.split(" --verify-checksums").next())
+        .unwrap();
+    // No "[default: json]" beside a sentence saying text on a terminal.
+    assert!(!format.contains("[default:"), "{format}");
+    assert!(
+        format.contains("text when the event log is standard output and that is a terminal"),
+        "{format}"
+    );
+    let metrics = help.split("--metrics <ADDR>").nth(1).unwrap();
+    assert!(
+        metrics.contains("at ADDR: a port (on 127.0.0.1, e.g. 9464), IP:PORT or [IPv6]:PORT"),
+        "{metrics}"
+    );
+    assert!(!help.contains("ADDR: PORT"), "{help}");
 }

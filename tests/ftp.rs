@@ -413,7 +413,36 @@ fn numbers_out_of_range_are_refused() {
 
 #[test]
 fn passive_address_other_than_the_server() {
-    let mut f = Ftp::new();
+    // The default: the pinhole opens for the control connection's server, on the announced
+    // port, and a notice says what was replaced. The session goes on.
+    for mut f in [Ftp::new(), Ftp::options("passive_address = \"control\"")] {
+        f.client_ok("PASV");
+        let d = f.server("227 Entering Passive Mode (10,0,0,5,156,64).");
+        assert_eq!(
+            opened(&d),
+            vec![hole("198.51.100.10", PortMatch::Any, "192.0.2.10", 40000)]
+        );
+        assert!(d.events.iter().any(|e| matches!(
+            e,
+            Event::Notice {
+                kind: "passive_address_replaced",
+                detail,
+                ..
+            } if detail == "227 reply names 10.0.0.5, not the server 192.0.2.10; pinhole opened for the server address"
+        )));
+        assert!(
+            !d.events
+                .iter()
+                .any(|e| matches!(e, Event::Violation { .. })),
+            "{d:?}"
+        );
+        // The next command and reply pass: nothing was reset.
+        f.client_ok("RETR x");
+        f.server("150 Opening BINARY mode data connection.");
+    }
+
+    // The strict setting refuses it, and opens nothing.
+    let mut f = Ftp::options("passive_address = \"refuse\"");
     f.client_ok("PASV");
     let d = f.server_raw("227 Entering Passive Mode (10,0,0,5,156,64).");
     assert_eq!(
@@ -421,21 +450,6 @@ fn passive_address_other_than_the_server() {
         (Verdict::Reject, Some(Reason::FtpPassiveAddressMismatch))
     );
     assert!(opened(&d).is_empty());
-
-    let mut f = Ftp::options("passive_address = \"control\"");
-    f.client_ok("PASV");
-    let d = f.server("227 Entering Passive Mode (10,0,0,5,156,64).");
-    assert_eq!(
-        opened(&d),
-        vec![hole("198.51.100.10", PortMatch::Any, "192.0.2.10", 40000)]
-    );
-    assert!(d.events.iter().any(|e| matches!(
-        e,
-        Event::Notice {
-            kind: "passive_address_replaced",
-            ..
-        }
-    )));
 }
 
 #[test]

@@ -191,7 +191,7 @@ fn snapshot(shared: &Shared) -> Value {
     let path = &shared.options.state_file;
     match file.write(path) {
         Ok(bytes) => {
-            tracing::warn!(file = %path.display(), flows = file.flows(), pinholes = file.pinholes(), bytes, "state saved (snapshot)");
+            tracing::info!(target: crate::observe::LIFECYCLE, file = %path.display(), flows = file.flows(), pinholes = file.pinholes(), bytes, "state saved (snapshot)");
             json!({
                 "state_file": path.display().to_string(),
                 "workers": shared.workers.len(),

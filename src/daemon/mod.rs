@@ -32,7 +32,7 @@ use crate::engine::EngineState;
 use crate::io::iptables::{Flavour, Installer, RulesConfig};
 use crate::io::nfqueue::{QueueConfig, QueueSocket};
 use crate::observe::metrics::{self, MetricsInput};
-use crate::observe::{ObserveOptions, Sink, SinkStats, http};
+use crate::observe::{LIFECYCLE, ObserveOptions, Sink, SinkStats, http};
 use crate::policy::Policy;
 use crate::time::Instant;
 use crate::wire::LinkType;
@@ -156,7 +156,7 @@ impl Shared {
                 self.generation.store(guard.1, Ordering::Release);
                 status.reloads += 1;
                 status.last_reload_error = None;
-                tracing::info!(file = %path.display(), rules, "rules reloaded");
+                tracing::info!(target: LIFECYCLE, file = %path.display(), rules, "rules reloaded");
             }
             Err(errors) => {
                 status.reload_failures += 1;
@@ -205,7 +205,8 @@ fn restore_worker(worker: &mut Worker, file: &mut StateFile, queues: &[u16], sha
     let queue = worker.queue();
     for state in states_for(file, queue, queues) {
         let summary = worker.restore(state, shared.now());
-        tracing::warn!(
+        tracing::info!(
+            target: LIFECYCLE,
             queue,
             flows = summary.flows,
             pinholes = summary.pinholes,
@@ -223,7 +224,8 @@ fn restore_worker(worker: &mut Worker, file: &mut StateFile, queues: &[u16], sha
 fn load_state(path: &std::path::Path) -> Option<StateFile> {
     match StateFile::read(path) {
         Ok(file) => {
-            tracing::warn!(
+            tracing::info!(
+                target: LIFECYCLE,
                 file = %path.display(),
                 flows = file.flows(),
                 pinholes = file.pinholes(),
@@ -267,7 +269,8 @@ fn states_for(file: &mut StateFile, queue: u16, queues: &[u16]) -> Vec<EngineSta
 fn save_state(path: &std::path::Path, workers: Vec<WorkerState>) {
     let file = StateFile::new(workers);
     match file.write(path) {
-        Ok(bytes) => tracing::warn!(
+        Ok(bytes) => tracing::info!(
+            target: LIFECYCLE,
             file = %path.display(),
             flows = file.flows(),
             pinholes = file.pinholes(),
@@ -382,7 +385,7 @@ fn spawn_signals(
                         reopen.store(true, Ordering::Relaxed);
                     }
                 } else {
-                    tracing::warn!(signal, "stopping");
+                    tracing::info!(target: LIFECYCLE, signal, "stopping");
                     shared.stop.store(true, Ordering::Relaxed);
                     break;
                 }
@@ -447,7 +450,7 @@ pub fn run(options: &RunOptions) -> Result<(), RunError> {
     let result = serve(options.clone(), policy, signals, sockets, &listener);
     if options.install_rules {
         installer.remove();
-        tracing::info!("kernel rules removed");
+        tracing::info!(target: LIFECYCLE, "kernel rules removed");
     }
     let _ = std::fs::remove_file(&options.control);
     result
@@ -513,7 +516,8 @@ fn serve(
     let metrics_thread = metrics_listener
         .map(|listener| spawn_metrics(listener, &shared))
         .transpose()?;
-    tracing::warn!(
+    tracing::info!(
+        target: LIFECYCLE,
         mode = shared.options.kernel.mode.as_str(),
         queues = ?shared.options.kernel.queues,
         rules = %shared.options.rules.display(),

@@ -97,7 +97,8 @@ pub fn run(options: &MonitorOptions) -> Result<Counters, RunError> {
     let signal_handle = signals.handle();
     let signal_thread = spawn_signals(signals, &flags)?;
 
-    tracing::warn!(
+    tracing::info!(
+        target: crate::observe::LIFECYCLE,
         iface = options.iface,
         rules = %options.rules.as_ref().map_or_else(|| "(embedded default)".to_owned(), |p| p.display().to_string()),
         "pinhole monitoring (passive: traffic is not touched)"
@@ -155,7 +156,7 @@ fn spawn_signals(
                 if signal == SIGHUP {
                     flags.reload.store(true, Ordering::Relaxed);
                 } else {
-                    tracing::warn!(signal, "stopping");
+                    tracing::info!(target: crate::observe::LIFECYCLE, signal, "stopping");
                     flags.stop.store(true, Ordering::Relaxed);
                     break;
                 }
@@ -304,7 +305,10 @@ impl Capture<'_> {
     fn reload(&mut self) {
         let mut reloads = self.reloads.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(path) = self.options.rules.as_deref() else {
-            tracing::info!("SIGHUP: no rules file to re-read (embedded default policy)");
+            tracing::info!(
+                target: crate::observe::LIFECYCLE,
+                "SIGHUP: no rules file to re-read (embedded default policy)"
+            );
             return;
         };
         match load(Some(path)) {
@@ -312,7 +316,7 @@ impl Capture<'_> {
                 let events = self.engine.set_policy(Arc::new(policy));
                 self.tap.events(self.packets, &events, SystemTime::now());
                 reloads.0 += 1;
-                tracing::info!(file = %path.display(), "rules reloaded");
+                tracing::info!(target: crate::observe::LIFECYCLE, file = %path.display(), "rules reloaded");
             }
             Err(errors) => {
                 reloads.1 += 1;

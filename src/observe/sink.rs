@@ -620,7 +620,7 @@ impl Writer {
             self.log = None;
             match EventLog::open(target) {
                 Ok(reopened) => {
-                    tracing::info!(?target, "event log reopened");
+                    tracing::info!(target: super::LIFECYCLE, ?target, "event log reopened");
                     self.log = Some(reopened);
                 }
                 Err(err) => tracing::error!(

@@ -567,6 +567,13 @@ check_sigterm_summary() {
         and sum(1 for r in recs if r['type'] == 'summary') == 1"
 }
 
+check_lifecycle_info() {
+    grep -E 'pinhole monitoring|stopping' "$MON_LOG"
+    grep -qE ' INFO pinhole::lifecycle: pinhole monitoring' "$MON_LOG" &&
+        grep -qE ' INFO pinhole::lifecycle: stopping' "$MON_LOG" &&
+        ! grep -E 'WARN.*(pinhole monitoring|stopping)' "$MON_LOG"
+}
+
 check_events_format() {
     local f rc=0
     for f in "$EV.1" "$EV"; do
@@ -822,6 +829,8 @@ run_monitor() {
         ph_stop monitor
         MON_PID=""
     fi
+    check "start and stop are logged as INFO (target pinhole::lifecycle), not as warnings" \
+        check_lifecycle_info
     check "events: every record has file $SOURCE, an RFC 3339 UTC ts, verdicts for drops only, no flow records" \
         check_events_format
     check "drop capture: tcpdump -r reads it and shows the unannounced SYN" check_dump_tcpdump

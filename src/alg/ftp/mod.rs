@@ -32,14 +32,17 @@ use crate::wire::TcpSegment;
 use crate::wire::ftp::{self, Command};
 use crate::wire::transport::proto;
 
-/// What to do with a passive reply naming an address other than the server's.
+/// What to do with a passive reply (227/228) naming an address other than the server's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PassiveAddress {
-    /// A violation.
+    /// A violation (`ftp_passive_address_mismatch`): the strict setting.
     Refuse,
-    /// Open the pinhole for the control connection's server address instead (for servers
-    /// behind address translation that announce their inside address; clients such as curl
-    /// connect to the control address anyway).
+    /// Open the pinhole for the control connection's server address instead, and say so in a
+    /// `passive_address_replaced` notice: the default. Servers announce an address other than
+    /// the one the firewall sees whenever a translation sits between them (a cloud 1:1 NAT, a
+    /// `pasv_address` behind another router's DNAT); the pinhole admits only the client to the
+    /// server it already talks to, on the announced port, so it admits nothing more than a
+    /// matching reply would. Clients such as curl connect to the control address anyway.
     Control,
 }
 
@@ -111,7 +114,7 @@ impl Default for FtpOptions {
             passive: true,
             active_from_port_20: false,
             open_active_on: OpenActiveOn::Reply,
-            passive_address: PassiveAddress::Refuse,
+            passive_address: PassiveAddress::Control,
             ftps: Ftps::Deny,
             on_violation: ViolationAction::Reject,
             data_outlives_control: true,
