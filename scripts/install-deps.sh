@@ -17,8 +17,9 @@
 #   python    python3 alone: benches/replay.sh's report
 #   testbed   python + network namespaces with real servers and clients: demo.sh, tests/e2e,
 #             the benches
-#   test      testbed + what scripts/test.sh itself runs: the dependency check, the fuzz smoke
-#             run's C++ compiler, the Debian package and systemd unit checks
+#   package   what scripts/build-deb.sh calls to build the Debian package
+#   test      testbed + package + what scripts/test.sh itself runs: the dependency check, the
+#             fuzz smoke run's C++ compiler, the systemd unit and man page checks
 #   record    testbed + Wireshark's tools and atftp: scripts/record-pcaps.sh
 #   bench     testbed + kmod (the kernel helpers' modules): benches/live.sh
 #
@@ -56,14 +57,19 @@ group_packages() {
             # openssl: the FTPS server's throw-away certificate
             echo openssl
             ;;
+        package)
+            # dpkg-shlibdeps (the package's library dependencies) and, through binutils, strip
+            echo dpkg-dev
+            # git: the changelog names the commit, file times are the commit's
+            echo git
+            ;;
         test)
             group_packages testbed
+            group_packages package
             # shfmt: parses the scripts for scripts/check-deps.py
             echo shfmt
             # g++: libFuzzer's C++ sources in the fuzz smoke run (and gcc, cargo's linker)
             echo g++
-            # dpkg-shlibdeps: the package's library dependencies (scripts/build-deb.sh)
-            echo dpkg-dev
             # systemd-analyze: verifies the systemd units
             echo systemd
             # man: renders the generated manual pages in the package test
@@ -83,7 +89,7 @@ group_packages() {
             echo kmod
             ;;
         *)
-            echo "install-deps.sh: unknown group '$1' (python, testbed, test, record, bench)" >&2
+            echo "install-deps.sh: unknown group '$1' (python, testbed, package, test, record, bench)" >&2
             return 1
             ;;
     esac
@@ -116,7 +122,7 @@ case ${1:-} in
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 if [ $# -eq 0 ]; then
-    echo "usage: install-deps.sh [--update|--list|--missing] GROUP... (python, testbed, test, record, bench)" >&2
+    echo "usage: install-deps.sh [--update|--list|--missing] GROUP... (python, testbed, package, test, record, bench)" >&2
     exit 2
 fi
 for group in "$@"; do

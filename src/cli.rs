@@ -54,9 +54,11 @@ pub enum Command {
     /// is given (`run` always needs one), and a starting point for your own.
     DefaultRules,
     /// Run inline on NFQUEUE: one worker per queue, enforcing the rules with the inspectors.
+    #[command(after_long_help = RUN_AFTER_HELP)]
     Run(RunArgs),
     /// Watch a live interface passively (a span port, or a router before going inline): run
     /// the same engine and report what it would have dropped, without touching traffic.
+    #[command(after_long_help = MONITOR_AFTER_HELP)]
     Monitor(MonitorArgs),
     /// Print the iptables-restore script that sends forwarded traffic to the queues.
     Rules(KernelRulesArgs),
@@ -71,7 +73,44 @@ pub enum Command {
     /// Ask the running daemon to write its flows and pinholes to its state file now (as it
     /// does at SIGTERM), for `pinhole run --restore`.
     Snapshot(QueryArgs),
+    /// Print the shell completion script for SHELL: `pinhole completions bash >
+    /// /etc/bash_completion.d/pinhole` (the Debian package installs bash, zsh and fish ones).
+    Completions {
+        /// The shell.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages generated from these definitions (pinhole.1, pinhole-run.1, ...)
+    /// into DIR; the Debian package is built with them.
+    #[command(hide = true)]
+    ManPages {
+        /// The directory to write them to (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
+
+/// The long help's closing section of `pinhole run` (and the EXTRA section of its man page).
+const RUN_AFTER_HELP: &str = "\
+Signals: SIGHUP re-reads the rules file (an invalid file keeps the old policy) and reopens the \
+event log; SIGTERM and SIGINT unbind the queues, save the flows and pinholes to the state file, \
+remove the installed kernel rules and exit 0.
+
+Files: /etc/pinhole/rules.toml (the Debian package's rules), /etc/default/pinhole (extra options \
+for the systemd unit), /run/pinhole/pinhole.sock (the control socket), /run/pinhole/state.json \
+(the state file), /var/log/pinhole/ (event logs and drop captures, when asked for).
+
+Under systemd, pinhole.service runs `pinhole run --rules /etc/pinhole/rules.toml --install-rules \
+--restore` (Type=notify: ready once the queues are bound and the kernel rules installed); \
+`systemctl reload pinhole` sends SIGHUP, `systemctl restart pinhole` keeps the sessions.";
+
+/// The long help's closing section of `pinhole monitor`.
+const MONITOR_AFTER_HELP: &str = "\
+Signals: SIGHUP re-reads the rules file and reopens the event log; SIGTERM and SIGINT stop, \
+writing the run's summary to the event log and to standard error.
+
+Under systemd, pinhole-monitor@IFACE.service watches IFACE with /etc/pinhole/rules.toml and \
+writes /var/log/pinhole/monitor-IFACE.jsonl.";
 
 /// What the kernel rules depend on (shared by `run` and `rules`).
 #[derive(Debug, Clone, clap::Args)]

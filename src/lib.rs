@@ -10,6 +10,7 @@ pub mod counters;
 pub mod daemon;
 pub mod decision;
 pub mod defrag;
+pub mod docs;
 pub mod engine;
 pub mod event;
 pub mod io;

@@ -44,6 +44,22 @@ fn main() -> ExitCode {
         Command::Pinholes(args) => ask(Question::Pinholes, &args),
         Command::Stats(args) => stats(&args),
         Command::Snapshot(args) => ask(Question::Snapshot, &args),
+        Command::Completions { shell } => {
+            pinhole::docs::completions(shell, &mut io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::ManPages { dir } => match pinhole::docs::write_man_pages(&dir) {
+            Ok(pages) => {
+                for page in pages {
+                    println!("{}", page.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("pinhole man-pages: {}: {err}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

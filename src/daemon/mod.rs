@@ -12,6 +12,7 @@
 pub mod control;
 pub mod ifnames;
 pub mod monitor;
+pub mod notify;
 pub mod overflow_log;
 pub mod snapshot;
 pub mod state_file;
@@ -37,6 +38,7 @@ use crate::policy::Policy;
 use crate::time::Instant;
 use crate::wire::LinkType;
 
+use self::notify::Notifier;
 use self::state_file::{StateFile, WorkerState};
 use self::worker::{Query, VerdictMarks, Worker};
 
@@ -132,6 +134,23 @@ impl Shared {
             sink: self.sink_stats(),
             reloads: (reload.reloads, reload.reload_failures),
         })
+    }
+
+    /// One line for `systemctl status`: what runs, and the last reload's outcome.
+    pub fn status_line(&self) -> String {
+        let reload = self.reload_status();
+        let queues = &self.options.kernel.queues;
+        let mut line = format!(
+            "inspecting queues {}-{} ({}), rules {}",
+            queues.start(),
+            queues.end(),
+            self.options.kernel.mode.as_str(),
+            self.options.rules.display()
+        );
+        if reload.last_reload_error.is_some() {
+            line.push_str("; the last reload failed, the previous rules stay in force");
+        }
+        line
     }
 
     /// The reload outcomes so far.
@@ -375,17 +394,21 @@ fn spawn_signals(
     reopen: Option<Arc<AtomicBool>>,
 ) -> Result<thread::JoinHandle<()>, RunError> {
     let shared = shared.clone();
+    let notifier = Notifier::from_env();
     thread::Builder::new()
         .name("pinhole-signals".to_owned())
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGHUP {
+                    notifier.reloading();
                     shared.reload();
                     if let Some(reopen) = &reopen {
                         reopen.store(true, Ordering::Relaxed);
                     }
+                    notifier.ready(&shared.status_line());
                 } else {
                     tracing::info!(target: LIFECYCLE, signal, "stopping");
+                    notifier.stopping();
                     shared.stop.store(true, Ordering::Relaxed);
                     break;
                 }
@@ -524,6 +547,7 @@ fn serve(
         control = %shared.options.control.display(),
         "pinhole running"
     );
+    Notifier::from_env().ready(&shared.status_line());
     let signal_handle = signals.handle();
     let stopper = spawn_signals(signals, &shared, sink.as_ref().map(Sink::reopen_handle))?;
     let mut result = Ok(());

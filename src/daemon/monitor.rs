@@ -7,6 +7,7 @@
 //! rules and reopens the event log; SIGINT/SIGTERM stop), the metrics endpoint if asked for, and
 //! the event writer. At a clean stop the last event-log record is the run's `summary`.
 
+use super::notify::Notifier;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -103,7 +104,10 @@ pub fn run(options: &MonitorOptions) -> Result<Counters, RunError> {
         rules = %options.rules.as_ref().map_or_else(|| "(embedded default)".to_owned(), |p| p.display().to_string()),
         "pinhole monitoring (passive: traffic is not touched)"
     );
+    let notifier = Notifier::from_env();
+    notifier.ready(&format!("monitoring {}", options.iface));
     let mut capture = Capture {
+        notifier,
         engine: Engine::new(Arc::new(policy)),
         tap: Tap::new(sink.as_ref().map(Sink::handle), &source, socket.link()),
         socket,
@@ -157,6 +161,7 @@ fn spawn_signals(
                     flags.reload.store(true, Ordering::Relaxed);
                 } else {
                     tracing::info!(target: crate::observe::LIFECYCLE, signal, "stopping");
+                    Notifier::from_env().stopping();
                     flags.stop.store(true, Ordering::Relaxed);
                     break;
                 }
@@ -214,6 +219,8 @@ fn spawn_metrics(
 }
 
 struct Capture<'a> {
+    /// Tells systemd about reloads.
+    notifier: Notifier,
     engine: Engine,
     tap: Tap,
     socket: PacketSocket,
@@ -233,10 +240,13 @@ impl Capture<'_> {
         let mut buf = vec![0u8; FRAME_BUFFER];
         while !flags.stop.load(Ordering::Relaxed) {
             if flags.reload.swap(false, Ordering::Relaxed) {
+                self.notifier.reloading();
                 self.reload();
                 if let Some(sink) = sink {
                     sink.reopen();
                 }
+                self.notifier
+                    .ready(&format!("monitoring {}", self.options.iface));
             }
             self.read_statistics();
             while let Ok(reply) = stats.try_recv() {
