@@ -52,6 +52,60 @@ fn check_rules_names_file_line_and_fix() {
     );
 }
 
+/// Every error of a file in one run, in file order, each with its place and fix: a misspelt
+/// key, misspelt zones, a timeout out of range and one written with a unit; a bad prefix in a
+/// zone the rules use (reported once, not as undefined zones).
+#[test]
+fn check_rules_reports_every_error_with_its_fix() {
+    let path = temp_file(
+        "several.toml",
+        r#"[zones.inside]
+networks = ["192.0.2.0/33"]
+
+[zones.outside]
+interfaces = ["wan0"]
+
+[[rule]]
+name = "ftp-in"
+from = "outsde"
+to = "inside"
+actoin = "allow"
+inspect = "ftp"
+
+[[rule]]
+name = "tftp-in"
+from = "outside"
+to = "inside"
+action = "allow"
+inspect = "tftp"
+
+[timeouts]
+tcp_established = 3600s
+udp_replied = 0
+"#,
+    );
+    let out = pinhole(&["check-rules", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let p = path.display();
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "{p}:2:13: error: zone \"inside\": \"192.0.2.0/33\" is not an address prefix
+  help: write an address and prefix length, such as 192.0.2.0/24 or 2001:db8::/32
+{p}:9:8: error: rule \"ftp-in\": zone \"outsde\" is not defined
+  help: define it under [zones.outsde], or use one of: any, inside, outside
+{p}:11:1: error: rule \"ftp-in\": unknown key \"actoin\"
+  help: did you mean \"action\"? [[rule]] takes: name, from, to, proto, ports, action, inspect, ftp, tftp
+{p}:22:19: error: timeouts.tcp_established = 3600s is not a number
+  help: timeouts are whole seconds written as a bare number: tcp_established = 3600
+{p}:23:15: error: timeouts.udp_replied = 0 is out of range
+  help: timeouts.udp_replied is a whole number of seconds from 1 to 2592000
+"
+        )
+    );
+}
+
 #[test]
 fn check_rules_reports_a_missing_file() {
     let out = pinhole(&["check-rules", "no/such/rules.toml"]);

@@ -1,125 +1,237 @@
 //! The inspector option tables of a rule: `[rule.ftp]` and `[rule.tftp]`.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use serde::Deserialize;
-use toml::Spanned;
+use toml::de::DeTable;
 
-use super::file::Checker;
+use super::check::{Checker, Shape, Span, Value, Whole};
+use super::hint::Scale;
 use crate::alg::ftp::{FtpOptions, Ftps, OpenActiveOn, PassiveAddress, ViolationAction};
 use crate::alg::tftp::TftpOptions;
 
-/// `[rule.ftp]`, every key optional (defaults in [`FtpOptions::default`]).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawFtp {
-    data_timeout: Option<Spanned<i64>>,
-    max_pending: Option<Spanned<i64>>,
-    max_line: Option<Spanned<i64>>,
-    min_data_port: Option<Spanned<i64>>,
-    active: Option<bool>,
-    passive: Option<bool>,
-    active_from_port_20: Option<bool>,
-    open_active_on: Option<Spanned<String>>,
-    passive_address: Option<Spanned<String>>,
-    ftps: Option<Spanned<String>>,
-    on_violation: Option<Spanned<String>>,
-    data_outlives_control: Option<bool>,
+/// The keys of `[rule.ftp]` (defaults in [`FtpOptions::default`]).
+pub(super) const FTP: Shape = Shape {
+    name: "[rule.ftp]",
+    place: " in [rule.ftp]",
+    home: "in [rule.ftp], after its [[rule]]",
+    keys: &[
+        "data_timeout",
+        "max_pending",
+        "max_line",
+        "min_data_port",
+        "active",
+        "passive",
+        "active_from_port_20",
+        "open_active_on",
+        "passive_address",
+        "ftps",
+        "on_violation",
+        "data_outlives_control",
+    ],
+};
+
+/// The keys of `[rule.tftp]` (defaults in [`TftpOptions::default`]).
+pub(super) const TFTP: Shape = Shape {
+    name: "[rule.tftp]",
+    place: " in [rule.tftp]",
+    home: "in [rule.tftp], after its [[rule]]",
+    keys: &[
+        "read",
+        "write",
+        "allow_files",
+        "deny_files",
+        "server_ports",
+        "request_timeout",
+        "transfer_timeout",
+        "dally",
+        "max_pending_per_client",
+    ],
+};
+
+/// One option table being read: the rule it belongs to and its entries.
+struct Options<'t, 'i> {
+    /// The rule, for messages: `rule "ftp-in"`.
+    label: &'t str,
+    /// `ftp` or `tftp`.
+    alg: &'static str,
+    table: &'t DeTable<'i>,
 }
 
-/// One of a fixed set of words, or an error listing them.
-fn choice<T: Copy>(
+impl Options<'_, '_> {
+    fn what(&self, key: &str) -> String {
+        format!("{}: {}.{key}", self.label, self.alg)
+    }
+
+    /// A whole number in `range`, if the key is set and valid.
+    fn number(
+        &self,
+        check: &mut Checker<'_>,
+        key: &str,
+        range: RangeInclusive<i64>,
+        unit: &str,
+        scale: Scale,
+        default: u64,
+    ) -> Option<u64> {
+        let value = self.table.get(key)?;
+        let what = self.what(key);
+        let subject = format!("{}.{key} is", self.alg);
+        check.whole(
+            value,
+            &Whole {
+                what: &what,
+                key,
+                subject: &subject,
+                min: *range.start(),
+                max: *range.end(),
+                unit,
+                scale,
+                default,
+            },
+        )
+    }
+
+    fn seconds(
+        &self,
+        check: &mut Checker<'_>,
+        key: &str,
+        max: i64,
+        default: Duration,
+    ) -> Option<Duration> {
+        self.number(
+            check,
+            key,
+            1..=max,
+            "seconds",
+            Scale::Seconds,
+            default.as_secs(),
+        )
+        .map(Duration::from_secs)
+    }
+
+    fn boolean(&self, check: &mut Checker<'_>, key: &str) -> Option<bool> {
+        let value = self.table.get(key)?;
+        check.boolean(value, &self.what(key), key)
+    }
+
+    /// One of a fixed set of words, if the key is set and valid.
+    fn choice<T: Copy>(
+        &self,
+        check: &mut Checker<'_>,
+        key: &str,
+        choices: &[(&str, T)],
+    ) -> Option<T> {
+        let value = self.table.get(key)?;
+        let names: Vec<String> = choices
+            .iter()
+            .map(|(name, _)| format!("\"{name}\""))
+            .collect();
+        let help = format!("write {key} = {}", names.join(" or "));
+        let word = check.string(value, &self.what(key), &help)?;
+        if let Some((_, v)) = choices.iter().find(|(name, _)| *name == word) {
+            return Some(*v);
+        }
+        check.error(
+            value.span(),
+            format!(
+                "{}: {key} \"{word}\" is not one of {}",
+                self.label,
+                names.join(", ")
+            ),
+            help,
+        );
+        None
+    }
+}
+
+/// Validates `[rule.ftp]` (`table`, at `span`) for the rule called `label`.
+pub(super) fn ftp(
     check: &mut Checker<'_>,
     label: &str,
-    key: &str,
-    value: &Spanned<String>,
-    choices: &[(&str, T)],
-) -> Option<T> {
-    let word = value.get_ref().as_str();
-    if let Some((_, v)) = choices.iter().find(|(name, _)| *name == word) {
-        return Some(*v);
-    }
-    let names: Vec<String> = choices
-        .iter()
-        .map(|(name, _)| format!("\"{name}\""))
-        .collect();
-    check.error(
-        value.span(),
-        format!(
-            "{label}: {key} \"{word}\" is not one of {}",
-            names.join(", ")
-        ),
-        format!("write {key} = {}", names.join(" or ")),
-    );
-    None
-}
-
-/// Validates `[rule.ftp]` for the rule called `label`.
-pub(super) fn ftp(check: &mut Checker<'_>, label: &str, raw: &RawFtp) -> Option<FtpOptions> {
+    table: &DeTable<'_>,
+    span: Span,
+) -> Option<FtpOptions> {
     let errors_before = check.error_count();
+    check.unknown_keys(table, &FTP, &format!("{label}: "));
+    let raw = Options {
+        label,
+        alg: "ftp",
+        table,
+    };
     let mut options = FtpOptions::default();
-    let key = |name: &str| format!("{label}: ftp.{name}");
-    if let Some(v) = &raw.data_timeout
-        && let Some(secs) = check.in_range(v, 1, 3600, &key("data_timeout"), "seconds")
-    {
-        options.data_timeout = Duration::from_secs(secs);
+    if let Some(timeout) = raw.seconds(check, "data_timeout", 3600, options.data_timeout) {
+        options.data_timeout = timeout;
     }
-    if let Some(v) = &raw.max_pending
-        && let Some(n) = check.in_range(v, 1, 64, &key("max_pending"), "pinholes")
-    {
+    let max_pending = u64::try_from(options.max_pending).unwrap_or(4);
+    if let Some(n) = raw.number(
+        check,
+        "max_pending",
+        1..=64,
+        "pinholes",
+        Scale::Count,
+        max_pending,
+    ) {
         options.max_pending = usize::try_from(n).unwrap_or(64);
     }
-    if let Some(v) = &raw.max_line
-        && let Some(n) = check.in_range(v, 64, 65536, &key("max_line"), "bytes")
-    {
+    let max_line = u64::try_from(options.max_line).unwrap_or(1024);
+    if let Some(n) = raw.number(
+        check,
+        "max_line",
+        64..=65536,
+        "bytes",
+        Scale::Bytes,
+        max_line,
+    ) {
         options.max_line = usize::try_from(n).unwrap_or(65536);
     }
-    if let Some(v) = &raw.min_data_port
-        && let Some(n) = check.in_range(v, 1, 65535, &key("min_data_port"), "(a port number)")
-    {
+    let min_port = u64::from(options.min_data_port);
+    if let Some(n) = raw.number(
+        check,
+        "min_data_port",
+        1..=65535,
+        "(a port number)",
+        Scale::Port,
+        min_port,
+    ) {
         options.min_data_port = u16::try_from(n).unwrap_or(u16::MAX);
     }
-    options.active = raw.active.unwrap_or(options.active);
-    options.passive = raw.passive.unwrap_or(options.passive);
+    options.active = raw.boolean(check, "active").unwrap_or(options.active);
+    options.passive = raw.boolean(check, "passive").unwrap_or(options.passive);
     options.active_from_port_20 = raw
-        .active_from_port_20
+        .boolean(check, "active_from_port_20")
         .unwrap_or(options.active_from_port_20);
     options.data_outlives_control = raw
-        .data_outlives_control
+        .boolean(check, "data_outlives_control")
         .unwrap_or(options.data_outlives_control);
-    if let Some(v) = &raw.open_active_on {
-        let choices = [
-            ("reply", OpenActiveOn::Reply),
-            ("command", OpenActiveOn::Command),
-        ];
-        options.open_active_on =
-            choice(check, label, "open_active_on", v, &choices).unwrap_or(options.open_active_on);
-    }
-    if let Some(v) = &raw.passive_address {
-        let choices = [
-            ("refuse", PassiveAddress::Refuse),
-            ("control", PassiveAddress::Control),
-        ];
-        options.passive_address =
-            choice(check, label, "passive_address", v, &choices).unwrap_or(options.passive_address);
-    }
-    if let Some(v) = &raw.ftps {
-        let choices = [
-            ("deny", Ftps::Deny),
-            ("allow-uninspected", Ftps::AllowUninspected),
-        ];
-        options.ftps = choice(check, label, "ftps", v, &choices).unwrap_or(options.ftps);
-    }
-    if let Some(v) = &raw.on_violation {
-        let choices = [
-            ("reject", ViolationAction::Reject),
-            ("drop", ViolationAction::Drop),
-        ];
-        options.on_violation =
-            choice(check, label, "on_violation", v, &choices).unwrap_or(options.on_violation);
-    }
+    let choices = [
+        ("reply", OpenActiveOn::Reply),
+        ("command", OpenActiveOn::Command),
+    ];
+    options.open_active_on = raw
+        .choice(check, "open_active_on", &choices)
+        .unwrap_or(options.open_active_on);
+    let choices = [
+        ("refuse", PassiveAddress::Refuse),
+        ("control", PassiveAddress::Control),
+    ];
+    options.passive_address = raw
+        .choice(check, "passive_address", &choices)
+        .unwrap_or(options.passive_address);
+    let choices = [
+        ("deny", Ftps::Deny),
+        ("allow-uninspected", Ftps::AllowUninspected),
+    ];
+    options.ftps = raw.choice(check, "ftps", &choices).unwrap_or(options.ftps);
+    let choices = [
+        ("reject", ViolationAction::Reject),
+        ("drop", ViolationAction::Drop),
+    ];
+    options.on_violation = raw
+        .choice(check, "on_violation", &choices)
+        .unwrap_or(options.on_violation);
     if !options.active && !options.passive {
-        check.error_at_start(
+        check.error(
+            span,
             format!(
                 "{label}: ftp.active and ftp.passive are both false, so no transfer could ever work"
             ),
@@ -129,59 +241,57 @@ pub(super) fn ftp(check: &mut Checker<'_>, label: &str, raw: &RawFtp) -> Option<
     (check.error_count() == errors_before).then_some(options)
 }
 
-/// `[rule.tftp]`, every key optional (defaults in [`TftpOptions::default`]).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawTftp {
-    read: Option<bool>,
-    write: Option<bool>,
-    allow_files: Option<Vec<Spanned<String>>>,
-    deny_files: Option<Vec<Spanned<String>>>,
-    server_ports: Option<Spanned<String>>,
-    request_timeout: Option<Spanned<i64>>,
-    transfer_timeout: Option<Spanned<i64>>,
-    dally: Option<Spanned<i64>>,
-    max_pending_per_client: Option<Spanned<i64>>,
-}
-
 /// Filename patterns: non-empty, without NUL.
-fn patterns(
-    check: &mut Checker<'_>,
-    label: &str,
-    key: &str,
-    values: &[Spanned<String>],
-) -> Vec<String> {
+fn patterns(check: &mut Checker<'_>, raw: &Options<'_, '_>, key: &str) -> Option<Vec<String>> {
+    let value: &Value<'_> = raw.table.get(key)?;
+    let help = "patterns are filenames with * (any run of characters) and ? (one character)";
+    let items = check.strings(value, &raw.what(key), key, help)?;
     let mut out = Vec::new();
-    for value in values {
-        let pattern = value.get_ref();
+    for (pattern, span) in items {
         if pattern.is_empty() || pattern.contains('\0') {
             check.error(
-                value.span(),
-                format!("{label}: tftp.{key} pattern \"{pattern}\" is empty or has a NUL"),
-                "patterns are filenames with * (any run of characters) and ? (one character)",
+                span,
+                format!(
+                    "{}: tftp.{key} pattern \"{pattern}\" is empty or has a NUL",
+                    raw.label
+                ),
+                help,
             );
         } else {
-            out.push(pattern.clone());
+            out.push(pattern.to_owned());
         }
     }
-    out
+    Some(out)
 }
 
-/// Validates `[rule.tftp]` for the rule called `label`.
-pub(super) fn tftp(check: &mut Checker<'_>, label: &str, raw: &RawTftp) -> Option<TftpOptions> {
+/// Validates `[rule.tftp]` (`table`, at `span`) for the rule called `label`.
+pub(super) fn tftp(
+    check: &mut Checker<'_>,
+    label: &str,
+    table: &DeTable<'_>,
+    span: Span,
+) -> Option<TftpOptions> {
     let errors_before = check.error_count();
+    check.unknown_keys(table, &TFTP, &format!("{label}: "));
+    let raw = Options {
+        label,
+        alg: "tftp",
+        table,
+    };
     let mut options = TftpOptions::default();
-    let key = |name: &str| format!("{label}: tftp.{name}");
-    options.read = raw.read.unwrap_or(options.read);
-    options.write = raw.write.unwrap_or(options.write);
-    if let Some(values) = &raw.allow_files {
-        options.allow_files = patterns(check, label, "allow_files", values);
+    options.read = raw.boolean(check, "read").unwrap_or(options.read);
+    options.write = raw.boolean(check, "write").unwrap_or(options.write);
+    if let Some(patterns) = patterns(check, &raw, "allow_files") {
+        options.allow_files = patterns;
     }
-    if let Some(values) = &raw.deny_files {
-        options.deny_files = patterns(check, label, "deny_files", values);
+    if let Some(patterns) = patterns(check, &raw, "deny_files") {
+        options.deny_files = patterns;
     }
-    if let Some(value) = &raw.server_ports {
-        let text = value.get_ref().trim();
+    let help = "write the server's TID range as \"low-high\", as tftpd-hpa's --port-range: server_ports = \"30000-30009\"";
+    if let Some(value) = table.get("server_ports")
+        && let Some(text) = check.string(value, &raw.what("server_ports"), help)
+    {
+        let text = text.trim();
         let parsed = match text.split_once('-') {
             Some((lo, hi)) => lo
                 .trim()
@@ -195,32 +305,33 @@ pub(super) fn tftp(check: &mut Checker<'_>, label: &str, raw: &RawTftp) -> Optio
             _ => check.error(
                 value.span(),
                 format!("{label}: tftp.server_ports \"{text}\" is not a port range"),
-                "write the server's TID range as \"low-high\", as tftpd-hpa's --port-range: server_ports = \"30000-30009\"",
+                help,
             ),
         }
     }
-    if let Some(v) = &raw.request_timeout
-        && let Some(secs) = check.in_range(v, 1, 300, &key("request_timeout"), "seconds")
-    {
-        options.request_timeout = Duration::from_secs(secs);
+    if let Some(timeout) = raw.seconds(check, "request_timeout", 300, options.request_timeout) {
+        options.request_timeout = timeout;
     }
-    if let Some(v) = &raw.transfer_timeout
-        && let Some(secs) = check.in_range(v, 1, 3600, &key("transfer_timeout"), "seconds")
-    {
-        options.transfer_timeout = Duration::from_secs(secs);
+    if let Some(timeout) = raw.seconds(check, "transfer_timeout", 3600, options.transfer_timeout) {
+        options.transfer_timeout = timeout;
     }
-    if let Some(v) = &raw.dally
-        && let Some(secs) = check.in_range(v, 1, 300, &key("dally"), "seconds")
-    {
-        options.dally = Duration::from_secs(secs);
+    if let Some(dally) = raw.seconds(check, "dally", 300, options.dally) {
+        options.dally = dally;
     }
-    if let Some(v) = &raw.max_pending_per_client
-        && let Some(n) = check.in_range(v, 1, 4096, &key("max_pending_per_client"), "requests")
-    {
+    let max_pending = u64::try_from(options.max_pending_per_client).unwrap_or(4096);
+    if let Some(n) = raw.number(
+        check,
+        "max_pending_per_client",
+        1..=4096,
+        "requests",
+        Scale::Count,
+        max_pending,
+    ) {
         options.max_pending_per_client = usize::try_from(n).unwrap_or(4096);
     }
     if !options.read && !options.write {
-        check.error_at_start(
+        check.error(
+            span,
             format!(
                 "{label}: tftp.read and tftp.write are both false, so every request is refused"
             ),
@@ -289,10 +400,23 @@ mod tests {
             both[0].contains("tftp.read and tftp.write are both false"),
             "{both:?}"
         );
-        let unknown = errors(&format!("{TFTP_RULE}blksize = 1428\n"));
-        assert!(
-            unknown[0].starts_with("r.toml:6:1: error: unknown field `blksize`"),
-            "{unknown:?}"
+        assert_eq!(
+            errors(&format!("{TFTP_RULE}blksize = 1428\nwrit = true\n")),
+            vec![
+                "r.toml:6:1: error: rule \"t\": unknown key \"blksize\" in [rule.tftp]\n  help: [rule.tftp] takes: read, write, allow_files, deny_files, server_ports, request_timeout, transfer_timeout, dally, max_pending_per_client",
+                "r.toml:7:1: error: rule \"t\": unknown key \"writ\" in [rule.tftp]\n  help: did you mean \"write\"? [rule.tftp] takes: read, write, allow_files, deny_files, server_ports, request_timeout, transfer_timeout, dally, max_pending_per_client",
+            ]
+        );
+        assert_eq!(
+            errors(&format!(
+                "{TFTP_RULE}allow_files = \"*.bin\"\ndeny_files = [\"\", 5]\nread = \"yes\"\n"
+            )),
+            vec![
+                "r.toml:6:15: error: rule \"t\": tftp.allow_files must be a list of strings, not string\n  help: write a list in brackets: allow_files = [\"*.bin\"]",
+                "r.toml:7:15: error: rule \"t\": tftp.deny_files pattern \"\" is empty or has a NUL\n  help: patterns are filenames with * (any run of characters) and ? (one character)",
+                "r.toml:7:19: error: rule \"t\": tftp.deny_files: each item must be a string in double quotes, not integer\n  help: patterns are filenames with * (any run of characters) and ? (one character)",
+                "r.toml:8:8: error: rule \"t\": tftp.read must be true or false, not string\n  help: write read = true or read = false, without quotes",
+            ]
         );
         let wrong_inspector = errors(
             "[[rule]]\nname = \"f\"\naction = \"allow\"\ninspect = \"ftp\"\n[rule.tftp]\nread = true\n",
@@ -300,6 +424,30 @@ mod tests {
         assert!(
             wrong_inspector[0].contains("[rule.tftp] options need inspect = \"tftp\""),
             "{wrong_inspector:?}"
+        );
+    }
+
+    #[test]
+    fn ftp_option_errors_name_line_and_fix() {
+        let rule = "[[rule]]\nname = \"f\"\naction = \"allow\"\ninspect = \"ftp\"\n[rule.ftp]\n";
+        assert_eq!(
+            errors(&format!(
+                "{rule}data_timeout = 2m\nmax_pending = 100\nmax_line = 4k\nactive = yes\nftps = \"allow\"\ndata_timout = 5\n"
+            )),
+            vec![
+                "r.toml:6:16: error: rule \"f\": ftp.data_timeout = 2m is not a number\n  help: ftp.data_timeout is whole seconds written as a bare number: data_timeout = 120",
+                "r.toml:7:15: error: rule \"f\": ftp.max_pending = 100 is out of range\n  help: rule \"f\": ftp.max_pending is a whole number of pinholes from 1 to 64",
+                "r.toml:8:12: error: rule \"f\": ftp.max_line = 4k is not a number\n  help: ftp.max_line is a bare whole number of bytes: max_line = 4096",
+                "r.toml:9:10: error: rule \"f\": ftp.active must be true or false, not yes\n  help: write active = true or active = false, without quotes",
+                "r.toml:10:8: error: rule \"f\": ftps \"allow\" is not one of \"deny\", \"allow-uninspected\"\n  help: write ftps = \"deny\" or \"allow-uninspected\"",
+                "r.toml:11:1: error: rule \"f\": unknown key \"data_timout\" in [rule.ftp]\n  help: did you mean \"data_timeout\"? [rule.ftp] takes: data_timeout, max_pending, max_line, min_data_port, active, passive, active_from_port_20, open_active_on, passive_address, ftps, on_violation, data_outlives_control",
+            ]
+        );
+        assert_eq!(
+            errors(&format!("{rule}active = false\npassive = false\n")),
+            vec![
+                "r.toml:5:1: error: rule \"f\": ftp.active and ftp.passive are both false, so no transfer could ever work\n  help: allow at least one mode, or do not inspect (and do not allow) FTP at all"
+            ]
         );
     }
 }

@@ -9,8 +9,12 @@
 //! flows admitted by a pinhole, do not consult the rules.
 
 mod alg_options;
+mod check;
 mod error;
 mod file;
+mod hint;
+mod rule;
+mod syntax;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -276,7 +280,7 @@ pub struct TcpOptions {
 pub struct Policy {
     /// Where the policy came from (a path, or `<embedded default>`).
     pub origin: String,
-    /// Zones, in file order.
+    /// Zones, in the order of their names.
     pub zones: Vec<Zone>,
     /// Rules, in evaluation order.
     pub rules: Vec<Rule>,
