@@ -45,8 +45,9 @@ OPT_OUT = "check-deps: optional"
 # Where commands live.
 BIN_DIRS = ("/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/")
 
-# The Rust toolchain the README asks for (rustup's proxies in ~/.cargo/bin).
-TOOLCHAIN = {"cargo", "rustc", "rustup", "rustfmt", "rustdoc", "cargo-clippy", "clippy-driver"}
+# The Rust toolchain the README asks for (rustup's proxies in ~/.cargo/bin), and the project's
+# own binary (built by it; installed as /usr/bin/pinhole by the package test).
+TOOLCHAIN = {"cargo", "rustc", "rustup", "rustfmt", "rustdoc", "cargo-clippy", "clippy-driver", "pinhole"}
 
 # bash builtins and keywords that shfmt reports as calls.
 BUILTINS = set(

@@ -74,6 +74,10 @@ group_packages() {
             echo systemd
             # man: renders the generated manual pages in the package test
             echo man-db
+            # lintian: the package test's Debian policy check
+            echo lintian
+            # logrotate: reads the package's logrotate snippet in the package test
+            echo logrotate
             ;;
         record)
             group_packages testbed

@@ -48,6 +48,8 @@ if [ $ROOT = 1 ]; then
     tests/e2e/monitor.sh
     echo "== end-to-end: scripts/demo.sh as a user without root and without cargo"
     tests/e2e/demo-user.sh
+    echo "== end-to-end: the Debian package (build, lintian, dpkg -i/-r/-P) and its systemd units' command lines"
+    tests/e2e/package.sh
 else
     echo "skipped: the end-to-end tests need root (network namespaces, iptables, NFQUEUE, AF_PACKET)"
 fi
