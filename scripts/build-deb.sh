@@ -113,7 +113,7 @@ Version: $VERSION-$REVISION
 Architecture: $ARCH
 Maintainer: The pinhole developers <pinhole@packages.invalid>
 Installed-Size: $SIZE
-Depends: $LIBS, iptables, init-system-helpers (>= 1.54~)
+Depends: $LIBS, iptables, procps, init-system-helpers (>= 1.54~)
 Recommends: logrotate
 Section: net
 Priority: optional

@@ -78,6 +78,9 @@ group_packages() {
             echo lintian
             # logrotate: reads the package's logrotate snippet in the package test
             echo logrotate
+            # debootstrap, systemd-nspawn: a minimal Debian booted with systemd for the units
+            echo debootstrap
+            echo systemd-container
             ;;
         record)
             group_packages testbed

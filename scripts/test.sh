@@ -50,6 +50,8 @@ if [ $ROOT = 1 ]; then
     tests/e2e/demo-user.sh
     echo "== end-to-end: the Debian package (build, lintian, dpkg -i/-r/-P) and its systemd units' command lines"
     tests/e2e/package.sh
+    echo "== end-to-end: the package under a real systemd (a minimal Debian booted with systemd-nspawn)"
+    tests/e2e/systemd.sh
 else
     echo "skipped: the end-to-end tests need root (network namespaces, iptables, NFQUEUE, AF_PACKET)"
 fi

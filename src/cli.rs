@@ -73,6 +73,10 @@ pub enum Command {
     /// Ask the running daemon to write its flows and pinholes to its state file now (as it
     /// does at SIGTERM), for `pinhole run --restore`.
     Snapshot(QueryArgs),
+    /// Ask the running daemon to re-read its rules file and reopen its event log (what SIGHUP
+    /// does), and wait for the outcome: exit status 1 with the errors when the file is invalid
+    /// (the old policy stays). pinhole.service's ExecReload.
+    Reload(QueryArgs),
     /// Print the shell completion script for SHELL: `pinhole completions bash >
     /// /etc/bash_completion.d/pinhole` (the Debian package installs bash, zsh and fish ones).
     Completions {

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         Command::Pinholes(args) => ask(Question::Pinholes, &args),
         Command::Stats(args) => stats(&args),
         Command::Snapshot(args) => ask(Question::Snapshot, &args),
+        Command::Reload(args) => ask(Question::Reload, &args),
         Command::Completions { shell } => {
             pinhole::docs::completions(shell, &mut io::stdout());
             ExitCode::SUCCESS

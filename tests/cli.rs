@@ -263,7 +263,9 @@ fn rules_refuses_bad_queues_and_marks() {
 #[test]
 fn queries_without_a_daemon_say_what_to_check() {
     let socket = std::env::temp_dir().join(format!("pinhole-none-{}.sock", std::process::id()));
-    for command in ["status", "sessions", "pinholes", "stats"] {
+    for command in [
+        "status", "sessions", "pinholes", "stats", "snapshot", "reload",
+    ] {
         let out = pinhole(&[command, "--control", socket.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(1));
         let stderr = String::from_utf8(out.stderr).unwrap();

@@ -2,8 +2,8 @@
 //!
 //! A Unix stream socket (default `/run/pinhole/pinhole.sock`, mode 0600, and only uid 0 is
 //! answered, checked with `SO_PEERCRED`). The client writes one word and a newline
-//! (`status`, `sessions`, `pinholes` or `stats`); the daemon answers with one JSON document and
-//! closes. The JSON shapes are those of `--json` (see the README); the tables for people are
+//! (`status`, `sessions`, `pinholes`, `stats`, `snapshot`, `metrics` or `reload`); the daemon
+//! answers with one JSON document and closes. The JSON shapes are those of `--json` (see the README); the tables for people are
 //! rendered by the client from the same JSON.
 
 use std::fmt::Write as _;
@@ -46,6 +46,9 @@ pub enum Question {
     Snapshot,
     /// The counters in the Prometheus text format.
     Metrics,
+    /// Re-read the rules file and reopen the event log, as SIGHUP does, and say how it went:
+    /// an invalid file is an error answer (the old policy stays).
+    Reload,
 }
 
 impl Question {
@@ -57,6 +60,7 @@ impl Question {
             Question::Stats => "stats",
             Question::Snapshot => "snapshot",
             Question::Metrics => "metrics",
+            Question::Reload => "reload",
         }
     }
 
@@ -68,6 +72,7 @@ impl Question {
             Question::Stats,
             Question::Snapshot,
             Question::Metrics,
+            Question::Reload,
         ]
         .into_iter()
         .find(|q| q.as_str() == word)
@@ -177,6 +182,20 @@ fn respond(question: Question, shared: &Shared) -> Value {
         }
         Question::Snapshot => snapshot(shared),
         Question::Metrics => json!({ "prometheus": shared.metrics() }),
+        Question::Reload => match shared.reload_and_reopen() {
+            Ok(rules) => {
+                let status = shared.reload_status();
+                json!({
+                    "rules_file": shared.options.rules.display().to_string(),
+                    "rules": rules,
+                    "reloads": status.reloads,
+                    "reload_failures": status.reload_failures,
+                })
+            }
+            Err(errors) => json!({
+                "error": format!("the rules were not reloaded; the old policy stays in force:\n{errors}")
+            }),
+        },
     }
 }
 
@@ -295,7 +314,9 @@ pub fn query(path: &Path, question: Question) -> Result<Value, String> {
 /// Renders an answer for people.
 pub fn render(question: Question, value: &Value) -> String {
     match question {
-        Question::Status | Question::Stats | Question::Snapshot => render_object(value, ""),
+        Question::Status | Question::Stats | Question::Snapshot | Question::Reload => {
+            render_object(value, "")
+        }
         Question::Metrics => value
             .get("prometheus")
             .and_then(Value::as_str)

@@ -91,6 +91,8 @@ pub struct Shared {
     options: RunOptions,
     workers: Vec<(u16, Sender<Query>)>,
     sink: Option<Arc<SinkStats>>,
+    /// Set to have the event writer reopen the event log (SIGHUP, `pinhole reload`).
+    reopen: Option<Arc<AtomicBool>>,
 }
 
 impl Shared {
@@ -161,9 +163,10 @@ impl Shared {
             .clone()
     }
 
-    /// Re-reads the rules file. An invalid file keeps the old policy; its errors (file, line,
-    /// fix) are logged and kept for `pinhole status`.
-    pub fn reload(&self) {
+    /// Re-reads the rules file and returns how many rules it has. An invalid file keeps the
+    /// old policy; its errors (file, line, fix) are logged, kept for `pinhole status` and
+    /// returned.
+    pub fn reload(&self) -> Result<usize, String> {
         let path = &self.options.rules;
         let mut status = self.reload.lock().unwrap_or_else(PoisonError::into_inner);
         match load_policy(path, self.options.no_inspect) {
@@ -176,6 +179,7 @@ impl Shared {
                 status.reloads += 1;
                 status.last_reload_error = None;
                 tracing::info!(target: LIFECYCLE, file = %path.display(), rules, "rules reloaded");
+                Ok(rules)
             }
             Err(errors) => {
                 status.reload_failures += 1;
@@ -184,8 +188,19 @@ impl Shared {
                     file = %path.display(),
                     "rules reload failed; the old policy stays in force:\n{errors}"
                 );
+                Err(errors)
             }
         }
+    }
+
+    /// What SIGHUP does: re-reads the rules ([`Shared::reload`]) and has the event log
+    /// reopened (after logrotate moved it).
+    pub fn reload_and_reopen(&self) -> Result<usize, String> {
+        let result = self.reload();
+        if let Some(reopen) = &self.reopen {
+            reopen.store(true, Ordering::Relaxed);
+        }
+        result
     }
 }
 
@@ -241,6 +256,11 @@ fn restore_worker(worker: &mut Worker, file: &mut StateFile, queues: &[u16], sha
 /// reason in the log, and the daemon starts empty; a used file is removed, so that a later
 /// crash does not bring back stale state.
 fn load_state(path: &std::path::Path) -> Option<StateFile> {
+    if !path.exists() {
+        // The first start, or one after a stop that could not save: nothing to restore.
+        tracing::info!(target: LIFECYCLE, file = %path.display(), "no state file to restore; starting empty");
+        return None;
+    }
     match StateFile::read(path) {
         Ok(file) => {
             tracing::info!(
@@ -391,7 +411,6 @@ fn queue_hint(err: &std::io::Error) -> &'static str {
 fn spawn_signals(
     mut signals: Signals,
     shared: &Arc<Shared>,
-    reopen: Option<Arc<AtomicBool>>,
 ) -> Result<thread::JoinHandle<()>, RunError> {
     let shared = shared.clone();
     let notifier = Notifier::from_env();
@@ -401,10 +420,8 @@ fn spawn_signals(
             for signal in signals.forever() {
                 if signal == SIGHUP {
                     notifier.reloading();
-                    shared.reload();
-                    if let Some(reopen) = &reopen {
-                        reopen.store(true, Ordering::Relaxed);
-                    }
+                    // Errors are logged and kept for `pinhole status`.
+                    let _ = shared.reload_and_reopen();
                     notifier.ready(&shared.status_line());
                 } else {
                     tracing::info!(target: LIFECYCLE, signal, "stopping");
@@ -507,6 +524,7 @@ fn serve(
         options,
         workers,
         sink: sink.as_ref().map(Sink::stats_handle),
+        reopen: sink.as_ref().map(Sink::reopen_handle),
     });
     let mut restored = if shared.options.restore {
         load_state(&shared.options.state_file)
@@ -549,7 +567,7 @@ fn serve(
     );
     Notifier::from_env().ready(&shared.status_line());
     let signal_handle = signals.handle();
-    let stopper = spawn_signals(signals, &shared, sink.as_ref().map(Sink::reopen_handle))?;
+    let stopper = spawn_signals(signals, &shared)?;
     let mut result = Ok(());
     let mut saved = Vec::new();
     for handle in handles {

@@ -323,7 +323,7 @@ run_unit_is_the_documented_one() {
     echo "ExecStart=$(unit_line pinhole.service ExecStart)"
     [ "$(unit_line pinhole.service ExecStart)" = "$want" ] &&
         [ "$(unit_line pinhole.service Type)" = notify ] &&
-        [ "$(unit_line pinhole.service ExecReload)" = '/bin/kill -HUP $MAINPID' ]
+        [ "$(unit_line pinhole.service ExecReload)" = /usr/bin/pinhole\ reload ]
 }
 
 run_starts() {
@@ -342,17 +342,40 @@ sys.exit(0 if s["rules_file"] == "/etc/pinhole/rules.toml" and s["inspection"] e
         /usr/bin/pinhole sessions >/dev/null
 }
 
-reload_notifies() {
-    local n cmd
-    n=$(( $(notes_count) + 1 ))
+reloads() { /usr/bin/pinhole status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["reloads"])'; }
+
+# ExecReload, with the unit's capabilities: the reload happened when it returns.
+exec_reload() {
+    local cmd
     cmd=$(unit_line pinhole.service ExecReload)
-    cmd=${cmd//\$MAINPID/$UNIT_PID}
     echo "$cmd"
-    $cmd || return 1
+    # shellcheck disable=SC2086
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin setpriv --bounding-set "$BOUNDING" --inh-caps -all \
+        --no-new-privs $cmd
+}
+
+reload_waits_for_the_outcome() {
+    exec_reload || return 1
+    [ "$(reloads)" = 1 ] || { echo "reloads: $(reloads)"; return 1; }
+    # An invalid file: the reload fails, says why, and the old rules stay.
+    cp /etc/pinhole/rules.toml "$PH_WORKDIR/rules.saved"
+    echo 'bogus = 1' >> /etc/pinhole/rules.toml
+    local out rc
+    out=$(exec_reload 2>&1)
+    rc=$?
+    cp "$PH_WORKDIR/rules.saved" /etc/pinhole/rules.toml
+    echo "$out"
+    [ $rc = 1 ] && grep -q 'unknown key "bogus"' <<<"$out" &&
+        grep -q 'the old policy stays in force' <<<"$out" && [ "$(reloads)" = 1 ]
+}
+
+sighup_notifies() {
+    local n
+    n=$(( $(notes_count) + 1 ))
+    kill -HUP "$UNIT_PID" || return 1
     ph_wait_for "READY=1 after the reload" 10 notified "$((n + 1))" READY=1 || return 1
     tail -n "+$n" "$NOTES"
-    notified "$n" RELOADING=1 &&
-        [ "$(/usr/bin/pinhole status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["reloads"])')" = 1 ]
+    notified "$n" RELOADING=1 && [ "$(reloads)" = 2 ]
 }
 
 SESSION=""
@@ -484,7 +507,9 @@ with open(sys.argv[2], "a", buffering=1) as out:
             events_logged /var/log/pinhole/events.jsonl
         check "pinhole status and sessions answer on the default socket /run/pinhole/pinhole.sock" \
             queries_answer
-        check "ExecReload (kill -HUP \$MAINPID): RELOADING=1, READY=1, one reload" reload_notifies
+        check "ExecReload (pinhole reload) returns once reloaded; an invalid file fails it with the errors, old rules kept" \
+            reload_waits_for_the_outcome
+        check "SIGHUP also reloads, between RELOADING=1 and READY=1" sighup_notifies
         check "an FTP session opens" session_open
         check "SIGTERM: STOPPING=1, exit 0, kernel rules removed, /run/pinhole/state.json (0600) written" \
             stop_saves_state
