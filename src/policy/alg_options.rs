@@ -344,17 +344,11 @@ pub(super) fn tftp(
 #[cfg(test)]
 mod tests {
     use crate::alg::Inspect;
-    use crate::policy::{Policy, PolicyErrors};
+    use crate::policy::Policy;
+    use crate::policy::test_errors::errors;
 
     const TFTP_RULE: &str =
         "[[rule]]\nname = \"t\"\naction = \"allow\"\ninspect = \"tftp\"\n[rule.tftp]\n";
-
-    fn errors(text: &str) -> Vec<String> {
-        match Policy::parse(text, "r.toml") {
-            Ok(_) => panic!("expected errors in {text}"),
-            Err(PolicyErrors(errors)) => errors.iter().map(ToString::to_string).collect(),
-        }
-    }
 
     #[test]
     fn tftp_options_are_read() {

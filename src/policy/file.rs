@@ -335,19 +335,7 @@ fn parse_network(check: &mut Checker<'_>, zone: &str, text: &str, span: Span) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn errors(text: &str) -> Vec<String> {
-        match parse(text, "r.toml") {
-            Ok(_) => panic!("expected errors"),
-            Err(PolicyErrors(errors)) => errors.iter().map(ToString::to_string).collect(),
-        }
-    }
-
-    fn one_error(text: &str) -> String {
-        let all = errors(text);
-        assert_eq!(all.len(), 1, "{all:#?}");
-        all.into_iter().next().unwrap()
-    }
+    use crate::policy::test_errors::{errors, one_error};
 
     /// The file of the issue: a misspelt key, misspelt zones, a timeout out of range and one
     /// with a unit. Every error is reported, in file order, each once.

@@ -15,6 +15,8 @@ mod file;
 mod hint;
 mod rule;
 mod syntax;
+#[cfg(test)]
+mod test_errors;
 
 use std::fmt;
 use std::net::IpAddr;

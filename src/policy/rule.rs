@@ -476,23 +476,11 @@ fn port(n: i64) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::test_errors::{errors, one_error};
     use crate::policy::{Policy, PolicyErrors};
 
     fn parse(text: &str, origin: &str) -> Result<Policy, PolicyErrors> {
         Policy::parse(text, origin)
-    }
-
-    fn errors(text: &str) -> Vec<String> {
-        match parse(text, "r.toml") {
-            Ok(_) => panic!("expected errors"),
-            Err(PolicyErrors(errors)) => errors.iter().map(ToString::to_string).collect(),
-        }
-    }
-
-    fn one_error(text: &str) -> String {
-        let all = errors(text);
-        assert_eq!(all.len(), 1, "{all:#?}");
-        all.into_iter().next().unwrap()
     }
 
     const RULE_KEYS: &str =
