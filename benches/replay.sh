@@ -11,9 +11,9 @@
 # the 1M size (the capture is held in memory). See BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# python3 writes the JSON summary (as root it is installed when missing; otherwise the command
-# that installs it is printed).
-scripts/install-deps.sh python
+# cargo's linker, and python3 for the JSON summary (as root they are installed when missing;
+# otherwise the command that installs them is printed).
+scripts/install-deps.sh build python
 
 sizes="10000 100000 1000000"
 reps=5

@@ -10,6 +10,9 @@
 #   TARGET              default all: decode ftp_command ftp_reply tftp engine_sequence
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# cargo's linker and the C++ compiler libFuzzer is built with (installed as root when missing;
+# otherwise the command that installs them is printed).
+scripts/install-deps.sh fuzz
 
 if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-}/.cargo/env" ]; then
     # shellcheck disable=SC1091

@@ -15,11 +15,13 @@
 #
 # Groups (a group includes the groups it names first):
 #   python    python3 alone: benches/replay.sh's report
-#   testbed   python + network namespaces with real servers and clients: demo.sh, tests/e2e,
+#   build     the C linker and libraries cargo needs (every script that builds pinhole)
+#   fuzz      build + the C++ compiler libFuzzer needs: scripts/fuzz-smoke.sh
+#   testbed   python + build + network namespaces with real servers and clients: demo.sh, tests/e2e,
 #             the benches
-#   package   what scripts/build-deb.sh calls to build the Debian package
-#   test      testbed + package + what scripts/test.sh itself runs: the dependency check, the
-#             fuzz smoke run's C++ compiler, the systemd unit and man page checks
+#   package   build + what scripts/build-deb.sh calls to build the Debian package
+#   test      testbed + package + fuzz + what scripts/test.sh itself runs: the dependency check,
+#             the systemd unit, man page and package checks
 #   record    testbed + Wireshark's tools and atftp: scripts/record-pcaps.sh
 #   bench     testbed + kmod (the kernel helpers' modules): benches/live.sh
 #
@@ -32,8 +34,20 @@ group_packages() {
             # python3: the FTP/TFTP probes, content generation, JSON checks, reports
             echo python3
             ;;
+        build)
+            # cc, the linker cargo runs, with the C library's startup files: a Rust toolchain
+            # from rustup brings neither
+            echo gcc
+            echo libc6-dev
+            ;;
+        fuzz)
+            group_packages build
+            # g++: libFuzzer's C++ sources (scripts/fuzz-smoke.sh)
+            echo g++
+            ;;
         testbed)
             group_packages python
+            group_packages build
             # ip, ss: namespaces, veth pairs, addresses, listening sockets
             echo iproute2
             # ping: the test bed's reachability check
@@ -58,6 +72,7 @@ group_packages() {
             echo openssl
             ;;
         package)
+            group_packages build
             # dpkg-shlibdeps (the package's library dependencies) and, through binutils, strip
             echo dpkg-dev
             # git: the changelog names the commit, file times are the commit's
@@ -66,10 +81,9 @@ group_packages() {
         test)
             group_packages testbed
             group_packages package
+            group_packages fuzz
             # shfmt: parses the scripts for scripts/check-deps.py
             echo shfmt
-            # g++: libFuzzer's C++ sources in the fuzz smoke run (and gcc, cargo's linker)
-            echo g++
             # systemd-analyze: verifies the systemd units
             echo systemd
             # man: renders the generated manual pages in the package test
@@ -96,7 +110,7 @@ group_packages() {
             echo kmod
             ;;
         *)
-            echo "install-deps.sh: unknown group '$1' (python, testbed, package, test, record, bench)" >&2
+            echo "install-deps.sh: unknown group '$1' (python, build, fuzz, testbed, package, test, record, bench)" >&2
             return 1
             ;;
     esac
@@ -129,7 +143,7 @@ case ${1:-} in
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 if [ $# -eq 0 ]; then
-    echo "usage: install-deps.sh [--update|--list|--missing] GROUP... (python, testbed, package, test, record, bench)" >&2
+    echo "usage: install-deps.sh [--update|--list|--missing] GROUP... (python, build, fuzz, testbed, package, test, record, bench)" >&2
     exit 2
 fi
 for group in "$@"; do
