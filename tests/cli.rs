@@ -127,6 +127,12 @@ fn default_rules_prints_the_embedded_policy() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/default.toml"))
             .unwrap()
     );
+    // It says what uses it, and that `run` does not.
+    assert!(
+        text.contains("what `pinhole replay` and `pinhole monitor` use when no --rules"),
+        "{text}"
+    );
+    assert!(text.contains("`pinhole run` always needs one"), "{text}");
 }
 
 #[test]
