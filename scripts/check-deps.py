@@ -62,11 +62,12 @@ BUILTINS = set(
 
 @dataclass
 class Call:
-    """One command a script runs."""
+    """One command a script runs; `scope` is the function it is in (None: the top level)."""
 
     name: str
     path: str
     line: int
+    scope: str | None = None
 
 
 @dataclass
@@ -76,6 +77,8 @@ class Script:
     path: str
     calls: list[Call] = field(default_factory=list)
     functions: set[str] = field(default_factory=set)
+    # Names in the literal text of each scope (a function named in `trap 'f' EXIT` runs).
+    words: dict = field(default_factory=dict)
     sources: set[str] = field(default_factory=set)
     runs: set[str] = field(default_factory=set)
     groups: list[str] = field(default_factory=list)
@@ -185,14 +188,20 @@ def wrapped_command(name: str, args: list) -> int | None:
     return None
 
 
-def walk(node, visit) -> None:
+def walk(node, visit, scope=None) -> None:
+    """Visits every node with the function it is in (None: the top level)."""
     if isinstance(node, dict):
-        visit(node)
+        if node.get("Type") == "FuncDecl":
+            name = node["Name"]["Value"]
+            visit(node, scope)
+            walk(node.get("Body"), visit, name)
+            return
+        visit(node, scope)
         for value in node.values():
-            walk(value, visit)
+            walk(value, visit, scope)
     elif isinstance(node, list):
         for value in node:
-            walk(value, visit)
+            walk(value, visit, scope)
 
 
 def parse_shell(path: str) -> Script:
@@ -212,7 +221,7 @@ def parse_shell(path: str) -> Script:
     def opted_out(line: int) -> bool:
         return 0 < line <= len(lines) and OPT_OUT in lines[line - 1]
 
-    def add_call(args: list, i: int) -> None:
+    def add_call(args: list, i: int, scope) -> None:
         while i is not None and i < len(args):
             word = args[i]
             line = word["Pos"]["Line"]
@@ -220,7 +229,7 @@ def parse_shell(path: str) -> Script:
             if name is None:
                 array = array_expansion(word)
                 if array is not None:
-                    array_runs.append((array, line))
+                    array_runs.append((array, line, scope))
                 tail = word_tail(word)
                 if tail and (tail.endswith(".sh") or tail.endswith("/run")):
                     script.runs.add(tail)
@@ -229,7 +238,7 @@ def parse_shell(path: str) -> Script:
                 # A path: another script of ours (checked on its own), or an absolute command.
                 if name.startswith("/"):
                     if not opted_out(line):
-                        script.calls.append(Call(os.path.basename(name), path, line))
+                        script.calls.append(Call(os.path.basename(name), path, line, scope))
                 else:
                     script.runs.add(name)
                 if name.endswith("install-deps.sh"):
@@ -244,7 +253,7 @@ def parse_shell(path: str) -> Script:
             if name == "ph_ensure_tools":
                 record_install(args[i + 1 :])
             if not opted_out(line):
-                script.calls.append(Call(name, path, line))
+                script.calls.append(Call(name, path, line, scope))
             inner = wrapped_command(name, args[i:])
             i = None if inner is None else i + inner
 
@@ -254,10 +263,13 @@ def parse_shell(path: str) -> Script:
         groups = [g for g in groups if g and not g.startswith("-")]
         script.groups.extend(groups or ["testbed"])
 
-    def visit(node: dict) -> None:
+    def visit(node: dict, scope) -> None:
         kind = node.get("Type")
         if kind == "FuncDecl":
             script.functions.add(node["Name"]["Value"])
+        elif kind in ("Lit", "SglQuoted"):
+            words = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", node.get("Value", ""))
+            script.words.setdefault(scope, set()).update(words)
         elif kind == "CallExpr":
             for assign in node.get("Assigns") or []:
                 array = assign.get("Array")
@@ -268,13 +280,13 @@ def parse_shell(path: str) -> Script:
                         if first and not first.startswith("-"):
                             arrays[assign["Name"]["Value"]] = (first, elems[0]["Value"]["Pos"]["Line"])
             if node.get("Args"):
-                add_call(node["Args"], 0)
+                add_call(node["Args"], 0, scope)
 
     walk(tree, visit)
-    for name, line in array_runs:
+    for name, line, scope in array_runs:
         if name in arrays and not opted_out(arrays[name][1]):
             first, at = arrays[name]
-            script.calls.append(Call(first, path, at))
+            script.calls.append(Call(first, path, at, scope))
     return script
 
 
@@ -450,6 +462,30 @@ def resolve(reference: str, scripts: dict[str, Script]) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
+def reachable_calls(closure: list[Script]) -> list[Call]:
+    """The calls that can run: every file's top level (a sourced file's runs when sourced), and
+    the functions they call or name, transitively. A library's function that the script never
+    reaches does not count against it."""
+    defined: dict[str, list[Script]] = {}
+    for member in closure:
+        for name in member.functions:
+            defined.setdefault(name, []).append(member)
+    seen: set[tuple[str, str | None]] = set()
+    frontier = [(member, None) for member in closure]
+    calls = []
+    while frontier:
+        member, scope = frontier.pop()
+        if (member.path, scope) in seen:
+            continue
+        seen.add((member.path, scope))
+        here = [c for c in member.calls if c.scope == scope]
+        calls.extend(here)
+        names = {c.name for c in here} | member.words.get(scope, set())
+        for name in names & defined.keys():
+            frontier.extend((owner, name) for owner in defined[name])
+    return calls
+
+
 def shell_files(root: str) -> list[str]:
     found = []
     for pattern in ("scripts/*.sh", "tests/**/*.sh", "benches/**/*.sh", "packaging/**/*.sh", ".ci/run"):
@@ -487,7 +523,7 @@ def check(root: str, provided_by_group) -> list[str]:
         for member in closure[1:]:
             with open(member.path, encoding="utf-8") as f:
                 texts.append(f.read())
-        calls = [c for member in closure for c in member.calls]
+        calls = reachable_calls(closure)
         for py in pythons:
             if any(os.path.basename(py) in t for t in texts):
                 calls.extend(python_calls(py))
@@ -586,11 +622,14 @@ def self_test() -> None:
         os.makedirs(os.path.join(root, "tests/e2e"))
         files = {
             "scripts/lib.sh": 'lib_check() { ph_wait_for "reach" 5 ph_in_client ping -c 1 x; }\n'
+            "lib_unused() { tshark -r x; }\n"
+            "lib_init() { trap 'lib_cleanup' EXIT; }\n"
+            "lib_cleanup() { nft flush ruleset; }\n"
             'ph_wait_for() { local d=$1 t=$2; shift 2; "$@"; }\n'
             "ph_in_client() { ip netns exec c \"$@\"; }\n"
             "ph_ensure_tools() { :; }\n",
             "tests/e2e/a.sh": '. "$(dirname "$0")/../../scripts/lib.sh"\nph_ensure_tools\n'
-            "lib_check\ntimeout 5 curl -s x | grep -q y\n"
+            "lib_check\nlib_init\ntimeout 5 curl -s x | grep -q y\n"
             "cmd=(tcpdump -i x)\n\"${cmd[@]}\"\n"
             "systemctl stop x  # check-deps: optional (test)\n"
             "python3 tests/e2e/helper.py\n",
@@ -609,6 +648,7 @@ def self_test() -> None:
     found = {(p.split(":")[0], p.split("`")[1]) for p in problems}
     expected = {
         ("scripts/lib.sh", "ping"),
+        ("scripts/lib.sh", "nft"),
         ("tests/e2e/a.sh", "tcpdump"),
         ("tests/e2e/helper.py", "conntrack"),
         ("scripts/b.sh", "vsftpd"),

@@ -31,6 +31,8 @@ fi
 
 echo "== every command the scripts call is installed by their install step (scripts/check-deps.py)"
 python3 scripts/check-deps.py
+echo "== the test bed's wait helper says why it gave up (tests/scripts/wait_for.sh)"
+tests/scripts/wait_for.sh
 echo "== the lock files are current (Cargo.lock, and fuzz/Cargo.lock, which the fuzz smoke run needs)"
 cargo metadata --locked --format-version 1 >/dev/null
 cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
