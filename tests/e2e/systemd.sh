@@ -80,8 +80,10 @@ trap 'cleanup; trap - INT; kill -INT $$' INT
 trap 'cleanup; trap - TERM; kill -TERM $$' TERM
 start_watchdog 900
 
-# in_box CMD...: run CMD inside the booted container (all its namespaces).
-in_box() { nsenter -t "$LEADER" -a "$@"; }
+# in_box CMD...: run CMD inside the booted container (all its namespaces, and its root and
+# working directory: entering its mount namespace alone leaves the root where it was when this
+# test runs in a chroot).
+in_box() { nsenter -t "$LEADER" -a -r -w "$@"; }
 # in_chroot CMD...: run CMD in the container's tree before it boots, with the host's network.
 in_chroot() { chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"; }
 
