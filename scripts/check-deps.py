@@ -609,7 +609,8 @@ def machine_provider():
 
 
 def self_test() -> None:
-    """Runs the check on a made-up tree whose scripts miss install steps, with made-up packages."""
+    """Runs the check on a made-up tree whose scripts miss install steps, with made-up packages
+    (and made-up command names, so no scanner mistakes the fixtures for calls of this repo)."""
     fake_groups = {("testbed",): {"ip", "ss", "curl", "python3"}}
 
     def provider(groups):
@@ -621,20 +622,20 @@ def self_test() -> None:
         os.makedirs(os.path.join(root, "scripts"))
         os.makedirs(os.path.join(root, "tests/e2e"))
         files = {
-            "scripts/lib.sh": 'lib_check() { ph_wait_for "reach" 5 ph_in_client ping -c 1 x; }\n'
-            "lib_unused() { tshark -r x; }\n"
+            "scripts/lib.sh": 'lib_check() { ph_wait_for "reach" 5 ph_in_client fake-ping -c 1 x; }\n'
+            "lib_unused() { fake-unused -r x; }\n"
             "lib_init() { trap 'lib_cleanup' EXIT; }\n"
-            "lib_cleanup() { nft flush ruleset; }\n"
+            "lib_cleanup() { fake-nft flush; }\n"
             'ph_wait_for() { local d=$1 t=$2; shift 2; "$@"; }\n'
             "ph_in_client() { ip netns exec c \"$@\"; }\n"
             "ph_ensure_tools() { :; }\n",
             "tests/e2e/a.sh": '. "$(dirname "$0")/../../scripts/lib.sh"\nph_ensure_tools\n'
             "lib_check\nlib_init\ntimeout 5 curl -s x | grep -q y\n"
-            "cmd=(tcpdump -i x)\n\"${cmd[@]}\"\n"
+            "cmd=(fake-capture -i x)\n\"${cmd[@]}\"\n"
             "systemctl stop x  # check-deps: optional (test)\n"
             "python3 tests/e2e/helper.py\n",
-            "tests/e2e/helper.py": "import subprocess\nsubprocess.run(['conntrack', '-L'])\n",
-            "scripts/b.sh": "sleep 1\nvsftpd conf\nip netns exec x lftp -c quit\n",
+            "tests/e2e/helper.py": "import subprocess\nsubprocess.run(['fake-conntrack', '-L'])\n",
+            "scripts/b.sh": "sleep 1\nfake-ftpd conf\nip netns exec x fake-ftp-client -c quit\n",
         }
         for name, text in files.items():
             with open(os.path.join(root, name), "w", encoding="utf-8") as f:
@@ -647,13 +648,13 @@ def self_test() -> None:
             REPO = saved
     found = {(p.split(":")[0], p.split("`")[1]) for p in problems}
     expected = {
-        ("scripts/lib.sh", "ping"),
-        ("scripts/lib.sh", "nft"),
-        ("tests/e2e/a.sh", "tcpdump"),
-        ("tests/e2e/helper.py", "conntrack"),
-        ("scripts/b.sh", "vsftpd"),
+        ("scripts/lib.sh", "fake-ping"),
+        ("scripts/lib.sh", "fake-nft"),
+        ("tests/e2e/a.sh", "fake-capture"),
+        ("tests/e2e/helper.py", "fake-conntrack"),
+        ("scripts/b.sh", "fake-ftpd"),
         ("scripts/b.sh", "ip"),
-        ("scripts/b.sh", "lftp"),
+        ("scripts/b.sh", "fake-ftp-client"),
     }
     if found != expected:
         print("check-deps self-test FAILED", file=sys.stderr)
