@@ -80,9 +80,7 @@ class Script:
     # Names in the literal text of each scope (a function named in `trap 'f' EXIT` runs).
     words: dict = field(default_factory=dict)
     sources: set[str] = field(default_factory=set)
-    runs: set[str] = field(default_factory=set)
     groups: list[str] = field(default_factory=list)
-    installs: bool = False
 
 
 def rel(path: str) -> str:
@@ -171,7 +169,9 @@ def wrapped_command(name: str, args: list) -> int | None:
         i = skip_options(args, 1, {"-s", "-k", "--signal", "--kill-after"})
         return i + 1  # the duration, then the command
     if name in ("setsid", "nice", "stdbuf", "setpriv", "unshare", "env"):
-        i = skip_options(args, 1, {"-n", "--reuid", "--regid", "--groups", "-u"})
+        i = skip_options(
+            args, 1, {"-n", "--reuid", "--regid", "--groups", "-u", "--bounding-set", "--inh-caps"}
+        )
         if name == "env":
             while i < len(args) and "=" in (texts[i] or ""):
                 i += 1
@@ -230,17 +230,11 @@ def parse_shell(path: str) -> Script:
                 array = array_expansion(word)
                 if array is not None:
                     array_runs.append((array, line, scope))
-                tail = word_tail(word)
-                if tail and (tail.endswith(".sh") or tail.endswith("/run")):
-                    script.runs.add(tail)
                 return
             if "/" in name:
                 # A path: another script of ours (checked on its own), or an absolute command.
-                if name.startswith("/"):
-                    if not opted_out(line):
-                        script.calls.append(Call(os.path.basename(name), path, line, scope))
-                else:
-                    script.runs.add(name)
+                if name.startswith("/") and not opted_out(line):
+                    script.calls.append(Call(os.path.basename(name), path, line, scope))
                 if name.endswith("install-deps.sh"):
                     record_install(args[i + 1 :])
                 return
@@ -258,7 +252,6 @@ def parse_shell(path: str) -> Script:
             i = None if inner is None else i + inner
 
     def record_install(rest: list) -> None:
-        script.installs = True
         groups = [word_literal(w) for w in rest]
         groups = [g for g in groups if g and not g.startswith("-")]
         script.groups.extend(groups or ["testbed"])
@@ -455,7 +448,7 @@ def resolve(reference: str, scripts: dict[str, Script]) -> str | None:
     reference = reference.lstrip("./")
     for path in scripts:
         r = rel(path)
-        if r == reference or r.endswith("/" + reference) or reference.endswith("/" + r) or reference == r:
+        if r == reference or r.endswith("/" + reference) or reference.endswith("/" + r):
             return path
     base = os.path.basename(reference)
     matches = [p for p in scripts if os.path.basename(p) == base]

@@ -39,12 +39,10 @@ pinhole_binary() {
         return 0
     fi
     PINHOLE_BIN=$REPO_DIR/target/release/pinhole
-    local stale=1
     if [ -x "$PINHOLE_BIN" ] &&
         [ -z "$(find src rules Cargo.toml Cargo.lock -newer "$PINHOLE_BIN" -print -quit)" ]; then
-        stale=0
+        return 0
     fi
-    [ $stale = 0 ] && return 0
     load_cargo
     if ! command -v cargo >/dev/null 2>&1; then
         if [ -x "$PINHOLE_BIN" ]; then
@@ -115,7 +113,7 @@ FAILED=FAILED
 
 # ------------------------------------------------------------------------------------------------
 # Narrated transfers: the command as a user would type it, then one outcome line:
-#    OK       204800 bytes, identical, in 0.3 s
+#    OK       204800 bytes, identical, in 23 ms
 #    FAILED   after 4.0 s: timed out
 #    REFUSED  after 0.1 s: <what the client saw>
 # ------------------------------------------------------------------------------------------------

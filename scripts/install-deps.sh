@@ -119,7 +119,7 @@ group_packages() {
 packages_of() {
     local group
     for group in "$@"; do
-        group_packages "$group" || return 1
+        group_packages "$group"
     done | awk '!seen[$0]++'
 }
 
@@ -150,21 +150,16 @@ for group in "$@"; do
     group_packages "$group" >/dev/null || exit 2
 done
 mapfile -t packages < <(packages_of "$@")
-
-case $action in
-    list)
-        printf '%s\n' "${packages[@]}"
-        exit 0
-        ;;
-    missing)
-        mapfile -t missing < <(missing_of "${packages[@]}")
-        [ ${#missing[@]} -eq 0 ] && exit 0
-        printf '%s\n' "${missing[@]}"
-        exit 1
-        ;;
-esac
-
+if [ $action = list ]; then
+    printf '%s\n' "${packages[@]}"
+    exit 0
+fi
 mapfile -t missing < <(missing_of "${packages[@]}")
+if [ $action = missing ]; then
+    [ ${#missing[@]} -eq 0 ] && exit 0
+    printf '%s\n' "${missing[@]}"
+    exit 1
+fi
 if [ ${#missing[@]} -eq 0 ] && [ "$update" = 0 ]; then
     exit 0
 fi

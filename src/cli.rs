@@ -106,7 +106,8 @@ for the systemd unit), /run/pinhole/pinhole.sock (the control socket), /run/pinh
 
 Under systemd, pinhole.service runs `pinhole run --rules /etc/pinhole/rules.toml --install-rules \
 --restore` (Type=notify: ready once the queues are bound and the kernel rules installed); \
-`systemctl reload pinhole` sends SIGHUP, `systemctl restart pinhole` keeps the sessions.";
+`systemctl reload pinhole` runs `pinhole reload` (it fails on an invalid rules file), \
+`systemctl restart pinhole` keeps the sessions.";
 
 /// The long help's closing section of `pinhole monitor`.
 const MONITOR_AFTER_HELP: &str = "\

@@ -3,8 +3,8 @@
 //! A Unix stream socket (default `/run/pinhole/pinhole.sock`, mode 0600, and only uid 0 is
 //! answered, checked with `SO_PEERCRED`). The client writes one word and a newline
 //! (`status`, `sessions`, `pinholes`, `stats`, `snapshot`, `metrics` or `reload`); the daemon
-//! answers with one JSON document and closes. The JSON shapes are those of `--json` (see the README); the tables for people are
-//! rendered by the client from the same JSON.
+//! answers with one JSON document and closes. The JSON shapes are those of `--json` (see the
+//! README); the tables for people are rendered by the client from the same JSON.
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -93,6 +93,8 @@ pub struct Shared {
     sink: Option<Arc<SinkStats>>,
     /// Set to have the event writer reopen the event log (SIGHUP, `pinhole reload`).
     reopen: Option<Arc<AtomicBool>>,
+    /// sd_notify: ready, reloading, stopping.
+    notifier: Notifier,
 }
 
 impl Shared {
@@ -413,19 +415,18 @@ fn spawn_signals(
     shared: &Arc<Shared>,
 ) -> Result<thread::JoinHandle<()>, RunError> {
     let shared = shared.clone();
-    let notifier = Notifier::from_env();
     thread::Builder::new()
         .name("pinhole-signals".to_owned())
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    notifier.reloading();
+                    shared.notifier.reloading();
                     // Errors are logged and kept for `pinhole status`.
                     let _ = shared.reload_and_reopen();
-                    notifier.ready(&shared.status_line());
+                    shared.notifier.ready(&shared.status_line());
                 } else {
                     tracing::info!(target: LIFECYCLE, signal, "stopping");
-                    notifier.stopping();
+                    shared.notifier.stopping();
                     shared.stop.store(true, Ordering::Relaxed);
                     break;
                 }
@@ -525,6 +526,7 @@ fn serve(
         workers,
         sink: sink.as_ref().map(Sink::stats_handle),
         reopen: sink.as_ref().map(Sink::reopen_handle),
+        notifier: Notifier::from_env(),
     });
     let mut restored = if shared.options.restore {
         load_state(&shared.options.state_file)
@@ -565,7 +567,7 @@ fn serve(
         control = %shared.options.control.display(),
         "pinhole running"
     );
-    Notifier::from_env().ready(&shared.status_line());
+    shared.notifier.ready(&shared.status_line());
     let signal_handle = signals.handle();
     let stopper = spawn_signals(signals, &shared)?;
     let mut result = Ok(());

@@ -7,7 +7,6 @@
 //! rules and reopens the event log; SIGINT/SIGTERM stop), the metrics endpoint if asked for, and
 //! the event writer. At a clean stop the last event-log record is the run's `summary`.
 
-use super::notify::Notifier;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -28,6 +27,8 @@ use crate::observe::{ObserveOptions, Sink, Tap, http};
 use crate::output::{Format, Record, RecordWriter};
 use crate::policy::Policy;
 use crate::wire::link;
+
+use super::notify::Notifier;
 
 use super::snapshot::{QueueCounters, WorkerStats};
 use super::{RunError, monotonic_now};
@@ -78,7 +79,10 @@ pub fn run(options: &MonitorOptions) -> Result<Counters, RunError> {
     let (sink, metrics_listener) = crate::observe::start(&options.observe, &source, socket.link())
         .map_err(RunError::Observe)?;
 
-    let flags = Arc::new(Flags::default());
+    let flags = Arc::new(Flags {
+        notifier: Notifier::from_env(),
+        ..Flags::default()
+    });
     let reloads = Arc::new(Mutex::new((0u64, 0u64)));
     let (stats_tx, stats_rx) = mpsc::channel::<StatsRequest>();
     let metrics_thread = match metrics_listener {
@@ -104,10 +108,8 @@ pub fn run(options: &MonitorOptions) -> Result<Counters, RunError> {
         rules = %options.rules.as_ref().map_or_else(|| "(embedded default)".to_owned(), |p| p.display().to_string()),
         "pinhole monitoring (passive: traffic is not touched)"
     );
-    let notifier = Notifier::from_env();
-    notifier.ready(&format!("monitoring {}", options.iface));
+    flags.notifier.ready(&monitoring(&options.iface));
     let mut capture = Capture {
-        notifier,
         engine: Engine::new(Arc::new(policy)),
         tap: Tap::new(sink.as_ref().map(Sink::handle), &source, socket.link()),
         socket,
@@ -139,13 +141,15 @@ pub fn run(options: &MonitorOptions) -> Result<Counters, RunError> {
     result.map(|()| counters)
 }
 
-/// What the signal thread tells the capture loop.
+/// What the signal thread tells the capture loop, and how both tell systemd.
 #[derive(Debug, Default)]
 struct Flags {
     /// SIGINT or SIGTERM came.
     stop: AtomicBool,
     /// SIGHUP came: re-read the rules, reopen the event log.
     reload: AtomicBool,
+    /// sd_notify, for both threads.
+    notifier: Notifier,
 }
 
 fn spawn_signals(
@@ -161,7 +165,7 @@ fn spawn_signals(
                     flags.reload.store(true, Ordering::Relaxed);
                 } else {
                     tracing::info!(target: crate::observe::LIFECYCLE, signal, "stopping");
-                    Notifier::from_env().stopping();
+                    flags.notifier.stopping();
                     flags.stop.store(true, Ordering::Relaxed);
                     break;
                 }
@@ -218,9 +222,12 @@ fn spawn_metrics(
         .map_err(RunError::Signals)
 }
 
+/// The status line systemd shows.
+fn monitoring(iface: &str) -> String {
+    format!("monitoring {iface}")
+}
+
 struct Capture<'a> {
-    /// Tells systemd about reloads.
-    notifier: Notifier,
     engine: Engine,
     tap: Tap,
     socket: PacketSocket,
@@ -240,13 +247,12 @@ impl Capture<'_> {
         let mut buf = vec![0u8; FRAME_BUFFER];
         while !flags.stop.load(Ordering::Relaxed) {
             if flags.reload.swap(false, Ordering::Relaxed) {
-                self.notifier.reloading();
+                flags.notifier.reloading();
                 self.reload();
                 if let Some(sink) = sink {
                     sink.reopen();
                 }
-                self.notifier
-                    .ready(&format!("monitoring {}", self.options.iface));
+                flags.notifier.ready(&monitoring(&self.options.iface));
             }
             self.read_statistics();
             while let Ok(reply) = stats.try_recv() {

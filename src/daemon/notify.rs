@@ -18,7 +18,7 @@ use std::path::Path;
 pub const ENV: &str = "NOTIFY_SOCKET";
 
 /// Where to send notifications, read once from `$NOTIFY_SOCKET`.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Notifier {
     target: Option<(UnixDatagram, SocketAddr)>,
 }

@@ -15,12 +15,12 @@ pub mod sink;
 pub mod tap;
 
 pub use sink::{Sink, SinkConfig, SinkStats};
+pub use tap::Tap;
 
 /// The log target of the daemons' lifecycle messages (start, stop, reloads, state saved and
 /// restored, the event log reopened): shown at info level by default, when other info messages
 /// are not, so an operator's journal says what the daemon did without -v.
 pub const LIFECYCLE: &str = "pinhole::lifecycle";
-pub use tap::Tap;
 
 use std::net::{SocketAddr, TcpListener};
 

@@ -84,9 +84,12 @@ pub fn replay_file(
             report.decision(packet.index, packet.link, packet.data, &decision);
         }
         if timeline {
-            let reply = decision.flow.is_some_and(|flow| {
-                FlowTuple::of_frame(packet.link, packet.data).is_some_and(|p| flow.is_reply(&p))
-            });
+            // Only the text form draws the direction: decode the packet's tuple only for it.
+            let shown = options.verdicts && out.format() == Format::Text;
+            let reply = shown
+                && decision.flow.is_some_and(|flow| {
+                    FlowTuple::of_frame(packet.link, packet.data).is_some_and(|p| flow.is_reply(&p))
+                });
             emit_decision(out, name, packet.index, &decision, reply, options)?;
         }
         Ok(())
