@@ -61,7 +61,7 @@ pub enum Command {
     #[command(after_long_help = MONITOR_AFTER_HELP)]
     Monitor(MonitorArgs),
     /// Print the iptables-restore script that sends forwarded traffic to the queues.
-    Rules(KernelRulesArgs),
+    Rules(RulesArgs),
     /// Ask the running daemon: mode, policy, reloads, table sizes.
     Status(QueryArgs),
     /// Ask the running daemon: every tracked flow (like `show ip inspect sessions`).
@@ -142,6 +142,25 @@ pub struct KernelRulesArgs {
     /// The packet mark bit for packets the kernel must reject (TCP reset or ICMP).
     #[arg(long, value_name = "BIT", default_value = "0x20000000", value_parser = parse_mark)]
     pub reject_mark: u32,
+
+    /// Do not attach the kernel's FTP/TFTP helpers (a raw-table `CT --helper` rule per
+    /// inspected port) and do not read the kernel's connection tracking: on a router that
+    /// translates addresses, FTP payloads and data connections are then not translated.
+    #[arg(long)]
+    pub no_kernel_helpers: bool,
+}
+
+/// Arguments of `pinhole rules`.
+#[derive(Debug, clap::Args)]
+pub struct RulesArgs {
+    /// What the kernel rules depend on.
+    #[command(flatten)]
+    pub kernel: KernelRulesArgs,
+
+    /// The rules file whose inspected ports get the kernel's helpers (default: the embedded
+    /// default rules: FTP on 21, TFTP on 69).
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
 }
 
 /// Arguments of `pinhole run`.
@@ -302,7 +321,17 @@ pub struct QueryArgs {
 }
 
 impl KernelRulesArgs {
-    /// The kernel rules these arguments describe.
+    /// The kernel rules these arguments describe, with the helpers `policy` needs (unless
+    /// `--no-kernel-helpers`).
+    pub fn config_for(&self, policy: &crate::policy::Policy) -> Result<RulesConfig, String> {
+        let mut config = self.config()?;
+        if !self.no_kernel_helpers {
+            config.helpers = crate::policy::KernelHelpers::of(policy);
+        }
+        Ok(config)
+    }
+
+    /// The kernel rules these arguments describe, without helpers.
     pub fn config(&self) -> Result<RulesConfig, String> {
         if self.offload_mark == self.reject_mark {
             return Err("--offload-mark and --reject-mark must be different bits".to_owned());
@@ -313,6 +342,7 @@ impl KernelRulesArgs {
             fail_open: self.fail_open,
             offload_mark: self.offload_mark,
             reject_mark: self.reject_mark,
+            helpers: crate::policy::KernelHelpers::default(),
         })
     }
 }

@@ -31,6 +31,9 @@ pub struct Counters {
     pub flows_evicted: u64,
     /// Flows handed to the kernel (offload mode).
     pub flows_offloaded: u64,
+    /// Inspected flows (and the flows their pinholes admitted) the kernel translates, as
+    /// learned from its connection tracking.
+    pub flows_translated: u64,
     /// Packets of offloaded connections the engine no longer tracked, accepted on the
     /// kernel's word (a FIN or RST after the engine's own timeout).
     pub offloaded_untracked: u64,
@@ -65,6 +68,7 @@ impl Default for Counters {
             flows_closed: 0,
             flows_evicted: 0,
             flows_offloaded: 0,
+            flows_translated: 0,
             offloaded_untracked: 0,
             pinholes_opened: 0,
             pinholes_used: 0,
@@ -91,6 +95,7 @@ impl Counters {
             flows_closed,
             flows_evicted,
             flows_offloaded,
+            flows_translated,
             offloaded_untracked,
             pinholes_opened,
             pinholes_used,
@@ -112,6 +117,7 @@ impl Counters {
         self.flows_closed += flows_closed;
         self.flows_evicted += flows_evicted;
         self.flows_offloaded += flows_offloaded;
+        self.flows_translated += flows_translated;
         self.offloaded_untracked += offloaded_untracked;
         self.pinholes_opened += pinholes_opened;
         self.pinholes_used += pinholes_used;

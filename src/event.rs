@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::alg::{Alg, ChildInit};
-use crate::conntrack::{FlowTuple, Opening, Pinhole, PinholeId};
+use crate::conntrack::{FlowTuple, Opening, Pinhole, PinholeId, Translation};
 use crate::decision::Reason;
 use crate::time::Instant;
 use crate::wire::tftp::RequestKind;
@@ -57,6 +57,14 @@ pub enum Event {
         flow: Option<FlowTuple>,
         /// Specifics for people (the offending command, address, ...).
         detail: String,
+    },
+    /// The kernel translates an inspected flow (or a data connection or transfer one
+    /// admitted): learned from the kernel's connection tracking, once per flow.
+    Translated {
+        /// The flow, in the hosts' own addresses (pinhole's view).
+        flow: FlowTuple,
+        /// The addresses the ends use for each other.
+        nat: Translation,
     },
     /// Something an inspector did that is not a refusal but should be known (a session went
     /// encrypted and uninspected, an address was replaced).
@@ -141,11 +149,13 @@ pub struct PinholeInfo {
     pub expires: Instant,
     /// For a TFTP transfer's pinhole: whether the request was a read or a write.
     pub tftp_request: Option<RequestKind>,
+    /// How the kernel translates the control flow (or TFTP request) that negotiated it.
+    pub parent_nat: Option<Translation>,
 }
 
 impl PinholeInfo {
-    /// Describes `pinhole`.
-    pub fn new(pinhole: &Pinhole) -> Self {
+    /// Describes `pinhole`, negotiated by a flow the kernel translates as `parent_nat`.
+    pub fn new(pinhole: &Pinhole, parent_nat: Option<Translation>) -> Self {
         PinholeInfo {
             id: pinhole.id,
             opening: pinhole.spec.opening,
@@ -156,6 +166,7 @@ impl PinholeInfo {
                 .child
                 .as_ref()
                 .map(|ChildInit::Tftp(init)| init.kind),
+            parent_nat,
         }
     }
 }

@@ -8,8 +8,8 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use pinhole::cli::{
-    Cli, Command, GenPcapArgs, KernelRulesArgs, LogFormat, MonitorArgs, ObserveArgs, QueryArgs,
-    ReplayArgs, RunArgs, StatsArgs,
+    Cli, Command, GenPcapArgs, LogFormat, MonitorArgs, ObserveArgs, QueryArgs, ReplayArgs,
+    RulesArgs, RunArgs, StatsArgs,
 };
 use pinhole::daemon::control::{self, Question};
 use pinhole::daemon::monitor::{self, MonitorOptions};
@@ -64,8 +64,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn rules(args: &KernelRulesArgs) -> ExitCode {
-    match args.config() {
+fn rules(args: &RulesArgs) -> ExitCode {
+    let policy = match &args.rules {
+        Some(path) => match daemon::load_policy(path, false) {
+            Ok(policy) => policy,
+            Err(err) => {
+                eprintln!("pinhole rules: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Policy::embedded_default(),
+    };
+    match args.kernel.config_for(&policy) {
         Ok(config) => {
             print!("{}", config.script());
             ExitCode::SUCCESS
@@ -96,6 +106,7 @@ fn run(args: &RunArgs) -> ExitCode {
         },
         kernel,
         install_rules: args.install_rules,
+        kernel_helpers: !args.kernel.no_kernel_helpers,
         flavour: args.iptables,
         no_inspect: args.no_inspect,
         control: args.control.clone(),

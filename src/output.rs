@@ -9,8 +9,9 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::alg::Alg;
-use crate::conntrack::FlowTuple;
+use crate::conntrack::key::SocketDisplay;
 use crate::conntrack::key::{ProtoName, proto_name};
+use crate::conntrack::{FlowTuple, Translation};
 use crate::counters::{Counters, DropCounts};
 use crate::decision::{Reason, Verdict};
 use crate::event::Event;
@@ -78,6 +79,26 @@ pub enum Record<'a> {
         /// Allowed source port range, when the pinhole has one (TFTP `--port-range`).
         #[serde(skip_serializing_if = "Option::is_none")]
         sport_range: Option<[u16; 2]>,
+        /// How the kernel translates the control flow (or TFTP request) that negotiated it:
+        /// the addresses its ends use for each other (inline on a NAT router only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        parent_nat: Option<Translation>,
+    },
+    /// The kernel translates an inspected flow, or a flow a pinhole admitted (inline on a NAT
+    /// router only; once per flow).
+    Nat {
+        /// Capture file (the live log: empty).
+        file: &'a str,
+        /// The packet that brought it.
+        packet: u64,
+        /// The flow in the hosts' own addresses, as pinhole sees and shows every flow.
+        flow: FlowTuple,
+        /// The client as the server sees it.
+        #[serde(serialize_with = "socket_string")]
+        client: (IpAddr, u16),
+        /// The server as the client sees it.
+        #[serde(serialize_with = "socket_string")]
+        server: (IpAddr, u16),
     },
     /// A refused protocol action.
     Violation {
@@ -209,6 +230,14 @@ pub fn event_record<'a>(file: &'a str, packet: u64, event: &'a Event) -> Record<
             parent: pinhole.parent,
             child: *child,
             sport_range: pinhole.opening.sport.range(),
+            parent_nat: pinhole.parent_nat,
+        },
+        Event::Translated { flow, nat } => Record::Nat {
+            file,
+            packet,
+            flow: *flow,
+            client: nat.client,
+            server: nat.server,
         },
         Event::Violation {
             alg,
@@ -281,8 +310,18 @@ pub fn event_record<'a>(file: &'a str, packet: u64, event: &'a Event) -> Record<
 pub fn is_contract_event(event: &Event) -> bool {
     matches!(
         event,
-        Event::Pinhole { .. } | Event::Violation { .. } | Event::Notice { .. }
+        Event::Pinhole { .. }
+            | Event::Violation { .. }
+            | Event::Notice { .. }
+            | Event::Translated { .. }
     )
+}
+
+fn socket_string<S: serde::Serializer>(
+    end: &(IpAddr, u16),
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&SocketDisplay(end.0, end.1))
 }
 
 /// Writes `record` as one JSON line.
@@ -323,6 +362,7 @@ pub fn write_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
             dport,
             packet,
             sport_range,
+            parent_nat,
             ..
         } => {
             let sport = match (sport, sport_range) {
@@ -330,13 +370,28 @@ pub fn write_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
                 (None, Some([lo, hi])) => format!("{lo}-{hi}"),
                 (None, None) => "*".to_owned(),
             };
+            let nat = parent_nat
+                .map(|nat| format!(" (session translated: {nat})"))
+                .unwrap_or_default();
             writeln!(
                 out,
-                "#{packet:<6} pinhole {event:<6} {alg} {proto} {} -> {}",
+                "#{packet:<6} pinhole {event:<6} {alg} {proto} {} -> {}{nat}",
                 endpoint(*src, &sport),
                 endpoint(*dst, &dport.to_string())
             )
         }
+        Record::Nat {
+            packet,
+            flow,
+            client,
+            server,
+            ..
+        } => writeln!(
+            out,
+            "#{packet:<6} nat    {flow}: client seen as {}, server seen as {}",
+            SocketDisplay(client.0, client.1),
+            SocketDisplay(server.0, server.1)
+        ),
         Record::Violation {
             alg,
             reason,

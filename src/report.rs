@@ -257,7 +257,9 @@ impl SessionReport {
             } => {
                 self.new_session(*alg, *flow, rule.as_deref().map(str::to_owned), packet);
             }
-            Event::FlowOpened { .. } => {}
+            // Only inline pinhole learns translations (from the kernel), and the report is
+            // replay's.
+            Event::FlowOpened { .. } | Event::Translated { .. } => {}
             Event::FlowClosed {
                 flow,
                 cause,

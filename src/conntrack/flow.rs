@@ -85,6 +85,11 @@ pub struct Flow {
     pub bytes: [u64; 2],
     /// Handed to the kernel (offload mode): only its FIN and RST segments are still seen.
     pub offloaded: bool,
+    /// How the kernel translates it, once a packet brought that from the kernel's conntrack
+    /// (see [`crate::conntrack::kernel`]). Not saved in the state file: the next packet brings
+    /// it again.
+    #[serde(skip)]
+    pub nat: Option<Box<crate::conntrack::kernel::Translation>>,
 }
 
 impl Flow {
@@ -107,6 +112,7 @@ impl Flow {
             packets: [0; 2],
             bytes: [0; 2],
             offloaded: false,
+            nat: None,
         }
     }
 

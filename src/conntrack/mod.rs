@@ -1,12 +1,14 @@
 //! Connection tracking: flow identity, the flow table, TCP state, and the pinhole table.
 
 pub mod flow;
+pub mod kernel;
 pub mod key;
 pub mod pinhole;
 pub mod table;
 pub mod tcp;
 
 pub use flow::{Flow, FlowOrigin, FlowState};
+pub use kernel::{KernelConn, SeqAdjust, Translation};
 pub use key::{Direction, FlowKey, FlowTuple};
 pub use pinhole::{
     OpenOutcome, Opening, ParentRef, Pinhole, PinholeError, PinholeId, PinholeMatch, PinholeSpec,

@@ -11,6 +11,7 @@
 
 pub mod control;
 pub mod ifnames;
+pub mod kernel_ct;
 pub mod monitor;
 pub mod notify;
 pub mod overflow_log;
@@ -34,7 +35,7 @@ use crate::io::iptables::{Flavour, Installer, RulesConfig};
 use crate::io::nfqueue::{QueueConfig, QueueSocket};
 use crate::observe::metrics::{self, MetricsInput};
 use crate::observe::{LIFECYCLE, ObserveOptions, Sink, SinkStats, http};
-use crate::policy::Policy;
+use crate::policy::{KernelHelpers, Policy};
 use crate::time::Instant;
 use crate::wire::LinkType;
 
@@ -51,6 +52,9 @@ pub struct RunOptions {
     pub kernel: RulesConfig,
     /// Install the kernel rules at start, remove them at exit.
     pub install_rules: bool,
+    /// Attach the kernel's FTP/TFTP helpers to the inspected ports (`kernel.helpers` is filled
+    /// from the policy at start) and read the kernel's connection tracking for their packets.
+    pub kernel_helpers: bool,
     /// Which iptables installs them.
     pub flavour: Flavour,
     /// Enforce the rules without inspectors.
@@ -463,6 +467,11 @@ impl Drop for StopOnExit {
 /// second daemon started by mistake fails there and leaves the running one's rules alone.
 pub fn run(options: &RunOptions) -> Result<(), RunError> {
     let policy = load_policy(&options.rules, options.no_inspect).map_err(RunError::Policy)?;
+    let mut options = options.clone();
+    if options.kernel_helpers {
+        options.kernel.helpers = KernelHelpers::of(&policy);
+    }
+    let options = &options;
     let signals = Signals::new([SIGHUP, SIGINT, SIGTERM]).map_err(RunError::Signals)?;
     let mut sockets = Vec::new();
     let queue_config = QueueConfig {

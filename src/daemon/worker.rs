@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
 
+use super::kernel_ct::KernelConntrack;
 use crate::decision::{Decision, Verdict};
 use crate::engine::{Engine, EngineState, PacketInfo, RestoreSummary};
 use crate::event::Event;
@@ -76,12 +77,15 @@ pub struct Worker {
     tap: Tap,
     /// The id of the last packet judged (events of timers are reported with it).
     last_packet: u64,
+    /// The kernel's connection tracking entries of packets on the inspected ports.
+    conntrack: KernelConntrack,
 }
 
 impl Worker {
     /// A worker for `socket`, with a fresh engine on the shared policy.
-    pub fn new(socket: QueueSocket, shared: &Shared, marks: VerdictMarks, tap: Tap) -> Worker {
+    pub fn new(mut socket: QueueSocket, shared: &Shared, marks: VerdictMarks, tap: Tap) -> Worker {
         let (policy, generation) = shared.policy();
+        let conntrack = KernelConntrack::new(&mut socket, &shared.options.kernel.helpers);
         let mut engine = Engine::new(policy);
         engine.set_offload(marks.mode == Mode::Offload);
         Worker {
@@ -96,6 +100,7 @@ impl Worker {
             overflow_log: OverflowLog::default(),
             tap,
             last_packet: 0,
+            conntrack,
         }
     }
 
@@ -237,6 +242,7 @@ impl Worker {
             // with checksum offload, as GSO super-packets usually do): nothing to verify.
             verify_checksums: !packet.checksum_not_ready,
             offloaded: self.marks.mode == Mode::Offload && packet.mark & self.marks.offload != 0,
+            kernel: self.conntrack.entry(packet),
         };
         let decision = self.engine.process(now, &info, packet.payload);
         self.last_packet = u64::from(packet.id);

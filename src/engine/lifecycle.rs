@@ -106,7 +106,12 @@ impl Engine {
                 if let Some(pinhole) = &pinhole {
                     self.counters
                         .pinhole(pinhole.spec.opening.alg, PinholeOutcome::Used);
-                    events.push(pinhole_event(PinholeAction::Use, pinhole, Some(tuple)));
+                    events.push(pinhole_event(
+                        &self.flows,
+                        PinholeAction::Use,
+                        pinhole,
+                        Some(tuple),
+                    ));
                     self.adopt(pinhole, handle, tuple);
                 }
                 events.push(Event::FlowOpened {
@@ -408,7 +413,12 @@ impl Engine {
             for pinhole in closed {
                 self.counters
                     .pinhole(pinhole.spec.opening.alg, PinholeOutcome::Closed);
-                events.push(pinhole_event(PinholeAction::Close, &pinhole, None));
+                events.push(pinhole_event(
+                    &self.flows,
+                    PinholeAction::Close,
+                    &pinhole,
+                    None,
+                ));
             }
         }
     }
@@ -460,7 +470,12 @@ impl Engine {
         for pinhole in orphans {
             self.counters
                 .pinhole(pinhole.spec.opening.alg, PinholeOutcome::Closed);
-            events.push(pinhole_event(PinholeAction::Close, &pinhole, None));
+            events.push(pinhole_event(
+                &self.flows,
+                PinholeAction::Close,
+                &pinhole,
+                None,
+            ));
         }
     }
 

@@ -11,6 +11,7 @@
 
 mod datagram;
 mod lifecycle;
+mod nat;
 mod offload;
 mod state;
 
@@ -24,8 +25,8 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 
 use crate::conntrack::{
-    FlowHandle, FlowState, FlowTable, FlowTuple, OpenOutcome, Pinhole, PinholeError, PinholeSpec,
-    PinholeTable, TcpState,
+    FlowHandle, FlowState, FlowTable, FlowTuple, KernelConn, OpenOutcome, Pinhole, PinholeError,
+    PinholeSpec, PinholeTable, TcpState,
 };
 use crate::counters::{Counters, PinholeOutcome};
 use crate::decision::{Decision, Expired, Reason, Released, Verdict};
@@ -56,6 +57,9 @@ pub struct PacketInfo {
     /// (offload mode: the connection mark it set came back). Only such a connection's FIN and
     /// RST segments still reach the engine.
     pub offloaded: bool,
+    /// What the kernel's connection tracking knows about the packet's connection: its
+    /// translation and TCP sequence adjustments (inline only, on a router that translates).
+    pub kernel: Option<KernelConn>,
 }
 
 impl PacketInfo {
@@ -68,6 +72,7 @@ impl PacketInfo {
             egress: None,
             verify_checksums: true,
             offloaded: false,
+            kernel: None,
         }
     }
 }
@@ -197,6 +202,13 @@ impl Engine {
                 }
             }
         };
+        let mut decision = decision;
+        if let Some(kernel) = &info.kernel
+            && decision.verdict == Verdict::Accept
+            && let Some(tuple) = decision.flow
+        {
+            self.learn_translation(&tuple, kernel, &mut decision.events);
+        }
         self.count(&decision);
         decision
     }
@@ -248,9 +260,12 @@ impl Engine {
         for pinhole in pinholes {
             self.counters
                 .pinhole(pinhole.spec.opening.alg, PinholeOutcome::Expired);
-            expired
-                .events
-                .push(pinhole_event(PinholeAction::Expire, &pinhole, None));
+            expired.events.push(pinhole_event(
+                &self.flows,
+                PinholeAction::Expire,
+                &pinhole,
+                None,
+            ));
         }
         let mut flows = Vec::new();
         self.flows.expire(now, &mut flows);
@@ -303,12 +318,22 @@ impl Engine {
             Ok(outcome) => {
                 if let Some(evicted) = &outcome.evicted {
                     self.counters.pinhole(alg, PinholeOutcome::Closed);
-                    events.push(pinhole_event(PinholeAction::Close, evicted, None));
+                    events.push(pinhole_event(
+                        &self.flows,
+                        PinholeAction::Close,
+                        evicted,
+                        None,
+                    ));
                 }
                 if !outcome.refreshed {
                     self.counters.pinhole(alg, PinholeOutcome::Opened);
                     if let Some(pinhole) = self.pinholes.get(outcome.id) {
-                        events.push(pinhole_event(PinholeAction::Open, pinhole, None));
+                        events.push(pinhole_event(
+                            &self.flows,
+                            PinholeAction::Open,
+                            pinhole,
+                            None,
+                        ));
                     }
                 }
                 Ok(outcome)
@@ -425,10 +450,22 @@ fn dropped(handle: u64, reason: Reason) -> Released {
     }
 }
 
-fn pinhole_event(action: PinholeAction, pinhole: &Pinhole, child: Option<FlowTuple>) -> Event {
+/// The event for `pinhole`, with the translation of the flow that negotiated it.
+fn pinhole_event(
+    flows: &FlowTable,
+    action: PinholeAction,
+    pinhole: &Pinhole,
+    child: Option<FlowTuple>,
+) -> Event {
+    let parent_nat = pinhole
+        .spec
+        .parent
+        .as_ref()
+        .and_then(|parent| flows.get(parent.handle))
+        .and_then(|flow| flow.nat.as_deref().copied());
     Event::Pinhole {
         action,
-        pinhole: PinholeInfo::new(pinhole),
+        pinhole: PinholeInfo::new(pinhole, parent_nat),
         child,
     }
 }

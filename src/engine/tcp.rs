@@ -26,6 +26,12 @@ impl Engine {
         packet: Packet,
         seg: &TcpSegment<'_>,
     ) -> Decision {
+        // Acknowledgements of data the kernel's helper rewrote are in the shifted space.
+        let unshifted = info
+            .kernel
+            .as_ref()
+            .and_then(|k| super::nat::unshifted(k, seg));
+        let seg = unshifted.as_ref().unwrap_or(seg);
         if info.offloaded
             && let Some(decision) = self.offloaded_segment(now, packet, seg)
         {

@@ -16,6 +16,13 @@
 //!   the packet accepted; from then on the kernel forwards that connection's packets itself,
 //!   except FIN and RST segments, which are queued with the offload mark set so that pinhole
 //!   learns the connection ended.
+//!
+//! On a NAT router the kernel's FTP and TFTP helpers translate what addresses in payloads and
+//! data connections need; a second chain, `PINHOLE_HELPERS` in the `raw` table, attaches them
+//! (`CT --helper ftp|tftp`) to new connections on the ports the policy inspects, before
+//! connection tracking and NAT see the first packet (a helper attached later leaves the
+//! connection without the sequence-adjustment extension NAT of FTP needs). pinhole still
+//! judges every packet: the helpers only translate. See `crate::policy::KernelHelpers`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -24,8 +31,13 @@ use std::process::{Command, Stdio};
 
 use serde::Serialize;
 
+use crate::policy::KernelHelpers;
+
 /// Name of the chain pinhole owns.
 pub const CHAIN: &str = "PINHOLE";
+
+/// Name of the `raw`-table chain attaching the kernel's helpers.
+pub const HELPER_CHAIN: &str = "PINHOLE_HELPERS";
 
 /// How forwarded packets are split between the kernel and pinhole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -88,6 +100,8 @@ pub struct RulesConfig {
     pub offload_mark: u32,
     /// The mark bit meaning "reject this packet".
     pub reject_mark: u32,
+    /// The kernel helpers to attach, by port (none: no `raw` chain).
+    pub helpers: KernelHelpers,
 }
 
 impl RulesConfig {
@@ -153,7 +167,42 @@ impl RulesConfig {
         };
         let _ = writeln!(s, "-A {CHAIN} -j NFQUEUE {queue}{bypass}");
         s.push_str("COMMIT\n");
+        self.helper_script(&mut s);
         s
+    }
+
+    /// The `raw` table part: the kernel's helpers on the inspected ports.
+    fn helper_script(&self, s: &mut String) {
+        if self.helpers.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "# The kernel's FTP/TFTP helpers translate addresses in payloads and data connections\n\
+             # on a NAT router; pinhole still judges every packet. Remove with\n\
+             # `iptables -t raw -D PREROUTING -j {HELPER_CHAIN}; iptables -t raw -F {HELPER_CHAIN};\n\
+             # iptables -t raw -X {HELPER_CHAIN}` (and ip6tables)."
+        );
+        s.push_str("*raw\n");
+        let _ = writeln!(s, ":{HELPER_CHAIN} - [0:0]");
+        let _ = writeln!(s, "-I PREROUTING 1 -j {HELPER_CHAIN}");
+        for (proto, helper, ports) in [
+            ("tcp", "ftp", &self.helpers.ftp),
+            ("udp", "tftp", &self.helpers.tftp),
+        ] {
+            for range in ports {
+                let port = if range.start() == range.end() {
+                    range.start().to_string()
+                } else {
+                    format!("{}:{}", range.start(), range.end())
+                };
+                let _ = writeln!(
+                    s,
+                    "-A {HELPER_CHAIN} -p {proto} --dport {port} -j CT --helper {helper}"
+                );
+            }
+        }
+        s.push_str("COMMIT\n");
     }
 }
 
@@ -194,6 +243,16 @@ impl Installer {
             }
             run_quiet(&iptables, &["-w", "-F", CHAIN]);
             run_quiet(&iptables, &["-w", "-X", CHAIN]);
+            for _ in 0..16 {
+                if !run_quiet(
+                    &iptables,
+                    &["-w", "-t", "raw", "-D", "PREROUTING", "-j", HELPER_CHAIN],
+                ) {
+                    break;
+                }
+            }
+            run_quiet(&iptables, &["-w", "-t", "raw", "-F", HELPER_CHAIN]);
+            run_quiet(&iptables, &["-w", "-t", "raw", "-X", HELPER_CHAIN]);
         }
     }
 
@@ -247,6 +306,7 @@ mod tests {
             fail_open,
             offload_mark: 0x1000_0000,
             reject_mark: 0x2000_0000,
+            helpers: KernelHelpers::default(),
         }
     }
 
@@ -267,6 +327,30 @@ mod tests {
             ]
         );
         assert!(script.ends_with("COMMIT\n"));
+        assert!(!script.contains("*raw"), "no helpers asked for");
+    }
+
+    #[test]
+    fn helpers_are_attached_in_the_raw_table_by_port() {
+        let mut config = config(Mode::Offload, 0..=0, false);
+        config.helpers = KernelHelpers {
+            ftp: vec![21..=21, 2121..=2122],
+            tftp: vec![69..=69],
+        };
+        let script = config.script();
+        let raw = &script[script.find("*raw\n").unwrap()..];
+        assert!(
+            raw.starts_with("*raw\n:PINHOLE_HELPERS - [0:0]\n-I PREROUTING 1 -j PINHOLE_HELPERS\n")
+        );
+        assert_eq!(
+            rules(raw),
+            vec![
+                "-A PINHOLE_HELPERS -p tcp --dport 21 -j CT --helper ftp",
+                "-A PINHOLE_HELPERS -p tcp --dport 2121:2122 -j CT --helper ftp",
+                "-A PINHOLE_HELPERS -p udp --dport 69 -j CT --helper tftp",
+            ]
+        );
+        assert!(raw.ends_with("COMMIT\n"));
     }
 
     #[test]

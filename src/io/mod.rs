@@ -1,5 +1,6 @@
 //! I/O adapters: everything that touches files, sockets or clocks lives here.
 
+pub mod ctnetlink;
 pub mod iptables;
 pub mod nfqueue;
 pub mod packet;

@@ -54,6 +54,8 @@ const NFQNL_COPY_PACKET: u8 = 2;
 
 /// Accept packets when the queue is full instead of dropping them.
 const NFQA_CFG_F_FAIL_OPEN: u32 = 1;
+/// Attach the packet's connection tracking entry (`NFQA_CT`, `NFQA_CT_INFO`).
+const NFQA_CFG_F_CONNTRACK: u32 = 2;
 /// Hand over GSO/GRO super-packets whole instead of segmenting them first.
 const NFQA_CFG_F_GSO: u32 = 4;
 
@@ -64,6 +66,8 @@ const NFQA_MARK: u16 = 3;
 const NFQA_IFINDEX_INDEV: u16 = 5;
 const NFQA_IFINDEX_OUTDEV: u16 = 6;
 const NFQA_PAYLOAD: u16 = 10;
+const NFQA_CT: u16 = 11;
+const NFQA_CT_INFO: u16 = 12;
 const NFQA_CAP_LEN: u16 = 13;
 const NFQA_SKB_INFO: u16 = 14;
 
@@ -146,6 +150,11 @@ pub struct QueuedPacket<'a> {
     pub checksum_not_ready: bool,
     /// A GSO super-packet (several segments' worth of data in one).
     pub gso: bool,
+    /// The connection tracking entry's attributes (`NFQA_CT`: `CTA_*`, see
+    /// [`crate::io::ctnetlink`]), when the queue asked for them and the packet has one.
+    pub ct: Option<&'a [u8]>,
+    /// The packet's `enum ip_conntrack_info` (`NFQA_CT_INFO`).
+    pub ct_info: Option<u32>,
 }
 
 impl QueuedPacket<'_> {
@@ -265,6 +274,8 @@ fn parse_packet(body: &[u8]) -> Option<QueuedPacket<'_>> {
         cap_len: None,
         checksum_not_ready: false,
         gso: false,
+        ct: None,
+        ct_info: None,
     };
     let mut has_header = false;
     for (kind, value) in attributes(&body[NFGEN_HDRLEN..]) {
@@ -283,6 +294,8 @@ fn parse_packet(body: &[u8]) -> Option<QueuedPacket<'_>> {
             NFQA_IFINDEX_OUTDEV => packet.outdev = be32(value).unwrap_or(0),
             NFQA_PAYLOAD => packet.payload = value,
             NFQA_CAP_LEN => packet.cap_len = be32(value),
+            NFQA_CT => packet.ct = Some(value),
+            NFQA_CT_INFO => packet.ct_info = be32(value),
             NFQA_SKB_INFO => {
                 let info = be32(value).unwrap_or(0);
                 packet.checksum_not_ready = info & NFQA_SKB_CSUMNOTREADY != 0;
@@ -471,6 +484,16 @@ impl QueueSocket {
             );
         })?;
         Ok(socket)
+    }
+
+    /// Asks the kernel to attach each packet's connection tracking entry (`NFQA_CT`). Fails
+    /// with `EOPNOTSUPP` on kernels built without `CONFIG_NETFILTER_NETLINK_GLUE_CT`; the
+    /// queue works as before then.
+    pub fn request_conntrack(&mut self) -> io::Result<()> {
+        self.request(|w| {
+            w.attr(NFQA_CFG_FLAGS, &NFQA_CFG_F_CONNTRACK.to_be_bytes());
+            w.attr(NFQA_CFG_MASK, &NFQA_CFG_F_CONNTRACK.to_be_bytes());
+        })
     }
 
     /// The queue number.

@@ -190,6 +190,11 @@ fn engine_metrics(out: &mut Exposition, input: &MetricsInput<'_>, total: &Counte
             total.flows_offloaded,
         ),
         (
+            "pinhole_flows_translated_total",
+            "Inspected flows (and flows their pinholes admitted) the kernel translates (NAT).",
+            total.flows_translated,
+        ),
+        (
             "pinhole_datagrams_reassembled_total",
             "IP datagrams reassembled from fragments.",
             total.datagrams_reassembled,

@@ -12,6 +12,7 @@ mod alg_options;
 mod check;
 mod error;
 mod file;
+mod helpers;
 mod hint;
 mod rule;
 mod syntax;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use error::{PolicyError, PolicyErrors};
+pub use helpers::KernelHelpers;
 
 use crate::alg::Inspect;
 use crate::wire::transport::proto;

@@ -184,6 +184,11 @@ pub struct FtpControl {
     midstream: bool,
     /// The server accepted `EPSV ALL` (RFC 2428 section 4).
     epsv_all: bool,
+    /// The server's address as the client sees it, when the kernel translates the connection
+    /// (DNAT): a passive reply naming it names the server itself. Learned again from the next
+    /// packet after a restart, so not saved.
+    #[serde(skip)]
+    server_seen_by_client: Option<IpAddr>,
 }
 
 /// Capacity of the delivered-bytes scratch buffer kept between segments.
@@ -206,6 +211,7 @@ impl FtpControl {
             children: Vec::new(),
             midstream: false,
             epsv_all: false,
+            server_seen_by_client: None,
         }
     }
 
@@ -221,6 +227,12 @@ impl FtpControl {
             midstream: true,
             ..FtpControl::new(options, flow)
         }
+    }
+
+    /// Learns the server's address as the client sees it (the router's public address in
+    /// front of a DNAT'd server), from the kernel's connection tracking.
+    pub fn set_server_seen_by_client(&mut self, addr: IpAddr) {
+        self.server_seen_by_client = (addr != self.flow.dst).then_some(addr);
     }
 
     /// The options in force for this connection.
@@ -609,7 +621,23 @@ impl FtpControl {
             }
         };
         let mut ip = addr.ip();
-        if ip != self.flow.dst {
+        if Some(ip) == self.server_seen_by_client {
+            // A server behind DNAT announcing the router's public address (vsftpd's
+            // `pasv_address`): the client connects there and the kernel translates it to the
+            // server, so the pinhole is the server's own. The kernel's nf_conntrack_ftp
+            // ignores such a reply (it expects the address the reply came from).
+            out.events.push(Event::Notice {
+                alg: Alg::Ftp,
+                flow: Some(self.flow),
+                kind: "passive_address_translated",
+                detail: format!(
+                    "{code} reply names {ip}, the server's public address (translated to {}); pinhole opened for {}",
+                    self.flow.dst,
+                    crate::conntrack::key::SocketDisplay(self.flow.dst, addr.port())
+                ),
+            });
+            ip = self.flow.dst;
+        } else if ip != self.flow.dst {
             let detail = format!("{code} reply names {ip}, not the server {}", self.flow.dst);
             match self.options.passive_address {
                 PassiveAddress::Refuse => {
