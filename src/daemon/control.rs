@@ -332,6 +332,8 @@ pub fn render(question: Question, value: &Value) -> String {
                 ("ALG", "alg"),
                 ("ORIGIN", "origin"),
                 ("OFFLOADED", "offloaded"),
+                ("NAT CLIENT", "nat.client"),
+                ("NAT SERVER", "nat.server"),
                 ("AGE", "age_secs"),
                 ("IDLE", "idle_secs"),
                 ("PACKETS", "packets"),
@@ -412,7 +414,10 @@ fn cell(row: &Value, spec: &str) -> String {
                 format!("{addr}:{port}")
             }
         }
-        None => scalar(&row[spec]),
+        None => match spec.split_once('.') {
+            Some((object, field)) => scalar(&row[object][field]),
+            None => scalar(&row[spec]),
+        },
     }
 }
 
@@ -459,6 +464,25 @@ mod tests {
         assert!(lines[1].contains("198.51.100.10:40000  [2001:db8:2::10]:21  established  ftp"));
         assert_eq!(lines[2], "1 total");
         assert_eq!(render(Question::Pinholes, &json!([])), "no pinholes\n");
+    }
+
+    #[test]
+    fn translated_sessions_show_both_addresses() {
+        let rows = json!([{
+            "worker": 0, "proto": "tcp", "src": "198.51.100.10", "sport": 40000,
+            "dst": "10.0.1.10", "dport": 21, "state": "established", "alg": "ftp",
+            "origin": "rule ftp-control", "offloaded": false, "age_secs": 5,
+            "idle_secs": 1, "packets": 12, "bytes": 900,
+            "nat": {"client": "198.51.100.10:40000", "server": "203.0.113.1:21"}
+        }]);
+        let text = render(Question::Sessions, &rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("OFFLOADED  NAT CLIENT"), "{text}");
+        assert!(
+            lines[1].contains("198.51.100.10:40000  10.0.1.10:21")
+                && lines[1].contains("false      198.51.100.10:40000  203.0.113.1:21"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -119,6 +119,11 @@ pub struct SessionRow {
     pub packets: u64,
     /// IP bytes both ways (as seen by pinhole).
     pub bytes: u64,
+    /// How the kernel translates it (NAT): the addresses its ends use for each other. Absent
+    /// when it is not translated or not learned (pinhole learns it for inspected flows and
+    /// the flows their pinholes admit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nat: Option<crate::conntrack::Translation>,
 }
 
 /// One open pinhole, as `pinhole pinholes` shows it.
@@ -144,6 +149,9 @@ pub struct PinholeRow {
     pub dport: u16,
     /// The control flow that negotiated it.
     pub parent: Option<FlowTuple>,
+    /// How the kernel translates that control flow (NAT), when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_nat: Option<crate::conntrack::Translation>,
     /// Seconds until it closes unused.
     pub expires_in_secs: u64,
 }
@@ -206,6 +214,7 @@ fn session_row(
         idle_secs: secs_between(now, flow.last_seen),
         packets: flow.total_packets(),
         bytes: flow.total_bytes(),
+        nat: flow.nat.as_deref().copied(),
     }
 }
 
@@ -215,11 +224,23 @@ pub fn pinholes(engine: &Engine, worker: u16, now: Instant) -> Vec<PinholeRow> {
         .pinholes()
         .iter()
         .take(MAX_ROWS)
-        .map(|p| pinhole_row(p, worker, now))
+        .map(|p| {
+            let parent_nat = p
+                .spec
+                .parent
+                .and_then(|parent| engine.flows().get(parent.handle))
+                .and_then(|flow| flow.nat.as_deref().copied());
+            pinhole_row(p, worker, now, parent_nat)
+        })
         .collect()
 }
 
-fn pinhole_row(pinhole: &Pinhole, worker: u16, now: Instant) -> PinholeRow {
+fn pinhole_row(
+    pinhole: &Pinhole,
+    worker: u16,
+    now: Instant,
+    parent_nat: Option<crate::conntrack::Translation>,
+) -> PinholeRow {
     let o = pinhole.spec.opening;
     PinholeRow {
         worker,
@@ -232,6 +253,7 @@ fn pinhole_row(pinhole: &Pinhole, worker: u16, now: Instant) -> PinholeRow {
         dst: o.dst,
         dport: o.dport,
         parent: pinhole.spec.parent.map(|p| p.flow),
+        parent_nat,
         expires_in_secs: secs_between(pinhole.spec.expires, now),
     }
 }

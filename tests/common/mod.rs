@@ -53,6 +53,19 @@ impl Harness {
         self.engine.process(self.now, &info, frame)
     }
 
+    /// Processes a frame with what the kernel's connection tracking says about it.
+    pub fn send_with_kernel(
+        &mut self,
+        frame: &[u8],
+        kernel: Option<pinhole::conntrack::KernelConn>,
+    ) -> Decision {
+        self.now = self.now + Duration::from_millis(1);
+        let mut info = PacketInfo::new(self.next, LinkType::Ethernet);
+        info.kernel = kernel;
+        self.next += 1;
+        self.engine.process(self.now, &info, frame)
+    }
+
     /// Processes a frame the kernel marked as part of an offloaded connection.
     pub fn send_offloaded(&mut self, frame: &[u8]) -> Decision {
         self.now = self.now + Duration::from_millis(1);
