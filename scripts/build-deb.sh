@@ -55,6 +55,7 @@ put 0644 packaging/systemd/pinhole-monitor@.service /usr/lib/systemd/system/pinh
 put 0644 rules/edge-router.toml /etc/pinhole/rules.toml
 put 0644 packaging/default /etc/default/pinhole
 put 0644 packaging/logrotate /etc/logrotate.d/pinhole
+put 0644 packaging/modules-load.conf /usr/lib/modules-load.d/pinhole.conf
 
 # Man pages and completions, from the CLI definitions.
 GEN=$OUT/generated

@@ -95,3 +95,84 @@ impl KernelConntrack {
         }
     }
 }
+
+/// The NAT halves of the kernel helpers `helpers` uses (`nf_nat_ftp`, `nf_nat_tftp`) that the
+/// kernel has neither loaded (`proc_modules`: `/proc/modules`) nor built in (`builtin`:
+/// `/lib/modules/RELEASE/modules.builtin`). iptables' CT target loads a helper's conntrack
+/// half by itself, not its NAT half, and without it translated sessions fail. Empty when it
+/// cannot be told (a kernel without module support has no `/proc/modules`).
+pub fn missing_nat_modules(
+    helpers: &KernelHelpers,
+    proc_modules: Option<&str>,
+    builtin: Option<&str>,
+) -> Vec<&'static str> {
+    let Some(loaded) = proc_modules else {
+        return Vec::new();
+    };
+    let wanted = [
+        (!helpers.ftp.is_empty(), "nf_nat_ftp"),
+        (!helpers.tftp.is_empty(), "nf_nat_tftp"),
+    ];
+    wanted
+        .into_iter()
+        .filter(|&(used, _)| used)
+        .map(|(_, name)| name)
+        .filter(|name| {
+            let is_loaded = loaded
+                .lines()
+                .any(|line| line.split(' ').next() == Some(name));
+            let is_builtin = builtin.is_some_and(|text| {
+                text.lines()
+                    .any(|line| line.rsplit('/').next() == Some(&format!("{name}.ko")))
+            });
+            !is_loaded && !is_builtin
+        })
+        .collect()
+}
+
+/// Warns about [`missing_nat_modules`] on this machine, with the fix.
+pub fn warn_missing_nat_modules(helpers: &KernelHelpers) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim();
+    let proc_modules = std::fs::read_to_string("/proc/modules").ok();
+    let builtin = std::fs::read_to_string(format!("/lib/modules/{release}/modules.builtin")).ok();
+    let missing = missing_nat_modules(helpers, proc_modules.as_deref(), builtin.as_deref());
+    if !missing.is_empty() {
+        let list = missing.join(" ");
+        tracing::warn!(
+            "kernel modules {list} are not loaded: FTP/TFTP sessions the router translates (NAT) will fail; run `modprobe -a {list}` (the Debian package loads them at boot from /usr/lib/modules-load.d/pinhole.conf)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nat_halves_missing_are_named_when_the_kernel_can_tell() {
+        let both = KernelHelpers {
+            ftp: vec![21..=21],
+            tftp: vec![69..=69],
+        };
+        let loaded =
+            "nf_conntrack_ftp 28672 1 nf_nat_ftp, Live 0x0\nnf_nat_tftp 12288 0 - Live 0x0\n";
+        assert_eq!(
+            missing_nat_modules(&both, Some(loaded), None),
+            vec!["nf_nat_ftp"]
+        );
+        let builtin = "kernel/net/netfilter/nf_nat_ftp.ko\n";
+        assert!(missing_nat_modules(&both, Some(loaded), Some(builtin)).is_empty());
+        // Only what the policy uses.
+        let ftp_only = KernelHelpers {
+            ftp: vec![21..=21],
+            tftp: Vec::new(),
+        };
+        assert_eq!(
+            missing_nat_modules(&ftp_only, Some(""), None),
+            vec!["nf_nat_ftp"]
+        );
+        // No /proc/modules: a kernel without modules has everything built in.
+        assert!(missing_nat_modules(&both, None, None).is_empty());
+    }
+}

@@ -470,6 +470,7 @@ pub fn run(options: &RunOptions) -> Result<(), RunError> {
     let mut options = options.clone();
     if options.kernel_helpers {
         options.kernel.helpers = KernelHelpers::of(&policy);
+        kernel_ct::warn_missing_nat_modules(&options.kernel.helpers);
     }
     let options = &options;
     let signals = Signals::new([SIGHUP, SIGINT, SIGTERM]).map_err(RunError::Signals)?;
