@@ -108,7 +108,8 @@ impl Router {
 
     /// The client's acknowledgement as it sends it: the server's stream shifted.
     fn shifted_ack(&self) -> u32 {
-        self.sseq.wrapping_add(self.adjust.offset_after.cast_unsigned())
+        self.sseq
+            .wrapping_add(self.adjust.offset_after.cast_unsigned())
     }
 
     fn ack(&mut self) -> Decision {
@@ -368,4 +369,71 @@ fn a_masqueraded_client_is_held_to_its_own_address() {
     let d = r.client_line("PORT 10,0,2,99,156,65", true);
     assert_eq!(violations(&d), vec![Reason::FtpBounce]);
     assert_ne!(d.verdict, Verdict::Accept);
+}
+
+#[test]
+fn a_retransmitted_rewritten_reply_and_split_commands_keep_the_session() {
+    let mut r = Router::dnat();
+    // PASV split over two segments, acknowledging the server's stream as shifted so far.
+    assert_eq!(r.client_line("PASV", true).verdict, Verdict::Accept);
+    let before = r.sseq;
+    let d = r.server_line("227 Entering Passive Mode (10,0,1,10,156,64).", 3);
+    assert_eq!(opened(&d).len(), 1);
+    // The 227 again (its acknowledgement was lost): the kernel rewrites it identically and
+    // does not move its correction point (nf_ct_seqadj_set: the same sequence number);
+    // pinhole checks it against the bytes it saw and opens nothing new.
+    let again = TcpBuilder::new(
+        r.server,
+        r.client,
+        flags::PSH | flags::ACK,
+        before,
+        r.cseq,
+        64240,
+    )
+    .build(b"227 Entering Passive Mode (10,0,1,10,156,64).\r\n");
+    let d = r.h.send_with_kernel(&again, Some(r.kernel(true)));
+    assert_eq!(d.verdict, Verdict::Accept, "{d:?}");
+    assert!(opened(&d).is_empty());
+    assert_eq!(r.adjust.correction_pos, before);
+    // A command split over two segments, each acknowledging the shifted stream.
+    let first = TcpBuilder::new(
+        r.client,
+        r.server,
+        flags::ACK,
+        r.cseq,
+        r.shifted_ack(),
+        64240,
+    )
+    .build(b"PA");
+    assert_eq!(
+        r.h.send_with_kernel(&first, Some(r.kernel(false))).verdict,
+        Verdict::Accept
+    );
+    r.cseq += 2;
+    let second = TcpBuilder::new(
+        r.client,
+        r.server,
+        flags::PSH | flags::ACK,
+        r.cseq,
+        r.shifted_ack(),
+        64240,
+    )
+    .build(b"SV\r\n");
+    assert_eq!(
+        r.h.send_with_kernel(&second, Some(r.kernel(false))).verdict,
+        Verdict::Accept
+    );
+    r.cseq += 4;
+    let d = r.server_line("227 Entering Passive Mode (10,0,1,10,156,65).", 3);
+    assert_eq!(
+        opened(&d),
+        vec![(
+            addr("198.51.100.10"),
+            PortMatch::Any,
+            addr("10.0.1.10"),
+            40001
+        )]
+    );
+    assert_eq!(r.ack().verdict, Verdict::Accept);
+    assert_eq!(r.h.engine.counters().dropped, 0);
 }
