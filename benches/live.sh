@@ -16,17 +16,33 @@
 #   inspect-all  pinhole run --mode inspect-all --queues 0-1 --install-rules, rules/edge-router.toml
 #                (both with FORWARD policy DROP, as tests/e2e/nfqueue.sh runs it)
 #
+# and, on a NAT router (the test bed of scripts/nat-lib.sh: an outside client reaches the
+# private server 10.0.1.10 through the router's public address 203.0.113.1, which DNATs tcp 21
+# and udp 69 to it and masquerades the inside), three more, selected with --nat or --only:
+#
+#   nat-kernel       the kernel's way (nat_fw_kernel_up): the ftp and tftp helpers attached in
+#                    the raw table, which also translate (nf_nat_ftp rewrites the 227, the
+#                    expectation DNATs the data connection), FORWARD policy DROP,
+#                    ESTABLISHED,RELATED and new tcp 21 / udp 69 accepted
+#   nat-offload      pinhole run --mode offload     --queues 0-1 --install-rules, with the same
+#   nat-inspect-all  pinhole run --mode inspect-all --queues 0-1 --install-rules  translations:
+#                    pinhole filters (FORWARD policy DROP, rules/edge-router.toml with the NAT
+#                    test bed's addresses) and the kernel translates (pinhole's PINHOLE_HELPERS
+#                    raw chain attaches the helpers; pinhole reads each control-connection
+#                    packet's conntrack entry for the translation and sequence adjustments)
+#
 # and for each it measures
 #
 #   a. bulk FTP download throughput: a passive-mode RETR of a large file (tmpfs, in the server
 #      namespace) by curl to /dev/null, Gbit/s; the byte count must be right, or it is an error;
 #   b. FTP data connections set up per second: CLIENTS processes, each with one logged-in control
 #      connection, looping PASV + connect + RETR of a 1 KiB file for DURATION seconds;
-#   c. TFTP transfers per second: CLIENTS processes looping RRQ / DATA / ACK of a 500-byte file
-#      (one block) for DURATION seconds, each transfer from a fresh socket whose port the kernel
-#      picks (so ports come back soon, as with any busy client; --tftp-distinct-ports makes each
-#      client cycle through its own slice of 20000-59999 instead); a request with no answer
-#      within 2 s is an error and costs its client those 2 s;
+#   c. TFTP transfers per second (not in the NAT configurations): CLIENTS processes looping
+#      RRQ / DATA / ACK of a 500-byte file (one block) for DURATION seconds, each transfer from
+#      a fresh socket whose port the kernel picks (so ports come back soon, as with any busy
+#      client; --tftp-distinct-ports makes each client cycle through its own slice of
+#      20000-59999 instead); a request with no answer within 2 s is an error and costs its
+#      client those 2 s;
 #   d. CPU per GB during the bulk download: busy time of all CPUs (/proc/stat) and, for
 #      pinhole, the daemon's own utime + stime (/proc/PID/stat, all its threads; with tick
 #      accounting this includes kernel work done in its system calls, such as forwarding the
@@ -44,7 +60,9 @@
 #
 # The medians are compared with `kernel` (ratios) and with the issue's targets: offload >= 0.9
 # of kernel for bulk throughput and >= 0.8 for the connection setup rate, inspect-all >= 0.3
-# for bulk throughput. Targets are reported (PASS/MISS), not enforced.
+# for bulk throughput. The NAT configurations are compared with `nat-kernel`: nat-offload >= 0.9
+# for bulk throughput and for the setup rate (issue 16), nat-inspect-all >= 0.3 for bulk
+# throughput and >= 0.9 for the setup rate. Targets are reported (PASS/MISS), not enforced.
 #
 # Checks that keep the comparison honest: each bulk download must deliver the whole file;
 # before measuring (first round), a connection from the client to a closed port in vsftpd's
@@ -52,11 +70,22 @@
 # other three; under `kernel` the helper rules' counters must grow (the data connections can
 # only pass as RELATED); under pinhole, its chain must be first in FORWARD, `pinhole stats`
 # must show the bulk transfer's pinhole used and flows offloaded in offload mode (none in
-# inspect-all), and a SIGTERM must stop it with exit status 0 and no rules left.
+# inspect-all), and a SIGTERM must stop it with exit status 0 and no rules left. Under NAT
+# (first round) a connection to a closed passive-range port of the server, DNAT'd to it by a
+# temporary rule, is refused before the firewall is up and must time out after; the 227
+# replies the setup-rate clients get must name the public address (the kernel's nf_nat_ftp
+# rewrote them, so the data connections go through its expectation's DNAT); under nat-kernel
+# the raw-table helper rules' counters must grow; under pinhole its PINHOLE_HELPERS chain must
+# be in the raw table and its ftp rule's counter grow, and `pinhole stats` must show the bulk
+# transfer's pinhole used and its control connection's translation learned, and, for the
+# setup-rate run, at least one pinhole used per completed data connection and one translated
+# control connection per client that completed one.
 #
 # Usage:  benches/live.sh [OPTIONS]                    (as root)
 #   --quick               smoke run: --size-mib 128 --reps 1 --duration 2 (about a minute)
-#   --only CFG[,CFG...]   configurations to run (none, kernel, offload, inspect-all)
+#   --only CFG[,CFG...]   configurations to run (none, kernel, offload, inspect-all, nat-kernel,
+#                         nat-offload, nat-inspect-all; default: the first four)
+#   --nat                 the NAT configurations: --only nat-kernel,nat-offload,nat-inspect-all
 #   --size-mib N          bulk file size in MiB (default 1024)
 #   --reps N              rounds (default 5)
 #   --duration S          seconds per setup-rate and TFTP-rate run (default 10)
@@ -90,7 +119,9 @@ LIVE=$BENCH_DIR/live
 PJ=$REPO_DIR/tests/e2e/pj.py
 FTP_PROBE=$REPO_DIR/tests/e2e/ftp_probe.py
 
-ALL_CONFIGS=(none kernel offload inspect-all)
+DEFAULT_CONFIGS=(none kernel offload inspect-all)
+NAT_CONFIGS=(nat-kernel nat-offload nat-inspect-all)
+ALL_CONFIGS=("${DEFAULT_CONFIGS[@]}" "${NAT_CONFIGS[@]}")
 
 usage() {
     sed -n '/^# Usage:/,/^# Exit status/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
@@ -110,7 +141,8 @@ need_arg() {
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) QUICK=1 ;;
-        --only) need_arg "$@"; ONLY=$2; shift ;;
+        --only) need_arg "$@"; ONLY=${ONLY:+$ONLY,}$2; shift ;;
+        --nat) ONLY=${ONLY:+$ONLY,}$(IFS=,; echo "${NAT_CONFIGS[*]}") ;;
         --size-mib) need_arg "$@"; SIZE_MIB=$2; shift ;;
         --reps) need_arg "$@"; REPS=$2; shift ;;
         --duration) need_arg "$@"; DURATION=$2; shift ;;
@@ -138,14 +170,14 @@ CONFIGS=()
 if [ -n "$ONLY" ]; then
     IFS=, read -ra wanted <<<"$ONLY"
     for c in "${ALL_CONFIGS[@]}"; do
-        for w in "${wanted[@]}"; do [ "$w" = "$c" ] && CONFIGS+=("$c"); done
+        for w in "${wanted[@]}"; do [ "$w" = "$c" ] && { CONFIGS+=("$c"); break; }; done
     done
     for w in "${wanted[@]}"; do
         [[ " ${ALL_CONFIGS[*]} " == *" $w "* ]] ||
             { echo "live.sh: unknown configuration '$w' (${ALL_CONFIGS[*]})" >&2; exit 2; }
     done
 else
-    CONFIGS=("${ALL_CONFIGS[@]}")
+    CONFIGS=("${DEFAULT_CONFIGS[@]}")
 fi
 [ ${#CONFIGS[@]} -gt 0 ] || { echo "live.sh: no configuration selected" >&2; exit 2; }
 : "${BENCH_OFFLOADS:=on}"
@@ -171,13 +203,46 @@ BULK_BYTES=$((SIZE_MIB * 1024 * 1024))
 : "${PH_PREFIX:=phbench-}"
 # shellcheck source=scripts/netns-lib.sh
 . "$REPO_DIR/scripts/netns-lib.sh"
+# The NAT test bed reuses netns-lib's names and sets its address variables to its own
+# addresses; keep both sets and switch between them per configuration (use_topology).
+TOPOLOGY_VARS=(PH_CLIENT_V4 PH_CLIENT_V6 PH_WAN_V4 PH_WAN_V6 PH_LAN_V4 PH_LAN_V6 PH_SERVER_V4
+    PH_SERVER_V6)
+declare -A PLAIN_ADDR NAT_ADDR
+for v in "${TOPOLOGY_VARS[@]}"; do PLAIN_ADDR[$v]=${!v}; done
+# shellcheck source=scripts/nat-lib.sh
+. "$REPO_DIR/scripts/nat-lib.sh"
+for v in "${TOPOLOGY_VARS[@]}"; do NAT_ADDR[$v]=${!v}; done
+# use_topology plain|nat: netns-lib's address variables for that test bed, and SV4/SV6, the
+# address the client connects to: the server's own, or the NAT router's public address.
+use_topology() {
+    local v
+    if [ "$1" = nat ]; then
+        for v in "${TOPOLOGY_VARS[@]}"; do printf -v "$v" '%s' "${NAT_ADDR[$v]}"; done
+        SV4=$NAT_PUBLIC_V4 SV6=$NAT_PUBLIC_V6
+    else
+        for v in "${TOPOLOGY_VARS[@]}"; do printf -v "$v" '%s' "${PLAIN_ADDR[$v]}"; done
+        SV4=$PH_SERVER_V4 SV6=$PH_SERVER_V6
+    fi
+}
+use_topology plain
 
 die() { echo "live.sh: $*" >&2; exit 1; }
 say() { printf '%s\n' "$*"; }
 
 ph_ensure_tools bench || die "missing tools could not be installed"
 
-uses_pinhole() { [[ " ${CONFIGS[*]} " == *" offload "* || " ${CONFIGS[*]} " == *" inspect-all "* ]]; }
+is_nat() { [[ $1 == nat-* ]]; }
+is_pinhole() { [[ ${1#nat-} == offload || ${1#nat-} == inspect-all ]]; }
+uses_pinhole() {
+    local c
+    for c in "${CONFIGS[@]}"; do is_pinhole "$c" && return 0; done
+    return 1
+}
+uses_nat() {
+    local c
+    for c in "${CONFIGS[@]}"; do is_nat "$c" && return 0; done
+    return 1
+}
 if uses_pinhole; then
     if [ -z "${PINHOLE_BIN:-}" ]; then
         PINHOLE_BIN=$REPO_DIR/target/release/pinhole
@@ -215,7 +280,6 @@ setsid bash -c "sleep $BENCH_TIME_LIMIT; echo 'live.sh: time limit of $BENCH_TIM
     </dev/null >/dev/null 2>&1 &
 printf 'watchdog %s\n' $! >> "$PH_WORKDIR/pids"
 
-SV4=$PH_SERVER_V4 SV6=$PH_SERVER_V6
 CTL=$PH_WORKDIR/ctl.sock
 RESULTS=$PH_WORKDIR/results.jsonl
 : > "$RESULTS"
@@ -295,8 +359,15 @@ proc_cpu() {
 set_offloads() {
     [ "$BENCH_OFFLOADS" = on ] || return 0
     local ns_dev ns dev
-    for ns_dev in "$PH_NS_CLIENT:$PH_IF_CLIENT" "$PH_NS_FW:$PH_IF_WAN" "$PH_NS_FW:$PH_IF_LAN" \
-                  "$PH_NS_SERVER:$PH_IF_SERVER"; do
+    local -a devs=("$PH_NS_CLIENT:$PH_IF_CLIENT" "$PH_NS_FW:$PH_IF_WAN" "$PH_NS_FW:$PH_IF_LAN"
+        "$PH_NS_SERVER:$PH_IF_SERVER")
+    # The NAT test bed (nat-lib.sh turns them off too): every veth end, the outside segment's
+    # bridge ports included.
+    is_nat "$CFG" && devs=("$NAT_NS_CLIENT:eth0" "$NAT_NS_SWITCH:p-client" "$NAT_NS_SWITCH:p-fw"
+        "$NAT_NS_SWITCH:p-oserver" "$NAT_NS_OSERVER:eth0" "$NAT_NS_FW:$PH_IF_WAN"
+        "$NAT_NS_FW:$PH_IF_LAN" "$NAT_NS_FW:$NAT_IF_LAN1" "$NAT_NS_SERVER:eth0"
+        "$NAT_NS_INSIDE:eth0")
+    for ns_dev in "${devs[@]}"; do
         ns=${ns_dev%%:*} dev=${ns_dev#*:}
         ph_in "$ns" ethtool -K "$dev" tx on rx on sg on tso on gso on gro on >/dev/null 2>&1 ||
             { echo "ethtool -K $dev on in $ns failed"; return 1; }
@@ -332,7 +403,15 @@ EOF
 }
 
 testbed_up() {
-    ph_topology_up >/dev/null 2>&1 || { echo "namespaces did not come up"; return 1; }
+    if is_nat "$CFG"; then
+        # The six namespaces of nat-lib.sh and the router's translations (DNAT of tcp 21 / udp
+        # 69 of the public address to the private server, MASQUERADE of the inside); vsftpd
+        # and tftpd-hpa (this benchmark's, as below) on the private server only.
+        nat_topology_up >/dev/null 2>&1 || { echo "NAT namespaces did not come up"; return 1; }
+        nat_router_nat_up || { echo "NAT rules could not be installed"; return 1; }
+    else
+        ph_topology_up >/dev/null 2>&1 || { echo "namespaces did not come up"; return 1; }
+    fi
     set_offloads || return 1
     ph_start_bg vsftpd "$PH_NS_SERVER" "$PH_WORKDIR/vsftpd-bench.out" vsftpd "$VSFTPD_CONF"
     ph_wait_listen "$PH_NS_SERVER" tcp 21 2>/dev/null ||
@@ -350,7 +429,11 @@ testbed_down() {
     ph_stop pinhole
     PINHOLE_PID=""
     # (vsftpd's session processes run in their own sessions: the namespace deletion kills them.)
-    ph_topology_down 2>>"$PH_WORKDIR/cleanup.log"
+    if is_nat "$CFG"; then
+        nat_topology_down 2>>"$PH_WORKDIR/cleanup.log"
+    else
+        ph_topology_down 2>>"$PH_WORKDIR/cleanup.log"
+    fi
 }
 
 # --------------------------------------------------------------------------
@@ -394,16 +477,35 @@ fw_kernel() {
     done
 }
 
+# nat-kernel: nat-lib.sh's kernel firewall (the helpers in the raw table's TESTBED_HELPERS,
+# FORWARD policy DROP, TESTBED_FWD). The translating halves, nf_nat_ftp and nf_nat_tftp, are
+# loaded too, in case they are modules (this is the kernel's figure pinhole is held to).
+fw_nat_kernel() {
+    local m
+    for m in nf_conntrack_ftp nf_conntrack_tftp nf_nat_ftp nf_nat_tftp; do
+        modprobe "$m" 2>/dev/null || true
+    done
+    nat_fw_kernel_up
+}
+
+# helper_chain: the raw-table chain holding this configuration's CT --helper rules.
+helper_chain() {
+    case $CFG in
+        nat-kernel) echo TESTBED_HELPERS ;;
+        nat-*) echo PINHOLE_HELPERS ;;
+        *) echo PREROUTING ;;
+    esac
+}
 # helper_hits ftp|tftp: packets the CT --helper rule (v4) for FTP or TFTP matched (0 when
 # there is no such rule).
 helper_hits() {
-    ph_in_fw iptables -t raw -L PREROUTING -v -n -x 2>/dev/null |
+    ph_in_fw iptables -t raw -L "$(helper_chain)" -v -n -x 2>/dev/null |
         awk -v h="CT helper $1" 'index($0, h) { n += $1 } END { print n + 0 }'
 }
 check_kernel_helper() {   # ftp|tftp BEFORE
     local n
     n=$(helper_hits "$1")
-    echo "raw PREROUTING CT --helper $1 rule: $2 -> $n packets;" \
+    echo "raw $(helper_chain) CT --helper $1 rule: $2 -> $n packets;" \
         "FORWARD policy: $(ph_in_fw iptables -S FORWARD | head -n 1)"
     [ "$n" -gt "$2" ] && [ "$(ph_in_fw iptables -S FORWARD | head -n 1)" = "-P FORWARD DROP" ]
 }
@@ -418,13 +520,13 @@ pinhole_alive() {
         [ "$(ps -o stat= -p "$PINHOLE_PID" 2>/dev/null | cut -c1)" != Z ]
 }
 
-fw_pinhole() {   # MODE
-    local mode=$1 i
+fw_pinhole() {   # MODE RULES
+    local mode=$1 rules=$2 i
     ph_in_fw iptables -P FORWARD DROP && ph_in_fw ip6tables -P FORWARD DROP || return 1
-    PINHOLE_LOG=$PH_WORKDIR/pinhole-$mode-$ROUND.log
+    PINHOLE_LOG=$PH_WORKDIR/pinhole-$CFG-$ROUND.log
     ph_start_bg pinhole "$PH_NS_FW" "$PINHOLE_LOG" \
-        "$PINHOLE" run --rules "$RULES" --queues 0-1 --mode "$mode" --install-rules \
-        --control "$CTL"
+        "$PINHOLE" run --rules "$rules" --queues 0-1 --mode "$mode" --install-rules \
+        --control "$CTL" --state-file "$PH_WORKDIR/state-$CFG-$ROUND.json"
     PINHOLE_PID=$PH_LAST_PID
     for ((i = 0; i < 100; i++)); do
         if ! pinhole_alive; then
@@ -434,7 +536,7 @@ fw_pinhole() {   # MODE
         fi
         if ctl status >/dev/null 2>&1; then
             echo "pinhole ready after $((i / 10)).$((i % 10)) s (pid $PINHOLE_PID)"
-            chain_installed && status_is "$mode"
+            chain_installed && status_is "$mode" && { ! is_nat "$CFG" || helpers_installed; }
             return
         fi
         sleep 0.1
@@ -452,6 +554,21 @@ chain_installed() {
         n=$(ph_in_fw "$fam" -S FORWARD | grep -cE -- '-j PINHOLE( |$)')
         if [[ $first != *"-j PINHOLE"* ]] || [ "$n" != 1 ]; then
             echo "$fam: first FORWARD rule: $first; jumps to PINHOLE: $n"
+            rc=1
+        fi
+    done
+    return $rc
+}
+# Under NAT: the raw-table chain attaching the kernel's helpers is in place, for IPv4 and
+# IPv6, jumped to from PREROUTING, with the ftp helper on tcp 21.
+helpers_installed() {
+    local fam rc=0
+    for fam in iptables ip6tables; do
+        if ! ph_in_fw "$fam" -t raw -S PREROUTING | grep -qE -- '^-A PREROUTING -j PINHOLE_HELPERS$' ||
+                ! ph_in_fw "$fam" -t raw -S PINHOLE_HELPERS |
+                    grep -qE -- '-p tcp .*--dport 21 -j CT --helper ftp$'; then
+            echo "$fam: no PINHOLE_HELPERS chain with the ftp helper on tcp 21 in the raw table:"
+            ph_in_fw "$fam" -t raw -S
             rc=1
         fi
     done
@@ -484,9 +601,18 @@ pinhole_stop() {
 
 # After the bulk download: the transfer went through a pinhole, and (offload) the kernel carried
 # it or (inspect-all) pinhole saw every packet of it.
-check_pinhole_bulk() {   # MODE USED_BEFORE
-    local js off used pkts gso
+check_pinhole_bulk() {   # MODE USED_BEFORE [TRANSLATED_BEFORE]
+    local js off used pkts gso tr
     js=$(ctl stats --json) || { echo "pinhole stats failed"; return 1; }
+    if [ -n "${3:-}" ]; then
+        # Under NAT: pinhole learned the kernel's translation of the control connection from
+        # its connection tracking. (flows_translated counts the flows whose packets pinhole
+        # reads the kernel's entry for: those on the helpers' ports, so not the data
+        # connections.)
+        tr=$(python3 "$PJ" "g('engine.flows_translated')" <<<"$js")
+        echo "flows_translated $3 -> $tr"
+        [ "$tr" -gt "$3" ] || return 1
+    fi
     off=$(python3 "$PJ" "g('engine.flows_offloaded')" <<<"$js")
     used=$(python3 "$PJ" "g('engine.pinholes_used')" <<<"$js")
     pkts=$(python3 "$PJ" "g('engine.packets')" <<<"$js")
@@ -530,6 +656,43 @@ check_closed_port() {   # timeout|refused
     local port=$PH_PASV_MAX
     ph_in_client python3 "$FTP_PROBE" connect "$SV4" "$port" --timeout 2 --expect "$1"
 }
+# Under NAT the outside client reaches the server only through the router's DNAT: a temporary
+# rule forwards that port of the public address to the server, so that the server refuses the
+# connection before the firewall is up, and the firewall must drop it after (no expectation,
+# no pinhole announced it).
+check_closed_port_nat() {   # timeout|refused
+    local port=$PH_PASV_MAX rc
+    local -a rule=(TESTBED_DNAT -d "$NAT_PUBLIC_V4" -p tcp --dport "$port"
+        -j DNAT --to-destination "$NAT_SERVER_V4")
+    ph_in_fw iptables -t nat -I "${rule[@]}" || return 1
+    check_closed_port "$1"
+    rc=$?
+    ph_in_fw iptables -t nat -D "${rule[@]}" || rc=1
+    return $rc
+}
+
+# After a setup-rate run under NAT: every 227 reply named the router's public address (the
+# kernel's nf_nat_ftp rewrote the server's private one), so the clients' data connections went
+# to the public address and through the expectation's DNAT.
+check_pasv_public() {
+    local hosts
+    hosts=$(python3 "$PJ" "g('pasv_hosts', [])" <<<"$RATE_OUT")
+    echo "addresses named by the 227 replies: $hosts"
+    python3 "$PJ" -t "data['pasv_hosts'] == ['$NAT_PUBLIC_V4']" <<<"$RATE_OUT"
+}
+# ... and under pinhole, each completed transfer's data connection was admitted by a pinhole,
+# and pinhole learned the kernel's translation of the control connection of every client that
+# completed one (flows_translated counts control connections: see check_pinhole_bulk).
+check_pinhole_setup() {   # USED_BEFORE TRANSLATED_BEFORE
+    local js used tr sessions
+    js=$(ctl stats --json) || { echo "pinhole stats failed"; return 1; }
+    used=$(python3 "$PJ" "g('engine.pinholes_used')" <<<"$js")
+    tr=$(python3 "$PJ" "g('engine.flows_translated')" <<<"$js")
+    sessions=$(python3 "$PJ" "sum(1 for n in g('per_proc', []) if n > 0)" <<<"$RATE_OUT")
+    echo "$RATE_COMPLETED transfers by $sessions clients; pinholes_used $1 -> $used" \
+        "(+$((used - $1))), flows_translated $2 -> $tr (+$((tr - $2)))"
+    [ $((used - $1)) -ge "$RATE_COMPLETED" ] && [ $((tr - $2)) -ge "$sessions" ]
+}
 
 # The machine's background load just before a download (compilers elsewhere, say): busy cores.
 background_busy() {
@@ -567,9 +730,11 @@ bulk_once() {
 }
 
 # rate_run KIND SCRIPT FILE SIZE PROCS [EXTRA_ARGS...]: one setup-rate or TFTP-rate run.
+RATE_OUT="" RATE_COMPLETED=0
 rate_run() {
     local kind=$1 script=$2 file=$3 size=$4 procs=$5 out rate errors completed
     shift 5
+    RATE_OUT="" RATE_COMPLETED=0
     out=$(ph_in_client timeout $((DURATION + 120)) python3 "$LIVE/$script" "$SV4" "$file" "$size" \
         --procs "$procs" --duration "$DURATION" "$@" 2>"$PH_WORKDIR/$kind.err")
     completed=$(python3 "$PJ" "g('completed')" <<<"$out" 2>/dev/null) || completed=0
@@ -577,6 +742,7 @@ rate_run() {
         fail_config "$kind: no transfer completed: ${out:-$(tail -n 3 "$PH_WORKDIR/$kind.err")}"
         return 1
     fi
+    RATE_OUT=$out RATE_COMPLETED=$completed
     rate=$(python3 "$PJ" "g('rate')" <<<"$out")
     errors=$(python3 "$PJ" "g('errors')" <<<"$out")
     record_sample "${kind}_per_s" "$rate"
@@ -586,11 +752,13 @@ rate_run() {
             echo " (first: $(python3 "$PJ" "g('first_error')" <<<"$out"))")"
 }
 
-# One configuration, one round: fresh test bed, firewall, checks, the three measurements.
+# One configuration, one round: fresh test bed, firewall, checks, the three measurements (two
+# under NAT).
 run_config() {
     CFG=$1
-    local t0=$SECONDS out before used0=0 rc
+    local t0=$SECONDS out before used0=0 tr0=0 rc
     say "[$CFG] round $ROUND/$REPS"
+    if is_nat "$CFG"; then use_topology nat; else use_topology plain; fi
     # (Not in subshells: the test bed's and pinhole's state must stay set in this shell, for
     # the cleanup.)
     if ! testbed_up > "$PH_WORKDIR/testbed.out" 2>&1; then
@@ -599,10 +767,16 @@ run_config() {
         return
     fi
     [ "$ROUND" = 1 ] && record_info offloads "$(json_str "$(offload_state)")"
+    if [ "$ROUND" = 1 ] && is_nat "$CFG"; then
+        check "closed passive-range port, DNAT'd: the server refuses it (no firewall yet)" \
+            check_closed_port_nat refused || fail_config "the DNAT'd closed port is not refused"
+    fi
     case $CFG in
         none) fw_none ;;
         kernel) fw_kernel ;;
-        offload|inspect-all) fw_pinhole "$CFG" ;;
+        offload|inspect-all) fw_pinhole "$CFG" "$RULES" ;;
+        nat-kernel) fw_nat_kernel ;;
+        nat-offload|nat-inspect-all) fw_pinhole "${CFG#nat-}" "$RULES_NAT" ;;
     esac > "$PH_WORKDIR/fw.out" 2>&1
     rc=$?
     if [ $rc != 0 ]; then
@@ -611,7 +785,10 @@ run_config() {
         return
     fi
     [ -s "$PH_WORKDIR/fw.out" ] && say "  [$CFG] $(tail -n 1 "$PH_WORKDIR/fw.out")"
-    if [ "$ROUND" = 1 ]; then
+    if [ "$ROUND" = 1 ] && is_nat "$CFG"; then
+        check "closed passive-range port, DNAT'd: the connection is dropped (times out)" \
+            check_closed_port_nat timeout || { fail_config "unrelated connection not dropped"; }
+    elif [ "$ROUND" = 1 ]; then
         if [ "$CFG" = none ]; then
             check "closed passive-range port: the server refuses it (no firewall)" \
                 check_closed_port refused
@@ -634,13 +811,19 @@ run_config() {
     bg=$(background_busy)
     record_sample bg_busy_cores "$bg"
     [ -n "$PINHOLE_PID" ] && used0=$(pstat engine.pinholes_used)
+    [ -n "$PINHOLE_PID" ] && tr0=$(pstat engine.flows_translated)
     before=$(helper_hits ftp)
     if bulk_once; then
         case $CFG in
-            kernel) check "the ftp helper rule matched the FTP traffic, FORWARD policy DROP" \
+            kernel|nat-kernel) check "the ftp helper rule matched the FTP traffic, FORWARD policy DROP" \
                 check_kernel_helper ftp "$before" ;;
             offload|inspect-all) check "pinhole stats after the bulk download ($CFG)" \
                 check_pinhole_bulk "$CFG" "$used0" ;;
+            nat-offload|nat-inspect-all)
+                check "pinhole's PINHOLE_HELPERS ftp rule matched the FTP traffic, FORWARD policy DROP" \
+                    check_kernel_helper ftp "$before"
+                check "pinhole stats after the bulk download ($CFG): pinhole used, control connection translated" \
+                    check_pinhole_bulk "${CFG#nat-}" "$used0" "$tr0" ;;
         esac
     else
         testbed_down
@@ -648,7 +831,22 @@ run_config() {
     fi
 
     # b: data connection setup rate.
-    rate_run setup ftp_setup.py small.bin "$FTP_SMALL" "$CLIENTS"
+    [ -n "$PINHOLE_PID" ] && used0=$(pstat engine.pinholes_used)
+    [ -n "$PINHOLE_PID" ] && tr0=$(pstat engine.flows_translated)
+    if rate_run setup ftp_setup.py small.bin "$FTP_SMALL" "$CLIENTS" && is_nat "$CFG"; then
+        check "the 227 replies named the public address (translated by nf_nat_ftp)" \
+            check_pasv_public
+        is_pinhole "$CFG" &&
+            check "every data connection of the setup run came through a pinhole; control connections translated" \
+                check_pinhole_setup "$used0" "$tr0"
+    fi
+    if is_nat "$CFG"; then
+        # (TFTP through NAT is not measured: see BENCHMARKS.md.)
+        [ -n "$PINHOLE_PID" ] && record_pinhole_stats
+        testbed_down
+        say "[$CFG] round $ROUND done in $((SECONDS - t0)) s"
+        return
+    fi
     # c: TFTP transfer rate.
     before=$(helper_hits tftp)
     if rate_run tftp tftp_rate.py small.bin "$TFTP_SMALL" "$TFTP_CLIENTS" "${TFTP_ARGS[@]}" &&
@@ -680,6 +878,8 @@ say "parameters: configurations ${CONFIGS[*]}; $REPS round(s); bulk ${SIZE_MIB} 
     "$BENCH_OFFLOADS; passive range $PH_PASV_MIN-$PH_PASV_MAX; time limit $BENCH_TIME_LIMIT s"
 [ -n "$PINHOLE" ] && say "pinhole:    $("$PINHOLE" --version) ($PINHOLE_BIN, $(date -r "$PINHOLE_BIN" '+%F %T'))"
 say "software:   $(ph_versions | grep -E '^(vsftpd|tftpd-hpa|curl|python3) ' | paste -sd, | sed 's/,/, /g'), $(iptables --version)"
+uses_nat && say "NAT:        outside client $NAT_CLIENT_V4 -> public address $NAT_PUBLIC_V4 (DNAT tcp 21," \
+    "udp 69) -> private server $NAT_SERVER_V4; nat-* configurations measure bulk and setups/s"
 say "work dir:   $PH_WORKDIR"
 
 # Content (on tmpfs): the bulk file, the small files.
@@ -701,7 +901,7 @@ VSFTPD_CONF=$(write_vsftpd_conf)
 # with more concurrent TFTP clients the variant raises that, so the limit does not throttle the
 # benchmark.
 TFTP_PORT_RANGE=30000:30999
-RULES=""
+RULES="" RULES_NAT=""
 if uses_pinhole; then
     RULES=$PH_WORKDIR/edge-router.toml
     grep -q '^server_ports = "30000-30009"$' "$REPO_DIR/rules/edge-router.toml" ||
@@ -712,6 +912,17 @@ if uses_pinhole; then
         sed -i "s/^server_ports = .*/&\nmax_pending_per_client = $((TFTP_CLIENTS * 2))/" "$RULES"
     fi
     "$PINHOLE" check-rules "$RULES" >/dev/null || die "the policy variant does not check"
+    # Under NAT the same policy with the NAT test bed's addresses: pinhole sits in FORWARD, after
+    # the DNAT, so it sees the private server (10.0.1.10, fd00:1::10) as the destination; the
+    # inside is both private links.
+    RULES_NAT=$PH_WORKDIR/edge-router-nat.toml
+    sed -e "s|^interfaces = \[\"lan0\"\]$|interfaces = [\"lan0\", \"$NAT_IF_LAN1\"]|" \
+        -e "s|^networks = \[\"192.0.2.0/24\", \"2001:db8:2::/64\"\]$|networks = [\"$NAT_PRIVATE_V4\", \"$NAT_PRIVATE_V6\"]|" \
+        -e "s|^networks = \[\"192.0.2.10\", \"2001:db8:2::10\"\]$|networks = [\"$NAT_SERVER_V4\", \"$NAT_SERVER_V6\"]|" \
+        "$RULES" > "$RULES_NAT"
+    [ "$(grep -cE "^networks = \[\"($NAT_PRIVATE_V4|$NAT_SERVER_V4)\"|^interfaces = \[\"lan0\", " "$RULES_NAT")" = 3 ] ||
+        die "rules/edge-router.toml's inside and server zones are not as live.sh expects; update live.sh"
+    "$PINHOLE" check-rules "$RULES_NAT" >/dev/null || die "the NAT policy variant does not check"
 fi
 
 for ((ROUND = 1; ROUND <= REPS; ROUND++)); do
@@ -738,6 +949,8 @@ meta = {
                    "passive_range": [$PH_PASV_MIN, $PH_PASV_MAX],
                    "tftp_port_range": $(json_str "$TFTP_PORT_RANGE"),
                    "tftp_client_ports": $(json_str "$TFTP_PORTS_DESC"),
+                   "nat": {"public_v4": $(json_str "$NAT_PUBLIC_V4"), "server_v4": $(json_str "$NAT_SERVER_V4"),
+                           "note": "nat-* configurations: outside client -> DNAT of the public address -> private server; no TFTP rate"},
                    "pinhole": $(json_str "$([ -n "$PINHOLE" ] && "$PINHOLE" --version)"),
                    "quick": $([ "$QUICK" = 1 ] && echo True || echo False),
                    "cpu_note": "CPU-s per 1e9 bytes during the bulk download; busy = user+nice+system+irq+softirq of all CPUs; client, server and firewall share the machine"},

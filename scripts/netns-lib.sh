@@ -387,6 +387,18 @@ ph_topology_down() {
     PH_TOPOLOGY_CREATED=0
 }
 
+# ph_on_cleanup FUNCTION: have ph_cleanup also call FUNCTION, after it stopped
+# the registered processes and before it deletes this file's namespaces: for
+# a library that builds namespaces of its own (scripts/nat-lib.sh).
+PH_CLEANUP_HOOKS=()
+ph_on_cleanup() {
+    local h
+    for h in "${PH_CLEANUP_HOOKS[@]}"; do
+        [ "$h" = "$1" ] && return 0
+    done
+    PH_CLEANUP_HOOKS+=("$1")
+}
+
 # ph_cleanup: idempotent; stops captures and servers, removes namespaces and
 # the work dir (unless PH_KEEP_WORKDIR=1).  Installed as EXIT trap by ph_init.
 ph_cleanup() {
@@ -397,6 +409,10 @@ ph_cleanup() {
         sleep 0.3
     fi
     ph_stop_all
+    local hook
+    for hook in "${PH_CLEANUP_HOOKS[@]}"; do
+        "$hook"
+    done
     if [ "$PH_TOPOLOGY_CREATED" = 1 ]; then
         ph_topology_down
     fi

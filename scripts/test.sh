@@ -49,6 +49,8 @@ scripts/fuzz-smoke.sh 30
 if [ $ROOT = 1 ]; then
     echo "== end-to-end: pinhole run inline between real servers and clients in network namespaces"
     tests/e2e/nfqueue.sh
+    echo "== end-to-end: a NAT router (DNAT'd server, masqueraded inside device): the kernel's helpers alone, then pinhole in both modes"
+    tests/e2e/nat.sh
     echo "== end-to-end: pinhole monitor on a live interface (event log, drop capture, metrics)"
     tests/e2e/monitor.sh
     echo "== end-to-end: scripts/demo.sh as a user without root and without cargo"

@@ -10,9 +10,14 @@ the 226. A transfer counts only when it delivered exactly SIZE bytes and the ser
 it. A failure (time-out, refused connection, error reply, short file) is counted as an error;
 the worker then logs in again and goes on.
 
+The data connection goes to the control connection's peer, HOST, on the port the 227 reply
+names, as curl does (ftplib's default: trust_server_pasv_ipv4_address is off); the addresses the
+227 replies named are reported (pasv_hosts), so that behind a NAT router one can tell whether
+the router's FTP helper rewrote them to its public address.
+
 Prints one JSON object on stdout:
     {"completed": N, "errors": N, "elapsed": SECONDS, "rate": PER_SECOND,
-     "per_proc": [N, ...], "first_error": TEXT|null}
+     "per_proc": [N, ...], "first_error": TEXT|null, "pasv_hosts": [ADDRESS, ...]}
 where elapsed runs from the common start to the end of the last transfer (transfers under
 way at the deadline are finished and counted). Exit status 0 when at least one transfer
 completed, 1 otherwise.
@@ -29,8 +34,25 @@ import sys
 import time
 
 
-def login(host, timeout):
-    ftp = ftplib.FTP()
+class FTP(ftplib.FTP):
+    """ftplib's client that remembers the address each 227 reply named (IPv4)."""
+
+    def __init__(self, named):
+        super().__init__()
+        self.named = named
+
+    def makepasv(self):
+        if self.af != socket.AF_INET:
+            return super().makepasv()
+        host, port = ftplib.parse227(self.sendcmd("PASV"))
+        self.named.add(host)
+        if not self.trust_server_pasv_ipv4_address:
+            host = self.sock.getpeername()[0]
+        return host, port
+
+
+def login(host, timeout, named):
+    ftp = FTP(named)
     ftp.connect(host, 21, timeout=timeout)
     ftp.login()  # anonymous, password "anonymous@"
     ftp.voidcmd("TYPE I")
@@ -41,8 +63,9 @@ def worker(a, barrier, results, index):
     completed = errors = 0
     first_error = None
     ftp = None
+    named = set()
     try:
-        ftp = login(a.host, a.timeout)
+        ftp = login(a.host, a.timeout, named)
     except Exception as e:  # noqa: BLE001 - reported, not fatal to the others
         first_error = "login: %r" % e
     try:
@@ -55,7 +78,7 @@ def worker(a, barrier, results, index):
     while time.monotonic() < deadline:
         try:
             if ftp is None:
-                ftp = login(a.host, a.timeout)
+                ftp = login(a.host, a.timeout, named)
             # PASV, connect, RETR, expect 150 (ftplib.ntransfercmd does exactly this).
             conn, _ = ftp.ntransfercmd(cmd)
             got = 0
@@ -86,7 +109,7 @@ def worker(a, barrier, results, index):
             ftp.quit()
         except Exception:  # noqa: BLE001
             ftp.close()
-    results.put((index, completed, errors, first_error, end))
+    results.put((index, completed, errors, first_error, end, sorted(named)))
 
 
 def main():
@@ -125,6 +148,7 @@ def main():
         "rate": round(completed / elapsed, 1) if elapsed > 0 else 0.0,
         "per_proc": [r[1] for r in rows],
         "first_error": first_error,
+        "pasv_hosts": sorted(set(h for r in rows for h in r[5])),
     }))
     return 0 if completed > 0 else 1
 
