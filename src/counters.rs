@@ -31,8 +31,7 @@ pub struct Counters {
     pub flows_evicted: u64,
     /// Flows handed to the kernel (offload mode).
     pub flows_offloaded: u64,
-    /// Inspected flows (and the flows their pinholes admitted) the kernel translates, as
-    /// learned from its connection tracking.
+    /// Inspected flows the kernel translates, as learned from its connection tracking.
     pub flows_translated: u64,
     /// Packets of offloaded connections the engine no longer tracked, accepted on the
     /// kernel's word (a FIN or RST after the engine's own timeout).

@@ -58,8 +58,8 @@ pub enum Event {
         /// Specifics for people (the offending command, address, ...).
         detail: String,
     },
-    /// The kernel translates an inspected flow (or a data connection or transfer one
-    /// admitted): learned from the kernel's connection tracking, once per flow.
+    /// The kernel translates an inspected flow (an FTP control connection, a TFTP request):
+    /// learned from the kernel's connection tracking, once per flow.
     Translated {
         /// The flow, in the hosts' own addresses (pinhole's view).
         flow: FlowTuple,

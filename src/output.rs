@@ -84,8 +84,7 @@ pub enum Record<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         parent_nat: Option<Translation>,
     },
-    /// The kernel translates an inspected flow, or a flow a pinhole admitted (inline on a NAT
-    /// router only; once per flow).
+    /// The kernel translates an inspected flow (inline on a NAT router only; once per flow).
     Nat {
         /// Capture file (the live log: empty).
         file: &'a str,

@@ -1,32 +1,78 @@
 //! A worker's source of the kernel's connection tracking entries (see
-//! [`crate::conntrack::kernel`] for what the engine does with them): attached to queued
-//! packets when the kernel can (`NFQA_CT`), else asked for over ctnetlink, for the packets of
-//! connections the kernel's helpers follow (the inspected FTP and TFTP ports). Either way
-//! the engine gets the same facts for the same packets.
+//! [`crate::conntrack::kernel`] for what the engine does with them), for the packets of
+//! connections the kernel's helpers follow (the inspected FTP and TFTP ports): the only ones
+//! whose payloads the kernel rewrites.
+//!
+//! The entry comes with the queued packet (`NFQA_CT`) when the kernel can attach it.
+//! Otherwise it is asked for over ctnetlink, and kept per connection: an entry changes only
+//! when the kernel's helper rewrites a segment, which it does only to segments carrying one of
+//! the commands and replies it looks for (`PORT`, `EPRT`, `227 `, `229 `: the `search` table of
+//! `net/netfilter/nf_conntrack_ftp.c`). Such a segment marks its connection's entry stale; the
+//! helper rewrites it when pinhole's verdict reaches the kernel (inside the `send` of the
+//! verdicts), so the entry is asked for again by the first packet judged after the next
+//! verdicts went out. Packets judged before that cannot depend on the rewrite: they left
+//! their sender before the rewritten segment was forwarded. So a control connection costs one
+//! query per rewritable segment instead of one per packet; either way the engine gets the
+//! same facts.
 
+use std::io;
 use std::sync::Once;
 
-use crate::conntrack::{FlowTuple, KernelConn};
-use crate::io::ctnetlink::{self, CtQuery};
+use hashbrown::HashMap;
+
+use crate::conntrack::{FlowKey, FlowTuple, KernelConn};
+use crate::event::Event;
+use crate::io::ctnetlink::{self, ConnFacts, CtQuery};
 use crate::io::nfqueue::{QueueSocket, QueuedPacket};
 use crate::observe::LIFECYCLE;
 use crate::policy::KernelHelpers;
-use crate::wire::LinkType;
+use crate::wire::transport::proto;
+use crate::wire::{LinkType, Transport, ip, link, transport};
+
+/// Asks the kernel for a connection's entry by a packet's own tuple (the adapter's query, or
+/// a test's stand-in).
+pub trait EntryLookup: Send {
+    /// The entry of the connection a packet with tuple `packet` belongs to; `Ok(None)` when
+    /// the kernel has none (yet).
+    fn lookup(&mut self, packet: &FlowTuple) -> io::Result<Option<ConnFacts>>;
+}
+
+impl EntryLookup for CtQuery {
+    fn lookup(&mut self, packet: &FlowTuple) -> io::Result<Option<ConnFacts>> {
+        CtQuery::lookup(self, packet)
+    }
+}
 
 /// Where a worker's entries come from.
 enum Source {
     /// The queue attaches them.
     Queue,
-    /// Asked for per packet.
-    Query(CtQuery),
+    /// Asked for, and kept per connection.
+    Query(Box<dyn EntryLookup>),
     /// Not read (no helpers, or no way to read them).
     Off,
 }
+
+/// A connection's entry as last asked for.
+struct Kept {
+    facts: ConnFacts,
+    /// A segment the kernel's helper may rewrite was judged in this verdict epoch: from the
+    /// next epoch on, the entry must be asked for again.
+    stale_from: Option<u64>,
+}
+
+/// Most connections whose entries are kept; beyond, all are forgotten (and asked for again).
+const MAX_KEPT: usize = 1 << 16;
 
 /// One worker's reader of the kernel's connection tracking.
 pub struct KernelConntrack {
     source: Source,
     helpers: KernelHelpers,
+    kept: HashMap<FlowKey, Kept, foldhash::fast::RandomState>,
+    /// Verdict batches sent so far.
+    epoch: u64,
+    /// Entries asked for.
+    pub queries: u64,
     /// Queries that failed (other than "no such entry").
     pub errors: u64,
 }
@@ -50,7 +96,7 @@ impl KernelConntrack {
                                 "the kernel does not attach connection tracking to queued packets (CONFIG_NETFILTER_NETLINK_GLUE_CT); asking ctnetlink for the packets of inspected ports instead"
                             );
                         });
-                        Source::Query(query)
+                        Source::Query(Box::new(query))
                     }
                     Err(err) => {
                         tracing::warn!(
@@ -63,37 +109,164 @@ impl KernelConntrack {
                 },
             }
         };
+        Self::with_source(source, helpers)
+    }
+
+    /// A reader asking `lookup` (tests).
+    pub fn with_lookup(lookup: Box<dyn EntryLookup>, helpers: &KernelHelpers) -> Self {
+        Self::with_source(Source::Query(lookup), helpers)
+    }
+
+    fn with_source(source: Source, helpers: &KernelHelpers) -> Self {
         KernelConntrack {
             source,
             helpers: helpers.clone(),
+            kept: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            epoch: 0,
+            queries: 0,
             errors: 0,
         }
     }
 
     /// The entry of `packet`'s connection, for packets of the helpers' ports.
     pub fn entry(&mut self, packet: &QueuedPacket<'_>) -> Option<KernelConn> {
-        if matches!(self.source, Source::Off) {
-            return None;
-        }
-        let tuple = FlowTuple::of_frame(LinkType::RawIp, packet.payload)?;
-        if !self.helpers.covers(&tuple) {
-            return None;
-        }
-        match &mut self.source {
-            Source::Queue => ctnetlink::from_queue(packet.ct?, packet.ct_info),
-            Source::Query(query) => match query.for_packet(&tuple) {
-                Ok(entry) => entry,
-                Err(err) => {
-                    self.errors += 1;
-                    if self.errors.is_power_of_two() {
-                        tracing::warn!(%err, errors = self.errors, "ctnetlink query failed");
-                    }
-                    None
-                }
-            },
+        match &self.source {
             Source::Off => None,
+            Source::Queue => {
+                let tuple = FlowTuple::of_frame(LinkType::RawIp, packet.payload)?;
+                if !self.helpers.covers(&tuple) {
+                    return None;
+                }
+                ctnetlink::from_queue(packet.ct?, packet.ct_info)
+            }
+            Source::Query(_) => self.queried(packet.payload),
         }
     }
+
+    /// The verdicts judged so far reached the kernel (its helpers have rewritten what they
+    /// rewrite).
+    pub fn verdicts_sent(&mut self) {
+        self.epoch += 1;
+    }
+
+    /// Forgets the connections of flows that ended (`events` of a decision or of timers).
+    pub fn forget(&mut self, events: &[Event]) {
+        if self.kept.is_empty() {
+            return;
+        }
+        for event in events {
+            if let Event::FlowClosed { flow, .. } = event {
+                self.kept.remove(&key_of(flow));
+            }
+        }
+    }
+
+    fn queried(&mut self, ip_packet: &[u8]) -> Option<KernelConn> {
+        let seen = Seen::of(ip_packet)?;
+        if !self.helpers.covers(&seen.tuple) {
+            return None;
+        }
+        let key = key_of(&seen.tuple);
+        let epoch = self.epoch;
+        let fresh = self
+            .kept
+            .get(&key)
+            .filter(|kept| kept.stale_from.is_none_or(|from| from >= epoch))
+            .map(|kept| (kept.facts, kept.stale_from));
+        let (facts, stale_from) = match fresh {
+            Some(kept) => kept,
+            // A connection's first SYN: its entry is confirmed only after it passes.
+            None if seen.first_syn => return None,
+            None => {
+                let Source::Query(lookup) = &mut self.source else {
+                    return None;
+                };
+                self.queries += 1;
+                match lookup.lookup(&seen.tuple) {
+                    Ok(Some(facts)) => (facts, None),
+                    Ok(None) => return None,
+                    Err(err) => {
+                        self.errors += 1;
+                        if self.errors.is_power_of_two() {
+                            tracing::warn!(%err, errors = self.errors, "ctnetlink query failed");
+                        }
+                        return None;
+                    }
+                }
+            }
+        };
+        if self.kept.len() >= MAX_KEPT && !self.kept.contains_key(&key) {
+            self.kept.clear();
+        }
+        self.kept.insert(
+            key,
+            Kept {
+                facts,
+                stale_from: if seen.rewritable {
+                    Some(epoch)
+                } else {
+                    stale_from
+                },
+            },
+        );
+        facts.for_packet(&seen.tuple)
+    }
+}
+
+fn key_of(t: &FlowTuple) -> FlowKey {
+    FlowKey::new(t.proto, (t.src, t.sport), (t.dst, t.dport))
+}
+
+/// What the reader needs of a queued packet.
+struct Seen {
+    tuple: FlowTuple,
+    /// A SYN without ACK.
+    first_syn: bool,
+    /// TCP data the kernel's FTP helper may rewrite.
+    rewritable: bool,
+}
+
+impl Seen {
+    fn of(ip_packet: &[u8]) -> Option<Seen> {
+        let bytes = link::ip_bytes(LinkType::RawIp, ip_packet).ok()?;
+        let packet = ip::decode(bytes).ok()?;
+        if packet.fragment.is_some_and(|f| f.offset != 0) {
+            return None;
+        }
+        let (sport, dport, first_syn, rewritable) =
+            match transport::decode(packet.proto, packet.is_ipv6(), packet.payload).ok()? {
+                Transport::Tcp(seg) => (
+                    seg.sport,
+                    seg.dport,
+                    seg.flags.syn() && !seg.flags.ack(),
+                    may_be_rewritten(seg.payload),
+                ),
+                Transport::Udp(udp) => (udp.sport, udp.dport, false, false),
+                _ => return None,
+            };
+        Some(Seen {
+            tuple: FlowTuple {
+                proto: packet.proto,
+                src: packet.src,
+                sport,
+                dst: packet.dst,
+                dport,
+            },
+            first_syn: first_syn && packet.proto == proto::TCP,
+            rewritable,
+        })
+    }
+}
+
+/// True when `payload` holds anything the kernel's FTP helper looks for, anywhere (it looks at
+/// line starts; anywhere is the safe side).
+fn may_be_rewritten(payload: &[u8]) -> bool {
+    payload.windows(4).any(|w| {
+        w.eq_ignore_ascii_case(b"PORT")
+            || w.eq_ignore_ascii_case(b"EPRT")
+            || w == b"227 "
+            || w == b"229 "
+    })
 }
 
 /// The NAT halves of the kernel helpers `helpers` uses (`nf_nat_ftp`, `nf_nat_tftp`) that the
@@ -148,6 +321,132 @@ pub fn warn_missing_nat_modules(helpers: &KernelHelpers) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conntrack::SeqAdjust;
+    use crate::testkit::{TcpBuilder, flags, sock};
+    use std::sync::{Arc, Mutex};
+
+    /// A kernel whose entry is `facts`; counts the lookups.
+    struct FakeKernel(Arc<Mutex<(ConnFacts, usize)>>);
+
+    impl EntryLookup for FakeKernel {
+        fn lookup(&mut self, _packet: &FlowTuple) -> io::Result<Option<ConnFacts>> {
+            let mut state = self.0.lock().unwrap();
+            state.1 += 1;
+            Ok(Some(state.0))
+        }
+    }
+
+    fn queued(frame: &[u8]) -> QueuedPacket<'_> {
+        QueuedPacket {
+            queue: 0,
+            id: 1,
+            mark: 0,
+            indev: 0,
+            outdev: 0,
+            // testkit builds Ethernet frames; the queue hands over IP packets.
+            payload: &frame[14..],
+            cap_len: None,
+            checksum_not_ready: false,
+            gso: false,
+            ct: None,
+            ct_info: None,
+        }
+    }
+
+    #[test]
+    fn entries_are_asked_for_once_and_again_after_a_rewritable_segment_went_out() {
+        let (client, public, server) = (
+            sock("198.51.100.10:40000"),
+            sock("203.0.113.1:21"),
+            sock("10.0.1.10:21"),
+        );
+        let tuple = |a: std::net::SocketAddr, b: std::net::SocketAddr| FlowTuple {
+            proto: proto::TCP,
+            src: a.ip(),
+            sport: a.port(),
+            dst: b.ip(),
+            dport: b.port(),
+        };
+        let facts = ConnFacts {
+            original: tuple(client, public),
+            reply: tuple(server, client),
+            seq_adjust: [SeqAdjust::default(); 2],
+        };
+        let kernel = Arc::new(Mutex::new((facts, 0)));
+        let lookups = || kernel.lock().unwrap().1;
+        let helpers = KernelHelpers {
+            ftp: vec![21..=21],
+            tftp: Vec::new(),
+        };
+        let mut ct = KernelConntrack::with_lookup(Box::new(FakeKernel(kernel.clone())), &helpers);
+        let c2s =
+            |f: u8, payload: &[u8]| TcpBuilder::new(client, server, f, 1, 1, 100).build(payload);
+        let s2c =
+            |f: u8, payload: &[u8]| TcpBuilder::new(server, client, f, 1, 1, 100).build(payload);
+
+        // The first SYN has no confirmed entry: not even asked.
+        assert_eq!(ct.entry(&queued(&c2s(flags::SYN, b""))), None);
+        assert_eq!(lookups(), 0);
+        let synack = ct
+            .entry(&queued(&s2c(flags::SYN | flags::ACK, b"")))
+            .unwrap();
+        assert!(synack.packet_is_reply);
+        assert_eq!(lookups(), 1);
+        ct.verdicts_sent();
+        assert!(
+            !ct.entry(&queued(&c2s(flags::ACK, b"")))
+                .unwrap()
+                .packet_is_reply
+        );
+        assert!(
+            ct.entry(&queued(&c2s(flags::PSH | flags::ACK, b"PASV\r\n")))
+                .is_some()
+        );
+        assert_eq!(lookups(), 1, "kept while nothing can have changed it");
+
+        // A 227 the kernel's helper may rewrite; its verdict has not gone out yet, so packets
+        // judged with it still use the entry kept.
+        let reply = b"227 Entering Passive Mode (10,0,1,10,156,64).\r\n";
+        ct.entry(&queued(&s2c(flags::PSH | flags::ACK, reply)));
+        ct.entry(&queued(&c2s(flags::ACK, b"")));
+        assert_eq!(lookups(), 1);
+        // The helper rewrote it when the verdicts went out: asked for again, once.
+        let adjusted = SeqAdjust {
+            correction_pos: 1,
+            offset_before: 0,
+            offset_after: 3,
+        };
+        kernel.lock().unwrap().0.seq_adjust[1] = adjusted;
+        ct.verdicts_sent();
+        let after = ct.entry(&queued(&c2s(flags::ACK, b""))).unwrap();
+        assert_eq!(after.seq_adjust[1], adjusted);
+        ct.verdicts_sent();
+        ct.entry(&queued(&c2s(flags::PSH | flags::ACK, b"RETR x\r\n")));
+        assert_eq!(lookups(), 2);
+        // A client's PORT (any case) too.
+        ct.entry(&queued(&c2s(
+            flags::PSH | flags::ACK,
+            b"port 10,0,0,1,4,1\r\n",
+        )));
+        ct.verdicts_sent();
+        ct.entry(&queued(&s2c(flags::ACK, b"")));
+        assert_eq!(lookups(), 3);
+
+        // Forgotten when the flow ends.
+        ct.forget(&[Event::FlowClosed {
+            flow: tuple(client, server),
+            cause: crate::event::CloseCause::Fin,
+            packets: 1,
+            bytes: 1,
+        }]);
+        ct.entry(&queued(&s2c(flags::ACK, b"")));
+        assert_eq!(lookups(), 4);
+        // Other ports are not the helpers'.
+        let web = TcpBuilder::new(client, sock("10.0.1.10:80"), flags::ACK, 1, 1, 100).build(b"");
+        assert_eq!(ct.entry(&queued(&web)), None);
+        assert_eq!(lookups(), 4);
+        assert_eq!(ct.queries, 4);
+    }
 
     #[test]
     fn nat_halves_missing_are_named_when_the_kernel_can_tell() {

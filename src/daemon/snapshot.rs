@@ -38,6 +38,11 @@ pub struct QueueCounters {
     pub held: u64,
     /// Receive errors other than `ENOBUFS`.
     pub recv_errors: u64,
+    /// Connection tracking entries asked for over ctnetlink (kernels that do not attach them
+    /// to queued packets; see `daemon::kernel_ct`).
+    pub conntrack_queries: u64,
+    /// Such queries that failed (other than "no such entry").
+    pub conntrack_query_errors: u64,
 }
 
 impl QueueCounters {
@@ -55,6 +60,8 @@ impl QueueCounters {
             mark_loops,
             held,
             recv_errors,
+            conntrack_queries,
+            conntrack_query_errors,
         } = other;
         self.received += received;
         self.gso += gso;
@@ -67,6 +74,8 @@ impl QueueCounters {
         self.mark_loops += mark_loops;
         self.held += held;
         self.recv_errors += recv_errors;
+        self.conntrack_queries += conntrack_queries;
+        self.conntrack_query_errors += conntrack_query_errors;
     }
 }
 
@@ -120,8 +129,7 @@ pub struct SessionRow {
     /// IP bytes both ways (as seen by pinhole).
     pub bytes: u64,
     /// How the kernel translates it (NAT): the addresses its ends use for each other. Absent
-    /// when it is not translated or not learned (pinhole learns it for inspected flows and
-    /// the flows their pinholes admit).
+    /// when it is not translated or not learned (pinhole learns it for inspected flows).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nat: Option<crate::conntrack::Translation>,
 }

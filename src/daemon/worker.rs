@@ -168,7 +168,7 @@ impl Worker {
         // A client that gave up has dropped its receiver; nothing to do then.
         let _ = match query {
             Query::Stats(reply) => reply
-                .send(WorkerStats::of(queue, &self.engine, self.counters.clone()))
+                .send(WorkerStats::of(queue, &self.engine, self.queue_counters()))
                 .map_err(drop),
             Query::Sessions(reply) => reply
                 .send(snapshot::sessions(&self.engine, queue, now))
@@ -260,6 +260,7 @@ impl Worker {
             self.batch
                 .push(packet.queue, released.handle as u32, verdict, None);
         }
+        self.conntrack.forget(&decision.events);
         log_events(&decision.events);
     }
 
@@ -276,12 +277,23 @@ impl Worker {
         self.batch.push(packet.queue, packet.id, verdict, mark);
     }
 
+    /// The socket's counters with the connection tracking reader's.
+    fn queue_counters(&self) -> QueueCounters {
+        QueueCounters {
+            conntrack_queries: self.conntrack.queries,
+            conntrack_query_errors: self.conntrack.errors,
+            ..self.counters.clone()
+        }
+    }
+
     fn flush_verdicts(&mut self) {
         let n = self.batch.len() as u64;
         if n == 0 {
             return;
         }
-        match self.socket.send_verdicts(&mut self.batch) {
+        let sent = self.socket.send_verdicts(&mut self.batch);
+        self.conntrack.verdicts_sent();
+        match sent {
             Ok(()) => self.counters.verdicts += n,
             Err(err) => {
                 self.counters.verdict_errors += 1;
@@ -301,6 +313,7 @@ impl Worker {
             self.batch
                 .push(queue, released.handle as u32, KernelVerdict::Drop, None);
         }
+        self.conntrack.forget(&expired.events);
         log_events(&expired.events);
         self.tap.expired(self.last_packet, &expired);
         self.flush_verdicts();

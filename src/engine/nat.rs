@@ -22,7 +22,8 @@ pub(super) fn unshifted<'a>(kernel: &KernelConn, seg: &TcpSegment<'a>) -> Option
 
 impl Engine {
     /// Records how the kernel translates the flow `tuple` (after its packet was accepted):
-    /// only for inspected flows and the flows their pinholes admitted, once, with an event.
+    /// only for inspected flows (the adapter reads the kernel's entries for the inspected
+    /// ports only), once, with an event.
     /// An FTP control connection's inspector learns the server's address as the client sees
     /// it (a 227 naming it is the server's own, translated).
     pub(super) fn learn_translation(
@@ -39,7 +40,7 @@ impl Engine {
         let Some(flow) = self.flows.lookup(&key).and_then(|h| self.flows.get_mut(h)) else {
             return;
         };
-        if flow.alg.is_none() && flow.parent.is_none() {
+        if flow.alg.is_none() {
             return;
         }
         let own = flow.tuple;

@@ -391,15 +391,14 @@ impl CtQuery {
         }
     }
 
-    /// The entry of the connection a packet with tuple `packet` (sender first) belongs to,
-    /// as the engine takes it. In the FORWARD chain the packet's tuple is the entry's original
-    /// tuple or the inverse of its reply tuple (after DNAT, before SNAT): both are tried.
-    pub fn for_packet(&mut self, packet: &FlowTuple) -> io::Result<Option<KernelConn>> {
-        let facts = match self.get(packet)? {
-            Some(facts) => Some(facts),
-            None => self.get(&packet.reversed())?,
-        };
-        Ok(facts.and_then(|f| f.for_packet(packet)))
+    /// The entry of the connection a packet with tuple `packet` (sender first) belongs to.
+    /// In the FORWARD chain the packet's tuple is the entry's original tuple or the inverse of
+    /// its reply tuple (after DNAT, before SNAT): both are tried.
+    pub fn lookup(&mut self, packet: &FlowTuple) -> io::Result<Option<ConnFacts>> {
+        match self.get(packet)? {
+            Some(facts) => Ok(Some(facts)),
+            None => self.get(&packet.reversed()),
+        }
     }
 }
 

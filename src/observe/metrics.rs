@@ -191,7 +191,7 @@ fn engine_metrics(out: &mut Exposition, input: &MetricsInput<'_>, total: &Counte
         ),
         (
             "pinhole_flows_translated_total",
-            "Inspected flows (and flows their pinholes admitted) the kernel translates (NAT).",
+            "Inspected flows (FTP control connections, TFTP requests) the kernel translates (NAT).",
             total.flows_translated,
         ),
         (
@@ -265,7 +265,7 @@ fn table_metrics(out: &mut Exposition, input: &MetricsInput<'_>) {
 fn queue_metrics(out: &mut Exposition, input: &MetricsInput<'_>) {
     // NFQUEUE's counters; the monitor has a capture socket instead.
     if input.capture.is_none() {
-        let per_queue: [WorkerSeries; 4] = [
+        let per_queue: [WorkerSeries; 6] = [
             (
                 "pinhole_queue_received_total",
                 "Packets received from the kernel queue.",
@@ -285,6 +285,16 @@ fn queue_metrics(out: &mut Exposition, input: &MetricsInput<'_>) {
                 "pinhole_queue_held",
                 "Packets held for reassembly now.",
                 |w| w.queue_counters.held,
+            ),
+            (
+                "pinhole_queue_conntrack_queries_total",
+                "Connection tracking entries asked for over ctnetlink (NAT; kernels without NFQA_CT).",
+                |w| w.queue_counters.conntrack_queries,
+            ),
+            (
+                "pinhole_queue_conntrack_query_errors_total",
+                "Such queries that failed.",
+                |w| w.queue_counters.conntrack_query_errors,
             ),
         ];
         for (name, help, get) in per_queue {

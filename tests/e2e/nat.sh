@@ -678,6 +678,7 @@ pinhole_summary() {
     local json
     json=$(ctl stats --json) || return 0
     note "pinhole $FW: $(python3 "$PJ" "'packets %d, dropped %d, pinholes opened %d used %d, violations %d, flows offloaded %d' % (g('engine.packets'), g('engine.dropped'), g('engine.pinholes_opened'), g('engine.pinholes_used'), g('engine.violations'), g('engine.flows_offloaded'))" <<<"$json")"
+    note "pinhole $FW: $(python3 "$PJ" "'%d ctnetlink queries (%d failed), %d translated sessions' % (g('queue.conntrack_queries'), g('queue.conntrack_query_errors'), g('engine.flows_translated'))" <<<"$json")"
     note "pinhole $FW drops by reason: $(python3 "$PJ" "', '.join('%s %d' % kv for kv in sorted(g('engine.drops', {}).items()) if kv[1]) or 'none'" <<<"$json")"
     note "pinhole $FW: raw-table CT --helper rules matched: ftp $(nat_helper_hits ftp)," \
         "tftp $(nat_helper_hits tftp) packets (IPv4); ftp $(nat_helper_hits ftp ip6tables)," \
