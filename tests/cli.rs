@@ -248,6 +248,42 @@ fn rules_prints_the_iptables_restore_script_for_each_mode() {
 }
 
 #[test]
+fn rules_attach_the_kernel_helpers_to_the_inspected_ports() {
+    // The embedded default inspects FTP on 21 and TFTP on 69.
+    let out = pinhole(&["rules"]);
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        script.contains(
+            "*raw\n:PINHOLE_HELPERS - [0:0]\n-I PREROUTING 1 -j PINHOLE_HELPERS\n\
+             -A PINHOLE_HELPERS -p tcp --dport 21 -j CT --helper ftp\n\
+             -A PINHOLE_HELPERS -p udp --dport 69 -j CT --helper tftp\nCOMMIT\n"
+        ),
+        "{script}"
+    );
+    let out = pinhole(&["rules", "--no-kernel-helpers"]);
+    assert!(!String::from_utf8(out.stdout).unwrap().contains("*raw"));
+    // A rules file's own ports.
+    let dir = std::env::temp_dir().join(format!("pinhole-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("r.toml");
+    std::fs::write(
+        &file,
+        "[[rule]]\nproto = \"tcp\"\nports = [2121]\naction = \"allow\"\ninspect = \"ftp\"\n",
+    )
+    .unwrap();
+    let out = pinhole(&["rules", "--rules", file.to_str().unwrap()]);
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains("-A PINHOLE_HELPERS -p tcp --dport 2121 -j CT --helper ftp\n"));
+    assert!(!script.contains("--helper tftp"));
+    // A broken rules file is an error naming it.
+    std::fs::write(&file, "[[rule]]\nactoin = 1\n").unwrap();
+    let out = pinhole(&["rules", "--rules", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("r.toml:2"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn rules_refuses_bad_queues_and_marks() {
     for args in [
         &["rules", "--queues", "3-1"][..],

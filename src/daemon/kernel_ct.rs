@@ -202,7 +202,7 @@ impl KernelConntrack {
             key,
             Kept {
                 facts,
-                stale_from: if seen.rewritable {
+                stale_from: if may_be_rewritten(seen.tcp_payload) {
                     Some(epoch)
                 } else {
                     stale_from
@@ -218,30 +218,30 @@ fn key_of(t: &FlowTuple) -> FlowKey {
 }
 
 /// What the reader needs of a queued packet.
-struct Seen {
+struct Seen<'a> {
     tuple: FlowTuple,
     /// A SYN without ACK.
     first_syn: bool,
-    /// TCP data the kernel's FTP helper may rewrite.
-    rewritable: bool,
+    /// The TCP data (empty for UDP), looked at only for packets of the helpers' ports.
+    tcp_payload: &'a [u8],
 }
 
-impl Seen {
-    fn of(ip_packet: &[u8]) -> Option<Seen> {
+impl Seen<'_> {
+    fn of(ip_packet: &[u8]) -> Option<Seen<'_>> {
         let bytes = link::ip_bytes(LinkType::RawIp, ip_packet).ok()?;
         let packet = ip::decode(bytes).ok()?;
         if packet.fragment.is_some_and(|f| f.offset != 0) {
             return None;
         }
-        let (sport, dport, first_syn, rewritable) =
+        let (sport, dport, first_syn, tcp_payload): (u16, u16, bool, &[u8]) =
             match transport::decode(packet.proto, packet.is_ipv6(), packet.payload).ok()? {
                 Transport::Tcp(seg) => (
                     seg.sport,
                     seg.dport,
                     seg.flags.syn() && !seg.flags.ack(),
-                    may_be_rewritten(seg.payload),
+                    seg.payload,
                 ),
-                Transport::Udp(udp) => (udp.sport, udp.dport, false, false),
+                Transport::Udp(udp) => (udp.sport, udp.dport, false, &[][..]),
                 _ => return None,
             };
         Some(Seen {
@@ -253,7 +253,7 @@ impl Seen {
                 dport,
             },
             first_syn: first_syn && packet.proto == proto::TCP,
-            rewritable,
+            tcp_payload,
         })
     }
 }
