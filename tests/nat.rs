@@ -145,6 +145,22 @@ impl Router {
         d
     }
 
+    /// A segment from the server at `seq` with the kernel's entry, without moving the
+    /// conversation on (for what pinhole refuses, or a retransmission).
+    fn server_segment(&mut self, seq: u32, payload: &[u8]) -> Decision {
+        let frame = TcpBuilder::new(
+            self.server,
+            self.client,
+            flags::PSH | flags::ACK,
+            seq,
+            self.cseq,
+            64240,
+        )
+        .build(payload);
+        let kernel = self.kernel(true);
+        self.h.send_with_kernel(&frame, Some(kernel))
+    }
+
     /// A server line; the kernel's helper then rewrites it, growing it by `growth` bytes
     /// (what `nf_nat_ftp` does to a 227 naming a shorter or longer address).
     fn server_line(&mut self, line: &str, growth: i32) -> Decision {
@@ -298,35 +314,16 @@ fn a_reply_naming_the_public_address_opens_the_server_itself_even_when_strict() 
     );
     // Any other address is still a mismatch under the strict setting.
     r.client_line("PASV", true);
-    let d = r.h.send_with_kernel(
-        &TcpBuilder::new(
-            r.server,
-            r.client,
-            flags::PSH | flags::ACK,
-            r.sseq,
-            r.cseq,
-            64240,
-        )
-        .build(b"227 Entering Passive Mode (203,0,113,7,156,67).\r\n"),
-        Some(r.kernel(true)),
+    let d = r.server_segment(
+        r.sseq,
+        b"227 Entering Passive Mode (203,0,113,7,156,67).\r\n",
     );
     assert_eq!(violations(&d), vec![Reason::FtpPassiveAddressMismatch]);
     assert!(opened(&d).is_empty());
     // A privileged port at the public address is still refused.
     let mut r = Router::dnat();
     r.client_line("PASV", true);
-    let d = r.h.send_with_kernel(
-        &TcpBuilder::new(
-            r.server,
-            r.client,
-            flags::PSH | flags::ACK,
-            r.sseq,
-            r.cseq,
-            64240,
-        )
-        .build(b"227 Entering Passive Mode (203,0,113,1,0,22).\r\n"),
-        Some(r.kernel(true)),
-    );
+    let d = r.server_segment(r.sseq, b"227 Entering Passive Mode (203,0,113,1,0,22).\r\n");
     assert_eq!(violations(&d), vec![Reason::FtpPrivilegedPort]);
     assert!(opened(&d).is_empty());
 }
@@ -382,16 +379,7 @@ fn a_retransmitted_rewritten_reply_and_split_commands_keep_the_session() {
     // The 227 again (its acknowledgement was lost): the kernel rewrites it identically and
     // does not move its correction point (nf_ct_seqadj_set: the same sequence number);
     // pinhole checks it against the bytes it saw and opens nothing new.
-    let again = TcpBuilder::new(
-        r.server,
-        r.client,
-        flags::PSH | flags::ACK,
-        before,
-        r.cseq,
-        64240,
-    )
-    .build(b"227 Entering Passive Mode (10,0,1,10,156,64).\r\n");
-    let d = r.h.send_with_kernel(&again, Some(r.kernel(true)));
+    let d = r.server_segment(before, b"227 Entering Passive Mode (10,0,1,10,156,64).\r\n");
     assert_eq!(d.verdict, Verdict::Accept, "{d:?}");
     assert!(opened(&d).is_empty());
     assert_eq!(r.adjust.correction_pos, before);

@@ -143,6 +143,12 @@ impl KernelConntrack {
         }
     }
 
+    /// Follows a reload: the ports whose packets are read. (A worker that started with no
+    /// helper port reads nothing until a restart.)
+    pub fn set_helpers(&mut self, helpers: KernelHelpers) {
+        self.helpers = helpers;
+    }
+
     /// The verdicts judged so far reached the kernel (its helpers have rewritten what they
     /// rewrite).
     pub fn verdicts_sent(&mut self) {

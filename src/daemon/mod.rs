@@ -99,6 +99,9 @@ pub struct Shared {
     reopen: Option<Arc<AtomicBool>>,
     /// sd_notify: ready, reloading, stopping.
     notifier: Notifier,
+    /// The kernel helpers attached now (the policy's inspected ports), when pinhole attaches
+    /// them; a reload that changes the ports re-attaches them.
+    helpers: Mutex<KernelHelpers>,
 }
 
 impl Shared {
@@ -185,6 +188,8 @@ impl Shared {
                 status.reloads += 1;
                 status.last_reload_error = None;
                 tracing::info!(target: LIFECYCLE, file = %path.display(), rules, "rules reloaded");
+                drop(guard);
+                self.follow_helpers();
                 Ok(rules)
             }
             Err(errors) => {
@@ -196,6 +201,42 @@ impl Shared {
                 );
                 Err(errors)
             }
+        }
+    }
+
+    /// The kernel helpers the policy in force needs (none when pinhole does not attach them).
+    pub fn kernel_helpers(&self) -> KernelHelpers {
+        if !self.options.kernel_helpers {
+            return KernelHelpers::default();
+        }
+        KernelHelpers::of(&self.policy().0)
+    }
+
+    /// After a reload: when pinhole installed the kernel rules and the inspected ports changed,
+    /// the helper chain is rewritten to the new ports (its jump and the PINHOLE chain stay).
+    fn follow_helpers(&self) {
+        if !self.options.install_rules || !self.options.kernel_helpers {
+            return;
+        }
+        let wanted = self.kernel_helpers();
+        let mut attached = self.helpers.lock().unwrap_or_else(PoisonError::into_inner);
+        if *attached == wanted {
+            return;
+        }
+        match Installer::new(self.options.flavour).replace_helpers(&wanted) {
+            Ok(()) => {
+                tracing::info!(
+                    target: LIFECYCLE,
+                    ftp = ?wanted.ftp,
+                    tftp = ?wanted.tftp,
+                    "kernel helpers re-attached to the inspected ports"
+                );
+                *attached = wanted;
+            }
+            Err(err) => tracing::error!(
+                %err,
+                "the kernel helpers could not follow the new rules' ports; the old ones stay attached"
+            ),
         }
     }
 
@@ -525,6 +566,7 @@ fn serve(
     let (sink, metrics_listener) =
         crate::observe::start(&options.observe, "nfqueue", LinkType::RawIp)
             .map_err(RunError::Observe)?;
+    let helpers = Mutex::new(options.kernel.helpers.clone());
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         policy: Mutex::new((Arc::new(policy), 0)),
@@ -537,6 +579,7 @@ fn serve(
         sink: sink.as_ref().map(Sink::stats_handle),
         reopen: sink.as_ref().map(Sink::reopen_handle),
         notifier: Notifier::from_env(),
+        helpers,
     });
     let mut restored = if shared.options.restore {
         load_state(&shared.options.state_file)

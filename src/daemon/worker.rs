@@ -158,6 +158,7 @@ impl Worker {
         self.policy_generation = generation;
         self.ifnames.clear();
         let events = self.engine.set_policy(policy);
+        self.conntrack.set_helpers(shared.kernel_helpers());
         log_events(&events);
         self.tap
             .events(self.last_packet, &events, std::time::SystemTime::now());

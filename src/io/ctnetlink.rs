@@ -25,15 +25,11 @@ use nix::sys::socket::{
     AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send,
 };
 
+use super::netlink::{
+    NFGEN_HDRLEN, NLA_F_NESTED, NLA_HDRLEN, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_HDRLEN, align4,
+    attributes, be16, be32,
+};
 use crate::conntrack::{FlowTuple, KernelConn, SeqAdjust};
-
-const NLMSG_HDRLEN: usize = 16;
-const NFGEN_HDRLEN: usize = 4;
-const NLA_HDRLEN: usize = 4;
-const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
@@ -116,7 +112,7 @@ pub fn parse_entry(attrs: &[u8]) -> Option<ConnFacts> {
     let mut original = None;
     let mut reply = None;
     let mut seq_adjust = [SeqAdjust::default(); 2];
-    for (kind, value) in attributes(attrs) {
+    for (kind, value) in attributes(attrs, None) {
         match kind {
             CTA_TUPLE_ORIG => original = parse_tuple(value),
             CTA_TUPLE_REPLY => reply = parse_tuple(value),
@@ -135,10 +131,10 @@ pub fn parse_entry(attrs: &[u8]) -> Option<ConnFacts> {
 fn parse_tuple(attrs: &[u8]) -> Option<FlowTuple> {
     let (mut src, mut dst) = (None, None);
     let (mut proto, mut sport, mut dport) = (None, 0, 0);
-    for (kind, value) in attributes(attrs) {
+    for (kind, value) in attributes(attrs, None) {
         match kind {
             CTA_TUPLE_IP => {
-                for (kind, value) in attributes(value) {
+                for (kind, value) in attributes(value, None) {
                     let addr = match value.len() {
                         4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(value).ok()?)),
                         16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(value).ok()?)),
@@ -152,7 +148,7 @@ fn parse_tuple(attrs: &[u8]) -> Option<FlowTuple> {
                 }
             }
             CTA_TUPLE_PROTO => {
-                for (kind, value) in attributes(value) {
+                for (kind, value) in attributes(value, None) {
                     match kind {
                         CTA_PROTO_NUM => proto = value.first().copied(),
                         CTA_PROTO_SRC_PORT => sport = be16(value).unwrap_or(0),
@@ -175,7 +171,7 @@ fn parse_tuple(attrs: &[u8]) -> Option<FlowTuple> {
 
 fn parse_seq_adjust(attrs: &[u8]) -> SeqAdjust {
     let mut adjust = SeqAdjust::default();
-    for (kind, value) in attributes(attrs) {
+    for (kind, value) in attributes(attrs, None) {
         let Some(v) = be32(value) else { continue };
         match kind {
             CTA_SEQADJ_CORRECTION_POS => adjust.correction_pos = v,
@@ -185,34 +181,6 @@ fn parse_seq_adjust(attrs: &[u8]) -> SeqAdjust {
         }
     }
     adjust
-}
-
-fn attributes(mut rest: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if rest.len() < NLA_HDRLEN {
-            return None;
-        }
-        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
-        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & NLA_TYPE_MASK;
-        if len < NLA_HDRLEN || len > rest.len() {
-            return None;
-        }
-        let value = &rest[NLA_HDRLEN..len];
-        rest = rest.get(align4(len)..).unwrap_or(&[]);
-        Some((kind, value))
-    })
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-fn be16(b: &[u8]) -> Option<u16> {
-    Some(u16::from_be_bytes(b.get(..2)?.try_into().ok()?))
-}
-
-fn be32(b: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))
 }
 
 /// Builds nested netlink attributes.

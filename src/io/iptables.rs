@@ -186,24 +186,38 @@ impl RulesConfig {
         s.push_str("*raw\n");
         let _ = writeln!(s, ":{HELPER_CHAIN} - [0:0]");
         let _ = writeln!(s, "-I PREROUTING 1 -j {HELPER_CHAIN}");
-        for (proto, helper, ports) in [
-            ("tcp", "ftp", &self.helpers.ftp),
-            ("udp", "tftp", &self.helpers.tftp),
-        ] {
-            for range in ports {
-                let port = if range.start() == range.end() {
-                    range.start().to_string()
-                } else {
-                    format!("{}:{}", range.start(), range.end())
-                };
-                let _ = writeln!(
-                    s,
-                    "-A {HELPER_CHAIN} -p {proto} --dport {port} -j CT --helper {helper}"
-                );
-            }
-        }
+        helper_rules(&self.helpers, s);
         s.push_str("COMMIT\n");
     }
+}
+
+/// The `-A PINHOLE_HELPERS` lines for `helpers`.
+fn helper_rules(helpers: &KernelHelpers, s: &mut String) {
+    for (proto, helper, ports) in [("tcp", "ftp", &helpers.ftp), ("udp", "tftp", &helpers.tftp)] {
+        for range in ports {
+            let port = if range.start() == range.end() {
+                range.start().to_string()
+            } else {
+                format!("{}:{}", range.start(), range.end())
+            };
+            let _ = writeln!(
+                s,
+                "-A {HELPER_CHAIN} -p {proto} --dport {port} -j CT --helper {helper}"
+            );
+        }
+    }
+}
+
+/// The script that replaces the helper chain's rules with `helpers` (after a reload): one
+/// `raw`-table transaction, the chain and its jump kept, so no new connection misses its helper
+/// in between.
+pub fn helpers_replacement(helpers: &KernelHelpers) -> String {
+    let mut s = String::from("*raw\n");
+    let _ = writeln!(s, ":{HELPER_CHAIN} - [0:0]");
+    let _ = writeln!(s, "-F {HELPER_CHAIN}");
+    helper_rules(helpers, &mut s);
+    s.push_str("COMMIT\n");
+    s
 }
 
 /// Installs and removes the rules for both address families.
@@ -227,6 +241,16 @@ impl Installer {
                 self.remove();
                 return Err(err);
             }
+        }
+        Ok(())
+    }
+
+    /// Replaces the rules of the helper chain with `helpers`, for both families (the chain
+    /// must be installed: [`Installer::install`] with helpers).
+    pub fn replace_helpers(&self, helpers: &KernelHelpers) -> Result<(), String> {
+        let script = helpers_replacement(helpers);
+        for v6 in [false, true] {
+            self.restore(v6, &script)?;
         }
         Ok(())
     }
@@ -351,6 +375,15 @@ mod tests {
             ]
         );
         assert!(raw.ends_with("COMMIT\n"));
+        // After a reload with other ports: the chain's rules replaced in one transaction.
+        let replaced = helpers_replacement(&KernelHelpers {
+            ftp: vec![2121..=2121],
+            tftp: Vec::new(),
+        });
+        assert_eq!(
+            replaced,
+            "*raw\n:PINHOLE_HELPERS - [0:0]\n-F PINHOLE_HELPERS\n-A PINHOLE_HELPERS -p tcp --dport 2121 -j CT --helper ftp\nCOMMIT\n"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod ctnetlink;
 pub mod iptables;
+pub mod netlink;
 pub mod nfqueue;
 pub mod packet;
 pub mod pcap;

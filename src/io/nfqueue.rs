@@ -18,23 +18,16 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use nix::errno::Errno;
+
+use super::netlink::{
+    NFGEN_HDRLEN, NLA_HDRLEN, NLM_F_ACK, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN,
+    NLMSG_NOOP, NLMSG_OVERRUN, align4, attributes, be32, u16_ne,
+};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{
     AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send,
     setsockopt, sockopt,
 };
-
-const NLMSG_HDRLEN: usize = 16;
-const NFGEN_HDRLEN: usize = 4;
-const NLA_HDRLEN: usize = 4;
-
-const NLMSG_NOOP: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_OVERRUN: u16 = 4;
-
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
 
 const NFNL_SUBSYS_QUEUE: u16 = 3;
 const NFQNL_MSG_PACKET: u16 = 0;
@@ -75,9 +68,6 @@ const NFQA_SKB_INFO: u16 = 14;
 const NFQA_SKB_CSUMNOTREADY: u32 = 1;
 /// The packet is a GSO super-packet.
 const NFQA_SKB_GSO: u32 = 2;
-
-/// Netlink attribute type bits that are flags, not the type.
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// What the kernel does with a queued packet (`NF_*` in `linux/netfilter.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,18 +189,6 @@ pub fn messages(buf: &[u8]) -> impl Iterator<Item = Message<'_>> {
     })
 }
 
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-fn u16_ne(b: &[u8]) -> u16 {
-    u16::from_ne_bytes([b[0], b[1]])
-}
-
-fn be32(b: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))
-}
-
 fn parse_message(msg: &[u8]) -> Message<'_> {
     let kind = u16_ne(&msg[4..6]);
     let body = &msg[NLMSG_HDRLEN..];
@@ -237,30 +215,6 @@ fn parse_message(msg: &[u8]) -> Message<'_> {
     }
 }
 
-/// Attributes of a message body after its `nfgenmsg`.
-fn attributes(mut rest: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if rest.len() < NLA_HDRLEN {
-            return None;
-        }
-        let len = u16_ne(&rest[0..2]) as usize;
-        let kind = u16_ne(&rest[2..4]) & NLA_TYPE_MASK;
-        if kind == NFQA_PAYLOAD && len < NLA_HDRLEN {
-            // The kernel writes the payload last, with a 16-bit length that wraps for packets
-            // of 65532 bytes and more: the payload is the rest of the message.
-            let value = &rest[NLA_HDRLEN..];
-            rest = &[];
-            return Some((kind, value));
-        }
-        if len < NLA_HDRLEN || len > rest.len() {
-            return None;
-        }
-        let value = &rest[NLA_HDRLEN..len];
-        rest = rest.get(align4(len)..).unwrap_or(&[]);
-        Some((kind, value))
-    })
-}
-
 fn parse_packet(body: &[u8]) -> Option<QueuedPacket<'_>> {
     let genmsg = body.get(..NFGEN_HDRLEN)?;
     let queue = u16::from_be_bytes([genmsg[2], genmsg[3]]);
@@ -278,7 +232,7 @@ fn parse_packet(body: &[u8]) -> Option<QueuedPacket<'_>> {
         ct_info: None,
     };
     let mut has_header = false;
-    for (kind, value) in attributes(&body[NFGEN_HDRLEN..]) {
+    for (kind, value) in attributes(&body[NFGEN_HDRLEN..], Some(NFQA_PAYLOAD)) {
         match kind {
             // A short attribute leaves its field at the default: once the id is known the
             // packet must get a verdict, so nothing after the header makes it unusable.

@@ -780,6 +780,27 @@ sys.exit(0 if any(r.get("nat", {}).get("server") == sys.argv[2] + ":21" for r in
     return $rc
 }
 
+# reload_moves_helpers: a reload that adds an inspected FTP port re-attaches the kernel's
+# helpers to it; reloading the original rules takes it away again.
+reload_moves_helpers() {
+    local rules=$PH_WORKDIR/rules.toml fam n
+    sed -i 's/^ports = \[21\]$/ports = [21, 2121]/' "$rules"
+    grep -q 'ports = \[21, 2121\]' "$rules" || { echo "could not edit $rules"; return 1; }
+    ctl reload || return 1
+    for fam in iptables ip6tables; do
+        ph_in_fw "$fam" -t raw -S PINHOLE_HELPERS | grep -- '--dport 2121 .*--helper ftp' ||
+            { echo "$fam: no helper on 2121 after the reload"; return 1; }
+    done
+    cp "$REPO_DIR/rules/default.toml" "$rules"
+    ctl reload || return 1
+    for fam in iptables ip6tables; do
+        n=$(ph_in_fw "$fam" -t raw -S PINHOLE_HELPERS | grep -c -- '--dport 2121')
+        [ "$n" = 0 ] || { echo "$fam: the helper on 2121 stayed after reloading the original rules"; return 1; }
+        ph_in_fw "$fam" -t raw -S PINHOLE_HELPERS | grep -q -- '--dport 21 .*--helper ftp' || return 1
+    done
+    echo "helpers followed both reloads"
+}
+
 # recipe_translated FROM: the recipe's 227 named the public address; pinhole recognised it as
 # the server's own (a notice) and opened, and the client used, a pinhole for the private server.
 recipe_translated() {
@@ -865,6 +886,8 @@ run_firewall() {
         nat_fw_kernel_down
     else
         pinhole_summary
+        check "pinhole reload with FTP also on 2121: PINHOLE_HELPERS follows (v4, v6), and back" \
+            reload_moves_helpers
         check "SIGTERM: pinhole exits with status 0, no PINHOLE rule or chain left" pinhole_stop
         nat_fw_helpers_down
     fi
