@@ -141,10 +141,18 @@ pinhole_start() {
     PINHOLE_STARTS=$((PINHOLE_STARTS + 1))
     PINHOLE_LOG=$PH_WORKDIR/pinhole-$PINHOLE_STARTS-$MODE.log
     echo "pinhole run --mode $MODE $* (log $PINHOLE_LOG)"
+    # Offload mode runs with the kernel's helpers attached (the default). Inspect-all runs
+    # without: this test bed translates nothing, and attaching helpers brings connection
+    # tracking, and with it the kernel's defragmentation, into the router's namespace, which
+    # would reassemble fragments before pinhole sees them (check_fragments tests pinhole's
+    # own reassembly). tests/e2e/nat.sh runs both modes with the helpers.
+    local -a mode_args=()
+    [ "$MODE" = inspect-all ] && mode_args=(--no-kernel-helpers)
     ph_start_bg pinhole "$PH_NS_FW" "$PINHOLE_LOG" \
         "$PINHOLE_BIN" run --rules "$RULES" --queues 0-1 --mode "$MODE" \
         --install-rules --control "$CTL" --state-file "$STATE" \
-        --events "$EVENTS" --dump-drops "$DROPS" --metrics "$METRICS_ADDR" -v "$@"
+        --events "$EVENTS" --dump-drops "$DROPS" --metrics "$METRICS_ADDR" -v \
+        "${mode_args[@]}" "$@"
     PINHOLE_PID=$PH_LAST_PID
     local i
     for ((i = 0; i < 100; i++)); do
@@ -492,9 +500,10 @@ check_bulk() {
 }
 
 # IP fragments: a 4000-byte ping (allowed by ping-server) in 3 fragments each way, v4 and
-# v6. In inspect-all mode the kernel queues the fragments (no conntrack defrag in the fw
-# namespace): pinhole holds them until the datagram is whole and then gives every fragment
-# the datagram's verdict. In offload mode conntrack reassembles before the queue.
+# v6. In inspect-all mode (run with --no-kernel-helpers) the kernel queues the fragments (no
+# conntrack defrag in the fw namespace): pinhole holds them until the datagram is whole and
+# then gives every fragment the datagram's verdict. In offload mode conntrack reassembles
+# before the queue.
 check_fragments() {
     ph_in_client ping -c 2 -W 3 -s 4000 "$SV4" || return 1
     ph_in_client ping -6 -c 2 -W 3 -s 4000 "$SV6" || return 1
