@@ -57,6 +57,9 @@ group_packages() {
             # iptables, ip6tables, *-save, *-restore: the router's base policy; pinhole's own
             # --install-rules runs iptables-restore too
             echo iptables
+            # conntrack: the kernel's expectations, to show its helper never saw what pinhole
+            # refused (tests/e2e/nat.sh)
+            echo conntrack
             # ethtool: checksum and segmentation offloads off on the veth pairs
             echo ethtool
             # the servers: vsftpd (FTP, FTPS), tftpd-hpa (in.tftpd)

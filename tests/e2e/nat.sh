@@ -34,8 +34,9 @@
 #     sequence offset grows with each), then PWD, NOOP, SYST, LIST, NOOP and a last RETR; and
 #     an outside client trusting 25 227 replies from the DNAT'd server (each rewritten from
 #     10.0.1.10). Under pinhole: no packet dropped with a tcp_* reason meanwhile;
-#   refusals (asserted under pinhole, with a violation or drop record in its event log; only
-#     reported under kernel): a bounce PORT from the inside device naming the outside client
+#   refusals (asserted under pinhole, with a violation or drop record in its event log, and for
+#     the PORTs no kernel expectation for the port they named (`conntrack -L expect`): the
+#     kernel's helper never saw them; only reported under kernel): a bounce PORT from the inside device naming the outside client
 #     (whose listener must see no connection), a PORT naming a privileged port, a connection
 #     into the forwarded passive range with no PASV before it, a second connection to a port a
 #     PASV announced;
@@ -219,7 +220,7 @@ refusal() {
     CHECK_N=$((CHECK_N + 1))
     out=$PH_WORKDIR/checks/$CHECK_N.out
     "$@" >"$out" 2>&1
-    what=$(grep -E '^(refused|accepted|connect |second connection|target:)' "$out" | tr '\n' ';' |
+    what=$(grep -E '^(refused|accepted|connect |second connection|target:|kernel expectations)' "$out" | tr '\n' ';' |
         sed 's/;$//; s/;/; /g')
     INFO=$((INFO + 1))
     echo "INFO [$FW] $name: ${what:-see $out}"
@@ -661,8 +662,15 @@ refuse_port() {   # ADDR PORT REASON
             echo "target: no connection"
         fi
     fi
+    # The kernel's helper must never have seen a PORT pinhole refused: no expectation for the
+    # port it named (under the kernel baseline, the privileged PORT leaves one: the helper
+    # rewrites and expects what vsftpd then refuses).
+    local expected
+    expected=$(ph_in_fw conntrack -L expect 2>/dev/null | grep -c "dport=$port ")
+    echo "kernel expectations for port $port: $expected"
     [ $rc = 0 ] || return 1
     is_pinhole || return 0
+    [ "$expected" = 0 ] || { ph_in_fw conntrack -L expect; return 1; }
     events_match "$ev0" "r['type'] == 'violation' and r['reason'] == '$reason'"
 }
 
@@ -728,13 +736,19 @@ captures_stop() {
 }
 
 # replay_clean outside|inside: the capture of that side replays under the same rules with no
-# drop and no violation, and the pinholes it opens are used.
+# drop and no violation, and the pinholes it opens are used. One exception, offload mode's
+# outside capture: while a data connection is handed to the kernel, segments still in the
+# queue can be overtaken by later ones the kernel already forwards itself, so the router's
+# outside shows a few of its segments late, behind data the client acknowledged; replay judges
+# them in that order (tcp_out_of_window) where pinhole saw them in order. Such drops are
+# allowed there, on data connections only.
 replay_clean() {
-    local cap=$CAP_OUT
+    local cap=$CAP_OUT reordered=0
     [ "$1" = inside ] && cap=$CAP_IN
-    "$PINHOLE" replay --rules "$PH_WORKDIR/rules.toml" --format json "$cap" >"$PH_WORKDIR/replay-$1-$FW.jsonl" ||
-        return 1
-    python3 - "$PH_WORKDIR/replay-$1-$FW.jsonl" "$1" <<'PY'
+    [ "$1" = outside ] && [ "$FW" = offload ] && reordered=1
+    "$PINHOLE" replay --rules "$PH_WORKDIR/rules.toml" --format json --verdicts "$cap" \
+        >"$PH_WORKDIR/replay-$1-$FW.jsonl" || return 1
+    python3 - "$PH_WORKDIR/replay-$1-$FW.jsonl" "$1" "$reordered" <<'PY'
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 s = [r for r in recs if r["type"] == "summary"][0]
@@ -744,7 +758,16 @@ print("%s capture: %d packets, %d dropped %s, %d violations, pinholes opened %d 
 for r in recs:
     if r["type"] in ("violation", "notice"):
         print(json.dumps(r))
-ok = s["packets"] > 1000 and s["dropped"] == 0 and s["violations"] == 0 and s["pinholes_used"] >= 8
+def control(flow):
+    ports = [int(end.rsplit(":", 1)[1]) for end in flow.split(" ", 1)[1].split(" -> ")]
+    return 21 in ports or 69 in ports
+drops = [r for r in recs if r["type"] == "verdict" and r["verdict"] == "drop"]
+allowed = [r for r in drops if sys.argv[3] == "1" and r["reason"] == "tcp_out_of_window"
+           and r["flow"] and not control(r["flow"])]
+for r in drops:
+    print(("allowed (reordered by the offload hand-over): " if r in allowed else "") + json.dumps(r))
+ok = (s["packets"] > 1000 and len(drops) == len(allowed) and s["violations"] == 0
+      and s["pinholes_used"] >= 8)
 sys.exit(0 if ok else 1)
 PY
 }
