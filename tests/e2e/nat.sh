@@ -45,7 +45,8 @@
 #     address, parent_nat on pinholes, `pinhole sessions --json` mid-session, the
 #     passive_address_translated notice of the pasv_address recipe with its pinhole for the
 #     private server); captures taken outside (wan0) and inside (lan0) during the outside ->
-#     DNAT checks replay with no drop and no violation (each side is consistent in itself);
+#     DNAT checks replay with no violation and no drop but a few capture-order ones on data
+#     connections (each side is consistent in itself; see replay_clean);
 #     a clean stop (exit status 0, no PINHOLE rule or chain left in any table).
 #
 # Usage:  tests/e2e/nat.sh                  (as root)
@@ -736,19 +737,21 @@ captures_stop() {
 }
 
 # replay_clean outside|inside: the capture of that side replays under the same rules with no
-# drop and no violation, and the pinholes it opens are used. One exception, offload mode's
-# outside capture: while a data connection is handed to the kernel, segments still in the
-# queue can be overtaken by later ones the kernel already forwards itself, so the router's
-# outside shows a few of its segments late, behind data the client acknowledged; replay judges
-# them in that order (tcp_out_of_window) where pinhole saw them in order. Such drops are
-# allowed there, on data connections only.
+# violation, no drop on a control connection or TFTP request and no drop for another reason
+# than the one below, and the pinholes it opens are used. The one allowance: a capture on one
+# interface interleaves the two directions in the order that interface saw them, which is not
+# always the order pinhole judged them in (an acknowledgement judged before a data segment may
+# leave the interface after the segment arrived at it; in offload mode, segments still in the
+# queue while a data connection is handed to the kernel can be overtaken by later ones the
+# kernel forwards itself). A few segments of a bulk data connection can then fall outside the
+# window replay tracks (tcp_out_of_window) where pinhole saw them in window: at most 10, and
+# on data connections only.
 replay_clean() {
-    local cap=$CAP_OUT reordered=0
+    local cap=$CAP_OUT
     [ "$1" = inside ] && cap=$CAP_IN
-    [ "$1" = outside ] && [ "$FW" = offload ] && reordered=1
     "$PINHOLE" replay --rules "$PH_WORKDIR/rules.toml" --format json --verdicts "$cap" \
         >"$PH_WORKDIR/replay-$1-$FW.jsonl" || return 1
-    python3 - "$PH_WORKDIR/replay-$1-$FW.jsonl" "$1" "$reordered" <<'PY'
+    python3 - "$PH_WORKDIR/replay-$1-$FW.jsonl" "$1" <<'PY'
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 s = [r for r in recs if r["type"] == "summary"][0]
@@ -762,12 +765,12 @@ def control(flow):
     ports = [int(end.rsplit(":", 1)[1]) for end in flow.split(" ", 1)[1].split(" -> ")]
     return 21 in ports or 69 in ports
 drops = [r for r in recs if r["type"] == "verdict" and r["verdict"] == "drop"]
-allowed = [r for r in drops if sys.argv[3] == "1" and r["reason"] == "tcp_out_of_window"
-           and r["flow"] and not control(r["flow"])]
+allowed = [r for r in drops if r["reason"] == "tcp_out_of_window" and r["flow"]
+           and not control(r["flow"])]
 for r in drops:
-    print(("allowed (reordered by the offload hand-over): " if r in allowed else "") + json.dumps(r))
-ok = (s["packets"] > 1000 and len(drops) == len(allowed) and s["violations"] == 0
-      and s["pinholes_used"] >= 8)
+    print(("allowed (capture order): " if r in allowed else "") + json.dumps(r))
+ok = (s["packets"] > 1000 and len(drops) == len(allowed) and len(allowed) <= 10
+      and s["violations"] == 0 and s["pinholes_used"] >= 8)
 sys.exit(0 if ok else 1)
 PY
 }
@@ -892,9 +895,9 @@ run_firewall() {
     checks_outside_to_dnat
     if is_pinhole; then
         check "captures stopped" captures_stop
-        check "replay of the outside (wan0) capture: no drop, no violation, pinholes used" \
+        check "replay of the outside (wan0) capture: no violation, no drop but capture-order ones on data connections, pinholes used" \
             replay_clean outside
-        check "replay of the inside (lan0) capture: no drop, no violation, pinholes used" \
+        check "replay of the inside (lan0) capture: no violation, no drop but capture-order ones on data connections, pinholes used" \
             replay_clean inside
         checks_translation_views
     fi
