@@ -9,7 +9,6 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::alg::Alg;
-use crate::conntrack::key::SocketDisplay;
 use crate::conntrack::key::{ProtoName, proto_name};
 use crate::conntrack::{FlowTuple, Translation};
 use crate::counters::{Counters, DropCounts};
@@ -86,18 +85,15 @@ pub enum Record<'a> {
     },
     /// The kernel translates an inspected flow (inline on a NAT router only; once per flow).
     Nat {
-        /// Capture file (the live log: empty).
+        /// Capture file (live: the queue, `nfqueue:N`).
         file: &'a str,
         /// The packet that brought it.
         packet: u64,
         /// The flow in the hosts' own addresses, as pinhole sees and shows every flow.
         flow: FlowTuple,
-        /// The client as the server sees it.
-        #[serde(serialize_with = "socket_string")]
-        client: (IpAddr, u16),
-        /// The server as the client sees it.
-        #[serde(serialize_with = "socket_string")]
-        server: (IpAddr, u16),
+        /// `client` as the server sees it, `server` as the client sees it.
+        #[serde(flatten)]
+        nat: Translation,
     },
     /// A refused protocol action.
     Violation {
@@ -235,8 +231,7 @@ pub fn event_record<'a>(file: &'a str, packet: u64, event: &'a Event) -> Record<
             file,
             packet,
             flow: *flow,
-            client: nat.client,
-            server: nat.server,
+            nat: *nat,
         },
         Event::Violation {
             alg,
@@ -316,13 +311,6 @@ pub fn is_contract_event(event: &Event) -> bool {
     )
 }
 
-fn socket_string<S: serde::Serializer>(
-    end: &(IpAddr, u16),
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&SocketDisplay(end.0, end.1))
-}
-
 /// Writes `record` as one JSON line.
 pub fn write_json(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
     serde_json::to_writer(&mut *out, record)?;
@@ -380,17 +368,8 @@ pub fn write_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
             )
         }
         Record::Nat {
-            packet,
-            flow,
-            client,
-            server,
-            ..
-        } => writeln!(
-            out,
-            "#{packet:<6} nat    {flow}: client seen as {}, server seen as {}",
-            SocketDisplay(client.0, client.1),
-            SocketDisplay(server.0, server.1)
-        ),
+            packet, flow, nat, ..
+        } => writeln!(out, "#{packet:<6} nat    {flow}: {nat}"),
         Record::Violation {
             alg,
             reason,
@@ -540,5 +519,42 @@ impl<'w> RecordWriter<'w> {
             Format::Json => Ok(()),
             Format::Text => writeln!(self.out, "== {file}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::Translation;
+    use crate::wire::transport::proto;
+
+    #[test]
+    fn nat_records_carry_both_views_as_documented() {
+        let event = Event::Translated {
+            flow: FlowTuple {
+                proto: proto::TCP,
+                src: "198.51.100.10".parse().unwrap(),
+                sport: 40000,
+                dst: "10.0.1.10".parse().unwrap(),
+                dport: 21,
+            },
+            nat: Translation {
+                client: ("198.51.100.10".parse().unwrap(), 40000),
+                server: ("203.0.113.1".parse().unwrap(), 21),
+            },
+        };
+        let record = event_record("nfqueue:0", 7, &event);
+        let mut json = Vec::new();
+        write_json(&mut json, &record).unwrap();
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            "{\"type\":\"nat\",\"file\":\"nfqueue:0\",\"packet\":7,\"flow\":\"tcp 198.51.100.10:40000 -> 10.0.1.10:21\",\"client\":\"198.51.100.10:40000\",\"server\":\"203.0.113.1:21\"}\n"
+        );
+        let mut text = Vec::new();
+        write_text(&mut text, &record).unwrap();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "#7      nat    tcp 198.51.100.10:40000 -> 10.0.1.10:21: client 198.51.100.10:40000, server 203.0.113.1:21\n"
+        );
     }
 }

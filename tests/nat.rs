@@ -128,6 +128,11 @@ impl Router {
     /// A client line, sent with the kernel's entry (or without, to see what pinhole would do
     /// alone); advances the client only when accepted.
     fn client_line(&mut self, line: &str, with_kernel: bool) -> Decision {
+        self.client_bytes(format!("{line}\r\n").as_bytes(), with_kernel)
+    }
+
+    /// Client data, perhaps part of a line; advances the client only when accepted.
+    fn client_bytes(&mut self, payload: &[u8], with_kernel: bool) -> Decision {
         let frame = TcpBuilder::new(
             self.client,
             self.server,
@@ -136,11 +141,11 @@ impl Router {
             self.shifted_ack(),
             64240,
         )
-        .build(format!("{line}\r\n").as_bytes());
+        .build(payload);
         let kernel = with_kernel.then(|| self.kernel(false));
         let d = self.h.send_with_kernel(&frame, kernel);
         if d.verdict == Verdict::Accept {
-            self.cseq += line.len() as u32 + 2;
+            self.cseq += payload.len() as u32;
         }
         d
     }
@@ -384,34 +389,8 @@ fn a_retransmitted_rewritten_reply_and_split_commands_keep_the_session() {
     assert!(opened(&d).is_empty());
     assert_eq!(r.adjust.correction_pos, before);
     // A command split over two segments, each acknowledging the shifted stream.
-    let first = TcpBuilder::new(
-        r.client,
-        r.server,
-        flags::ACK,
-        r.cseq,
-        r.shifted_ack(),
-        64240,
-    )
-    .build(b"PA");
-    assert_eq!(
-        r.h.send_with_kernel(&first, Some(r.kernel(false))).verdict,
-        Verdict::Accept
-    );
-    r.cseq += 2;
-    let second = TcpBuilder::new(
-        r.client,
-        r.server,
-        flags::PSH | flags::ACK,
-        r.cseq,
-        r.shifted_ack(),
-        64240,
-    )
-    .build(b"SV\r\n");
-    assert_eq!(
-        r.h.send_with_kernel(&second, Some(r.kernel(false))).verdict,
-        Verdict::Accept
-    );
-    r.cseq += 4;
+    assert_eq!(r.client_bytes(b"PA", true).verdict, Verdict::Accept);
+    assert_eq!(r.client_bytes(b"SV\r\n", true).verdict, Verdict::Accept);
     let d = r.server_line("227 Entering Passive Mode (10,0,1,10,156,65).", 3);
     assert_eq!(
         opened(&d),

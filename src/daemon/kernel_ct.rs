@@ -26,7 +26,6 @@ use crate::io::ctnetlink::{self, ConnFacts, CtQuery};
 use crate::io::nfqueue::{QueueSocket, QueuedPacket};
 use crate::observe::LIFECYCLE;
 use crate::policy::KernelHelpers;
-use crate::wire::transport::proto;
 use crate::wire::{LinkType, Transport, ip, link, transport};
 
 /// Asks the kernel for a connection's entry by a packet's own tuple (the adapter's query, or
@@ -112,8 +111,9 @@ impl KernelConntrack {
         Self::with_source(source, helpers)
     }
 
-    /// A reader asking `lookup` (tests).
-    pub fn with_lookup(lookup: Box<dyn EntryLookup>, helpers: &KernelHelpers) -> Self {
+    /// A reader asking `lookup`.
+    #[cfg(test)]
+    fn with_lookup(lookup: Box<dyn EntryLookup>, helpers: &KernelHelpers) -> Self {
         Self::with_source(Source::Query(lookup), helpers)
     }
 
@@ -130,21 +130,22 @@ impl KernelConntrack {
 
     /// The entry of `packet`'s connection, for packets of the helpers' ports.
     pub fn entry(&mut self, packet: &QueuedPacket<'_>) -> Option<KernelConn> {
+        if matches!(self.source, Source::Off) {
+            return None;
+        }
+        let seen = Seen::of(packet.payload)?;
+        if !self.helpers.covers(&seen.tuple) {
+            return None;
+        }
         match &self.source {
+            Source::Queue => ctnetlink::from_queue(packet.ct?, packet.ct_info),
+            Source::Query(_) => self.queried(&seen),
             Source::Off => None,
-            Source::Queue => {
-                let tuple = FlowTuple::of_frame(LinkType::RawIp, packet.payload)?;
-                if !self.helpers.covers(&tuple) {
-                    return None;
-                }
-                ctnetlink::from_queue(packet.ct?, packet.ct_info)
-            }
-            Source::Query(_) => self.queried(packet.payload),
         }
     }
 
-    /// Follows a reload: the ports whose packets are read. (A worker that started with no
-    /// helper port reads nothing until a restart.)
+    /// Follows a reload: the ports of the helpers attached now. (A worker that started with
+    /// no helper port reads nothing until a restart.)
     pub fn set_helpers(&mut self, helpers: KernelHelpers) {
         self.helpers = helpers;
     }
@@ -167,11 +168,8 @@ impl KernelConntrack {
         }
     }
 
-    fn queried(&mut self, ip_packet: &[u8]) -> Option<KernelConn> {
-        let seen = Seen::of(ip_packet)?;
-        if !self.helpers.covers(&seen.tuple) {
-            return None;
-        }
+    /// The kept or asked-for entry of a packet of the helpers' ports.
+    fn queried(&mut self, seen: &Seen<'_>) -> Option<KernelConn> {
         let key = key_of(&seen.tuple);
         let epoch = self.epoch;
         let fresh = self
@@ -258,7 +256,7 @@ impl Seen<'_> {
                 dst: packet.dst,
                 dport,
             },
-            first_syn: first_syn && packet.proto == proto::TCP,
+            first_syn,
             tcp_payload,
         })
     }
@@ -329,6 +327,7 @@ mod tests {
     use super::*;
     use crate::conntrack::SeqAdjust;
     use crate::testkit::{TcpBuilder, flags, sock};
+    use crate::wire::transport::proto;
     use std::sync::{Arc, Mutex};
 
     /// A kernel whose entry is `facts`; counts the lookups.

@@ -181,6 +181,9 @@ impl Shared {
         match load_policy(path, self.options.no_inspect) {
             Ok(policy) => {
                 let rules = policy.rules.len();
+                // The helpers first, so a worker that sees the new generation reads the ports
+                // attached for it.
+                self.follow_helpers(&policy);
                 let mut guard = self.policy.lock().unwrap_or_else(PoisonError::into_inner);
                 guard.0 = Arc::new(policy);
                 guard.1 += 1;
@@ -188,8 +191,6 @@ impl Shared {
                 status.reloads += 1;
                 status.last_reload_error = None;
                 tracing::info!(target: LIFECYCLE, file = %path.display(), rules, "rules reloaded");
-                drop(guard);
-                self.follow_helpers();
                 Ok(rules)
             }
             Err(errors) => {
@@ -204,21 +205,23 @@ impl Shared {
         }
     }
 
-    /// The kernel helpers the policy in force needs (none when pinhole does not attach them).
-    pub fn kernel_helpers(&self) -> KernelHelpers {
-        if !self.options.kernel_helpers {
-            return KernelHelpers::default();
-        }
-        KernelHelpers::of(&self.policy().0)
+    /// The kernel helpers attached now, by port: the packets whose conntrack entries workers
+    /// read.
+    pub fn attached_helpers(&self) -> KernelHelpers {
+        self.helpers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    /// After a reload: when pinhole installed the kernel rules and the inspected ports changed,
-    /// the helper chain is rewritten to the new ports (its jump and the PINHOLE chain stay).
-    fn follow_helpers(&self) {
+    /// On a reload to `policy`: when pinhole installed the kernel rules and the inspected
+    /// ports changed, the helper chain is rewritten to the new ports (its jump and the PINHOLE
+    /// chain stay).
+    fn follow_helpers(&self, policy: &Policy) {
         if !self.options.install_rules || !self.options.kernel_helpers {
             return;
         }
-        let wanted = self.kernel_helpers();
+        let wanted = KernelHelpers::of(policy);
         let mut attached = self.helpers.lock().unwrap_or_else(PoisonError::into_inner);
         if *attached == wanted {
             return;

@@ -85,7 +85,7 @@ impl Worker {
     /// A worker for `socket`, with a fresh engine on the shared policy.
     pub fn new(mut socket: QueueSocket, shared: &Shared, marks: VerdictMarks, tap: Tap) -> Worker {
         let (policy, generation) = shared.policy();
-        let conntrack = KernelConntrack::new(&mut socket, &shared.options.kernel.helpers);
+        let conntrack = KernelConntrack::new(&mut socket, &shared.attached_helpers());
         let mut engine = Engine::new(policy);
         engine.set_offload(marks.mode == Mode::Offload);
         Worker {
@@ -158,7 +158,7 @@ impl Worker {
         self.policy_generation = generation;
         self.ifnames.clear();
         let events = self.engine.set_policy(policy);
-        self.conntrack.set_helpers(shared.kernel_helpers());
+        self.conntrack.set_helpers(shared.attached_helpers());
         log_events(&events);
         self.tap
             .events(self.last_packet, &events, std::time::SystemTime::now());
