@@ -936,12 +936,28 @@ restart_mid_download() {
     [ -e "$STATE" ] && { echo "the state file was not removed after loading"; wait "$pid"; return 1; }
     wait "$pid"
     rc=$?
-    [ "$rc" = 0 ] || { echo "curl exit status $rc across the restart"; return 1; }
+    if [ "$rc" != 0 ]; then
+        echo "curl exit status $rc across the restart"
+        restart_stall_report
+        return 1
+    fi
     cmp "$PH_WORKDIR/ftp/big.bin" "$out" || return 1
     echo "big.bin: intact across the restart ($size bytes before it)"
     # The two control connections and the data connection at least.
     [ "$flows" -ge 3 ] || return 1
     session_get rs small.txt
+}
+
+# What a stalled download across the restart left behind: pinhole's drops and
+# the kernel's view of the connections (INVALID counts, the entries and their
+# marks), so that a failure in CI says which side held the data back.
+restart_stall_report() {
+    echo "pinhole drops after the restart:"
+    ctl stats 2>&1
+    tail -n 20 "$PINHOLE_LOG"
+    echo "kernel conntrack statistics and entries of the server:"
+    ph_in_fw conntrack -S 2>&1
+    ph_in_fw conntrack -L -p tcp 2>/dev/null | grep -F "$SV4"
 }
 
 # `pinhole snapshot` writes the state file on demand, the daemon keeps running.
