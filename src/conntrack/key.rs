@@ -229,28 +229,46 @@ impl Direction {
 }
 
 /// Direction-normalised flow identity: both directions of a flow map to the same key.
+///
+/// Addresses are held as integers (an IPv4 address in its IPv4-mapped IPv6 form, with the
+/// family kept apart so that an IPv6 packet naming `::ffff:a.b.c.d` is not the IPv4 flow):
+/// building, comparing and hashing a key are then a few integer operations instead of a walk
+/// over `IpAddr` enums, which the flow lookup on every packet pays for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
+    // (As two `u64` words each, not `u128`: its 16-byte alignment would pad the key to 48.)
+    lo: [u64; 2],
+    hi: [u64; 2],
+    /// `lo`'s port in the high half, `hi`'s in the low half.
+    ports: u32,
     proto: u8,
-    lo: (IpAddr, u16),
-    hi: (IpAddr, u16),
+    v6: bool,
+}
+
+/// An address as the integer keys hold.
+fn address_bits(addr: IpAddr) -> ([u64; 2], bool) {
+    let (bits, v6) = match addr {
+        IpAddr::V4(a) => (u128::from(a.to_ipv6_mapped()), false),
+        IpAddr::V6(a) => (u128::from(a), true),
+    };
+    ([(bits >> 64) as u64, bits as u64], v6)
 }
 
 impl FlowKey {
     /// The key of a packet from `a` to `b` (or from `b` to `a`: same key).
     pub fn new(proto: u8, a: (IpAddr, u16), b: (IpAddr, u16)) -> Self {
-        if a <= b {
-            FlowKey {
-                proto,
-                lo: a,
-                hi: b,
-            }
+        let ((a_bits, v6), (b_bits, _)) = (address_bits(a.0), address_bits(b.0));
+        let (lo, hi) = if (a_bits, a.1) <= (b_bits, b.1) {
+            ((a_bits, a.1), (b_bits, b.1))
         } else {
-            FlowKey {
-                proto,
-                lo: b,
-                hi: a,
-            }
+            ((b_bits, b.1), (a_bits, a.1))
+        };
+        FlowKey {
+            lo: lo.0,
+            hi: hi.0,
+            ports: (u32::from(lo.1) << 16) | u32::from(hi.1),
+            proto,
+            v6,
         }
     }
 
@@ -279,6 +297,38 @@ mod tests {
         let t = tuple();
         assert_eq!(t.key(), t.reversed().key());
         assert_ne!(t.key(), FlowTuple { dport: 22, ..t }.key());
+    }
+
+    #[test]
+    fn keys_tell_families_and_ports_apart() {
+        let t = tuple();
+        let mapped = FlowTuple {
+            src: "::ffff:198.51.100.10".parse().unwrap(),
+            dst: "::ffff:192.0.2.10".parse().unwrap(),
+            ..t
+        };
+        assert_ne!(
+            t.key(),
+            mapped.key(),
+            "IPv4 and IPv4-mapped IPv6 are different flows"
+        );
+        assert_eq!(mapped.key(), mapped.reversed().key());
+        // The same addresses with the ports swapped between them: another flow.
+        let swapped = FlowTuple {
+            sport: t.dport,
+            dport: t.sport,
+            ..t
+        };
+        assert_ne!(t.key(), swapped.key());
+        assert_eq!(swapped.key(), swapped.reversed().key());
+        assert_ne!(
+            t.key(),
+            FlowTuple {
+                proto: proto::UDP,
+                ..t
+            }
+            .key()
+        );
     }
 
     #[test]

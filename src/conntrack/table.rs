@@ -14,7 +14,9 @@
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
-use hashbrown::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{HashMap, HashTable};
 
 use crate::conntrack::flow::Flow;
 use crate::conntrack::key::FlowKey;
@@ -28,7 +30,7 @@ pub struct FlowHandle {
 }
 
 struct Entry {
-    /// The flow; its index key is `flow.tuple.key()` (not stored twice: 48 bytes a flow).
+    /// The flow.
     flow: Flow,
     /// When the flow expires without further traffic.
     deadline: Instant,
@@ -38,7 +40,11 @@ struct Entry {
     embryonic: bool,
 }
 
+/// A place in the slab. The index holds only slot numbers; a probe compares the key here, next
+/// to the generation a handle is checked against, so a lookup that hits reads one place.
 struct Slot {
+    /// The key of the flow in `entry` (stale while the slot is free).
+    key: FlowKey,
     generation: u32,
     entry: Option<Entry>,
 }
@@ -64,7 +70,9 @@ type Hasher = foldhash::fast::RandomState;
 
 /// Flows by key, with expiry and a cap.
 pub struct FlowTable {
-    index: HashMap<FlowKey, u32, Hasher>,
+    /// Slot numbers, hashed by their flow's key (the keys live in the slots).
+    index: HashTable<u32>,
+    hasher: Hasher,
     slots: Vec<Slot>,
     free: Vec<u32>,
     embryonic_timers: TimerSet<u32>,
@@ -78,7 +86,8 @@ impl FlowTable {
     /// An empty table holding at most `max` flows.
     pub fn new(max: usize) -> Self {
         FlowTable {
-            index: HashMap::with_hasher(Hasher::default()),
+            index: HashTable::new(),
+            hasher: Hasher::default(),
             slots: Vec::new(),
             free: Vec::new(),
             embryonic_timers: TimerSet::default(),
@@ -134,10 +143,25 @@ impl FlowTable {
 
     /// The flow with this key.
     pub fn lookup(&self, key: &FlowKey) -> Option<FlowHandle> {
-        self.index.get(key).map(|&slot| FlowHandle {
-            slot,
-            generation: self.slots[slot as usize].generation,
-        })
+        let slots = &self.slots;
+        self.index
+            .find(self.hasher.hash_one(key), |&slot| {
+                slots[slot as usize].key == *key
+            })
+            .map(|&slot| FlowHandle {
+                slot,
+                generation: slots[slot as usize].generation,
+            })
+    }
+
+    /// Takes `slot`, filed under `key`, out of the index.
+    fn unindex(&mut self, key: &FlowKey, slot: u32) {
+        if let Ok(entry) = self
+            .index
+            .find_entry(self.hasher.hash_one(key), |&s| s == slot)
+        {
+            entry.remove();
+        }
     }
 
     fn entry(&self, handle: FlowHandle) -> Option<&Entry> {
@@ -177,7 +201,7 @@ impl FlowTable {
     /// first and returned with the handle it had. Fails only when the cap is zero.
     pub fn insert(&mut self, flow: Flow, deadline: Instant) -> Result<Inserted, TableFull> {
         let key = flow.tuple.key();
-        debug_assert!(!self.index.contains_key(&key), "insert of a tracked key");
+        debug_assert!(self.lookup(&key).is_none(), "insert of a tracked key");
         let evicted = if self.len() >= self.max {
             Some(self.evict_one().ok_or(TableFull)?)
         } else {
@@ -192,12 +216,14 @@ impl FlowTable {
         } else {
             let slot = u32::try_from(self.slots.len()).map_err(|_| TableFull)?;
             self.slots.push(Slot {
+                key,
                 generation: 0,
                 entry: None,
             });
             slot
         };
         let record = &mut self.slots[slot as usize];
+        record.key = key;
         record.entry = Some(Entry {
             flow,
             deadline,
@@ -208,7 +234,10 @@ impl FlowTable {
             slot,
             generation: record.generation,
         };
-        self.index.insert(key, slot);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(hasher.hash_one(&key), slot, |&s| {
+            hasher.hash_one(&slots[s as usize].key)
+        });
         self.timers(embryonic).insert(deadline, slot);
         Ok(Inserted { handle, evicted })
     }
@@ -243,9 +272,10 @@ impl FlowTable {
     /// Removes a flow, returning it.
     pub fn remove(&mut self, handle: FlowHandle) -> Option<Flow> {
         let entry = self.entry(handle)?;
-        let (key, indexed, embryonic) = (entry.flow.tuple.key(), entry.indexed, entry.embryonic);
+        let (indexed, embryonic) = (entry.indexed, entry.embryonic);
+        let key = self.slots[handle.slot as usize].key;
         self.timers(embryonic).remove(indexed, handle.slot);
-        self.index.remove(&key);
+        self.unindex(&key, handle.slot);
         Some(self.release_slot(handle.slot))
     }
 
@@ -299,8 +329,8 @@ impl FlowTable {
                     self.timers(embryonic).insert(deadline, slot);
                     continue;
                 }
-                let key = entry.flow.tuple.key();
-                self.index.remove(&key);
+                let key = record.key;
+                self.unindex(&key, slot);
                 let flow = self.release_slot(slot);
                 out.push((FlowHandle { slot, generation }, flow));
             }
@@ -334,9 +364,9 @@ impl FlowTable {
             slot,
             generation: record.generation,
         };
-        if let Some(entry) = record.entry.as_ref() {
-            let key = entry.flow.tuple.key();
-            self.index.remove(&key);
+        if record.entry.is_some() {
+            let key = record.key;
+            self.unindex(&key, slot);
         }
         (handle, self.release_slot(slot))
     }
