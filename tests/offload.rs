@@ -149,14 +149,80 @@ fn control_connections_stay_in_userspace_and_data_connections_are_offloaded() {
     let d = h.accept(&control.server_data(b"227 Entering Passive Mode (192,0,2,10,156,64).\r\n"));
     assert_eq!(opened(&d).len(), 1);
     let mut data = TcpSession::new(sock("198.51.100.10:41000"), sock("192.0.2.10:40000"), 5, 6);
-    let offload: Vec<bool> = handshake(&mut h, &mut data)
-        .iter()
-        .map(|d| d.offload)
-        .collect();
-    assert_eq!(offload, vec![false, false, true]);
+    // The data connection goes to the kernel at its SYN: the pinhole named exactly its tuple.
+    let syn = h.accept(&data.syn());
+    assert!(
+        syn.offload,
+        "a pinhole's data connection is offloaded at its SYN"
+    );
     // The control connection is still inspected: its next command is parsed, never offloaded.
     assert!(!h.accept(&control.client_data(b"NOOP\r\n")).offload);
     assert_eq!(h.engine.counters().flows_offloaded, 1);
+}
+
+/// A PASV session's data connection, offloaded at its SYN (which `h` accepted).
+fn passive_data_connection(h: &mut Harness) -> (TcpSession, TcpSession) {
+    let mut control = TcpSession::new(sock("198.51.100.10:40000"), sock("192.0.2.10:21"), 1, 9);
+    handshake(h, &mut control);
+    h.accept(&control.server_data(b"220 ready\r\n"));
+    h.accept(&control.client_data(b"PASV\r\n"));
+    h.accept(&control.server_data(b"227 Entering Passive Mode (192,0,2,10,156,64).\r\n"));
+    let mut data = TcpSession::new(sock("198.51.100.10:41000"), sock("192.0.2.10:40000"), 5, 6);
+    assert!(h.accept(&data.syn()).offload);
+    (control, data)
+}
+
+#[test]
+fn a_data_connection_handed_over_at_its_syn_is_established_and_ends_with_its_fins() {
+    let mut h = offloading(LAB);
+    let (_control, data) = passive_data_connection(&mut h);
+    let handle = h
+        .engine
+        .flows()
+        .iter()
+        .find(|(_, f)| f.tuple.dport == 40000)
+        .map(|(handle, _)| handle)
+        .unwrap();
+    let flow = h.engine.flows().get(handle).unwrap();
+    assert!(flow.offloaded);
+    assert!(
+        !flow.state.is_embryonic(),
+        "the kernel checks the handshake: no longer embryonic (not evicted first, no handshake timeout)"
+    );
+    // The kernel carried the handshake and the data: the handshake timeout passes and the flow
+    // is still there.
+    let expired = h.advance(120);
+    assert!(
+        closed_causes(&expired.events).is_empty(),
+        "{:?}",
+        expired.events
+    );
+    assert!(h.engine.flows().get(handle).is_some());
+    // Its FINs, which the kernel still queues, end it with no sequence check.
+    h.send_offloaded(&data.server_raw(testkit::flags::FIN | testkit::flags::ACK, 1_000_000, b""));
+    h.send_offloaded(&data.client_raw(testkit::flags::FIN | testkit::flags::ACK, 6, b""));
+    let expired = h.advance(300);
+    assert_eq!(closed_causes(&expired.events), vec![CloseCause::Fin]);
+}
+
+#[test]
+fn a_refused_data_connection_handed_over_at_its_syn_ends_with_the_servers_reset() {
+    let mut h = offloading(LAB);
+    let (_control, data) = passive_data_connection(&mut h);
+    // The server's port was closed: its RST (queued, the connection carries the mark) ends it.
+    let d = h.send_offloaded(&data.server_raw(testkit::flags::RST | testkit::flags::ACK, 0, b""));
+    assert_eq!(d.verdict, Verdict::Accept);
+    let expired = h.advance(30);
+    assert_eq!(closed_causes(&expired.events), vec![CloseCause::Reset]);
+}
+
+#[test]
+fn a_connection_the_rules_admitted_is_not_offloaded_at_its_syn() {
+    // A SYN flood must not reach the kernel's table as offloaded connections: only a pinhole's
+    // negotiated data connection goes at its SYN.
+    let mut h = offloading(LAB);
+    let mut s = web();
+    assert!(!h.accept(&s.syn()).offload);
 }
 
 #[test]

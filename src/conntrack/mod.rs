@@ -1,6 +1,7 @@
 //! Connection tracking: flow identity, the flow table, TCP state, and the pinhole table.
 
 pub mod flow;
+mod flow_timers;
 pub mod kernel;
 pub mod key;
 pub mod pinhole;

@@ -1,7 +1,7 @@
 //! The flow table: a hash index over a slab of flows, with timers and a hard cap.
 //!
-//! Timers are kept in two ordered sets, one for embryonic flows (handshake not complete,
-//! datagram unanswered) and one for the rest. A flow's entry holds the deadline it was indexed
+//! Timers are kept in two heaps (`flow_timers`), one for embryonic flows (handshake not
+//! complete, datagram unanswered) and one for the rest. A flow's entry holds the deadline it was indexed
 //! under; traffic that pushes the deadline later does not touch the index (the common case
 //! costs nothing), and [`FlowTable::expire`] re-files an entry whose flow turned out to have a
 //! later deadline. A deadline moved earlier is re-filed at once. Each flow has exactly one
@@ -19,8 +19,9 @@ use std::hash::BuildHasher;
 use hashbrown::{HashMap, HashTable};
 
 use crate::conntrack::flow::Flow;
+use crate::conntrack::flow_timers::{FlowTimers, Timer};
 use crate::conntrack::key::FlowKey;
-use crate::time::{Instant, TimerSet};
+use crate::time::Instant;
 
 /// A reference to a flow that stays valid (and detects reuse) after the flow is removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -75,8 +76,8 @@ pub struct FlowTable {
     hasher: Hasher,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    embryonic_timers: TimerSet<u32>,
-    settled_timers: TimerSet<u32>,
+    embryonic_timers: FlowTimers,
+    settled_timers: FlowTimers,
     /// Flows each address initiated through the rules (see [`crate::conntrack::FlowOrigin::counts_against_source`]).
     per_source: HashMap<IpAddr, u32, Hasher>,
     max: usize,
@@ -90,8 +91,8 @@ impl FlowTable {
             hasher: Hasher::default(),
             slots: Vec::new(),
             free: Vec::new(),
-            embryonic_timers: TimerSet::default(),
-            settled_timers: TimerSet::default(),
+            embryonic_timers: FlowTimers::default(),
+            settled_timers: FlowTimers::default(),
             per_source: HashMap::with_hasher(Hasher::default()),
             max,
         }
@@ -235,18 +236,71 @@ impl FlowTable {
             generation: record.generation,
         };
         let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index.insert_unique(hasher.hash_one(&key), slot, |&s| {
-            hasher.hash_one(&slots[s as usize].key)
+        self.index.insert_unique(hasher.hash_one(key), slot, |&s| {
+            hasher.hash_one(slots[s as usize].key)
         });
-        self.timers(embryonic).insert(deadline, slot);
+        self.timers(embryonic)
+            .push((deadline, slot, handle.generation));
         Ok(Inserted { handle, evicted })
     }
 
-    fn timers(&mut self, embryonic: bool) -> &mut TimerSet<u32> {
+    fn timers(&mut self, embryonic: bool) -> &mut FlowTimers {
         if embryonic {
             &mut self.embryonic_timers
         } else {
             &mut self.settled_timers
+        }
+    }
+
+    /// True when `timer`, from the embryonic or the settled heap, is the one its flow is filed
+    /// under (not one a removal or a re-filing left behind).
+    fn is_live(slots: &[Slot], embryonic: bool, &(at, slot, generation): &Timer) -> bool {
+        slots.get(slot as usize).is_some_and(|record| {
+            record.generation == generation
+                && record
+                    .entry
+                    .as_ref()
+                    .is_some_and(|e| e.indexed == at && e.embryonic == embryonic)
+        })
+    }
+
+    /// A flow left the heap of `embryonic` flows: its entry there is stale from now on.
+    fn unfile(&mut self, embryonic: bool) {
+        if self.timers(embryonic).forget() {
+            let slots = &self.slots;
+            let timers = if embryonic {
+                &mut self.embryonic_timers
+            } else {
+                &mut self.settled_timers
+            };
+            timers.compact(|t| Self::is_live(slots, embryonic, t));
+        }
+    }
+
+    /// Takes the earliest live entry out of one heap, skipping stale ones; with `due`, only
+    /// if it is due by then.
+    fn pop_live(&mut self, embryonic: bool, due: Option<Instant>) -> Option<(Instant, u32)> {
+        loop {
+            let (at, _, _) = self.timers(embryonic).peek()?;
+            if due.is_some_and(|due| at > due) {
+                return None;
+            }
+            let timer = self.timers(embryonic).pop()?;
+            if Self::is_live(&self.slots, embryonic, &timer) {
+                self.timers(embryonic).taken();
+                return Some((timer.0, timer.1));
+            }
+        }
+    }
+
+    /// Files the flow in `slot` again under `deadline` (its entry was taken out by `pop_live`).
+    fn refile(&mut self, slot: u32, deadline: Instant) {
+        let record = &mut self.slots[slot as usize];
+        let generation = record.generation;
+        if let Some(entry) = record.entry.as_mut() {
+            entry.indexed = deadline;
+            let embryonic = entry.embryonic;
+            self.timers(embryonic).push((deadline, slot, generation));
         }
     }
 
@@ -261,22 +315,22 @@ impl FlowTable {
         if embryonic == entry.embryonic && deadline >= entry.indexed {
             return;
         }
-        let (old, was_embryonic) = (entry.indexed, entry.embryonic);
+        let was_embryonic = entry.embryonic;
         entry.indexed = deadline;
         entry.embryonic = embryonic;
-        let slot = handle.slot;
-        self.timers(was_embryonic).remove(old, slot);
-        self.timers(embryonic).insert(deadline, slot);
+        self.unfile(was_embryonic);
+        self.timers(embryonic)
+            .push((deadline, handle.slot, handle.generation));
     }
 
     /// Removes a flow, returning it.
     pub fn remove(&mut self, handle: FlowHandle) -> Option<Flow> {
-        let entry = self.entry(handle)?;
-        let (indexed, embryonic) = (entry.indexed, entry.embryonic);
+        let embryonic = self.entry(handle)?.embryonic;
         let key = self.slots[handle.slot as usize].key;
-        self.timers(embryonic).remove(indexed, handle.slot);
         self.unindex(&key, handle.slot);
-        Some(self.release_slot(handle.slot))
+        let flow = self.release_slot(handle.slot);
+        self.unfile(embryonic);
+        Some(flow)
     }
 
     fn release_slot(&mut self, slot: u32) -> Flow {
@@ -300,8 +354,8 @@ impl FlowTable {
     /// The earliest instant at which [`FlowTable::expire`] may find something to do. May be
     /// early (an entry whose flow has since seen traffic), never late.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let a = self.embryonic_timers.first().map(|(t, _)| t);
-        let b = self.settled_timers.first().map(|(t, _)| t);
+        let a = self.embryonic_timers.peek().map(|(t, _, _)| t);
+        let b = self.settled_timers.peek().map(|(t, _, _)| t);
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -312,21 +366,16 @@ impl FlowTable {
     /// together with the handle they had.
     pub fn expire(&mut self, now: Instant, out: &mut Vec<(FlowHandle, Flow)>) {
         for embryonic in [true, false] {
-            while let Some((at, slot)) = self.timers(embryonic).first() {
-                if at > now {
-                    break;
-                }
-                self.timers(embryonic).pop_first();
-                let record = &mut self.slots[slot as usize];
+            while let Some((_, slot)) = self.pop_live(embryonic, Some(now)) {
+                let record = &self.slots[slot as usize];
                 let generation = record.generation;
-                let Some(entry) = record.entry.as_mut() else {
+                let Some(entry) = record.entry.as_ref() else {
                     continue;
                 };
                 if entry.deadline > now {
                     // Traffic moved the deadline: file it under the real one.
-                    entry.indexed = entry.deadline;
                     let deadline = entry.deadline;
-                    self.timers(embryonic).insert(deadline, slot);
+                    self.refile(slot, deadline);
                     continue;
                 }
                 let key = record.key;
@@ -340,20 +389,18 @@ impl FlowTable {
     /// Evicts one flow to make room: the embryonic flow closest to expiry, else the settled
     /// flow closest to expiry.
     fn evict_one(&mut self) -> Option<(FlowHandle, Flow)> {
-        if let Some((_, slot)) = self.embryonic_timers.pop_first() {
+        if let Some((_, slot)) = self.pop_live(true, None) {
             return Some(self.evict_slot(slot));
         }
         for _ in 0..EVICTION_PROBES {
-            let (at, slot) = self.settled_timers.pop_first()?;
-            let entry = self.slots[slot as usize].entry.as_mut()?;
-            if entry.deadline <= at {
+            let (at, slot) = self.pop_live(false, None)?;
+            let deadline = self.slots[slot as usize].entry.as_ref()?.deadline;
+            if deadline <= at {
                 return Some(self.evict_slot(slot));
             }
-            entry.indexed = entry.deadline;
-            let deadline = entry.deadline;
-            self.settled_timers.insert(deadline, slot);
+            self.refile(slot, deadline);
         }
-        let (_, slot) = self.settled_timers.pop_first()?;
+        let (_, slot) = self.pop_live(false, None)?;
         Some(self.evict_slot(slot))
     }
 

@@ -223,6 +223,19 @@ impl TcpTracker {
         }
     }
 
+    /// Hands a connection to the kernel from its opening SYN on (offload mode: a data
+    /// connection a pinhole admitted). The kernel's connection tracking checks the handshake
+    /// and the windows from here, so the connection counts as established (the established
+    /// timeout, out of the embryonic set) and, since the responder's side was never seen,
+    /// windows are not checked here any more, as for a picked-up flow.
+    pub fn hand_over(&mut self) {
+        if self.state == TcpState::SynSent {
+            self.state = TcpState::Established;
+            self.loose = true;
+            self.confirmed = true;
+        }
+    }
+
     /// Ends the connection as a RST would (an inspector rejected it).
     pub fn reset(&mut self) {
         self.state = TcpState::Closed;

@@ -11,9 +11,13 @@
 //! A flow qualifies once it is confirmed (TCP handshake complete, or a datagram answered),
 //! has no inspector, and is not a data connection that must close with its FTP control
 //! connection (`data_outlives_control = false`): the kernel could not be told to cut it.
+//! A TCP data connection a pinhole admitted qualifies at its SYN already: the pinhole was
+//! negotiated for exactly that tuple and is spent, and the kernel's connection tracking
+//! checks the handshake and the windows from there (`TcpTracker::hand_over`). That saves the
+//! queue round trips of the SYN-ACK and the handshake's last ACK on every data connection.
 
 use crate::alg::AlgState;
-use crate::conntrack::{FlowHandle, FlowKey, FlowState, TcpState};
+use crate::conntrack::{FlowHandle, FlowKey, FlowOrigin, FlowState, TcpState};
 use crate::decision::Decision;
 use crate::time::Instant;
 use crate::wire::TcpSegment;
@@ -36,11 +40,16 @@ impl Engine {
         let Some(flow) = self.flows.get(handle) else {
             return;
         };
+        // A data connection a pinhole admitted goes at its SYN: its tuple was negotiated
+        // exactly and the pinhole is spent, so the kernel's connection tracking can check the
+        // handshake (a SYN flood cannot use this: every SYN needs its own negotiation).
+        let opening_child = matches!(flow.origin, FlowOrigin::Pinhole(_))
+            && matches!(&flow.state, FlowState::Tcp(tcp) if tcp.state() == TcpState::SynSent);
         let confirmed = match &flow.state {
             FlowState::Tcp(tcp) => tcp.state() == TcpState::Established && !tcp.is_embryonic(),
             FlowState::Datagram { replied } => *replied,
         };
-        if flow.offloaded || flow.alg.is_some() || !confirmed {
+        if flow.offloaded || flow.alg.is_some() || !(confirmed || opening_child) {
             return;
         }
         let parent_lets_go = flow.parent.is_none_or(|parent| {
@@ -52,10 +61,17 @@ impl Engine {
         if !parent_lets_go {
             return;
         }
-        if let Some(flow) = self.flows.get_mut(handle) {
-            flow.offloaded = true;
-            self.counters.flows_offloaded += 1;
-            decision.offload = true;
+        let timeouts = &self.policy.timeouts;
+        let Some(flow) = self.flows.get_mut(handle) else {
+            return;
+        };
+        flow.offloaded = true;
+        self.counters.flows_offloaded += 1;
+        decision.offload = true;
+        if opening_child && let FlowState::Tcp(tracker) = &mut flow.state {
+            tracker.hand_over();
+            let timeout = tcp_timeout(timeouts, tracker);
+            self.flows.set_deadline(handle, self.now + timeout);
         }
     }
 
