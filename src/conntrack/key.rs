@@ -234,7 +234,7 @@ impl Direction {
 /// family kept apart so that an IPv6 packet naming `::ffff:a.b.c.d` is not the IPv4 flow):
 /// building, comparing and hashing a key are then a few integer operations instead of a walk
 /// over `IpAddr` enums, which the flow lookup on every packet pays for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowKey {
     // (As two `u64` words each, not `u128`: its 16-byte alignment would pad the key to 48.)
     lo: [u64; 2],
@@ -252,6 +252,22 @@ fn address_bits(addr: IpAddr) -> ([u64; 2], bool) {
         IpAddr::V6(a) => (u128::from(a), true),
     };
     ([(bits >> 64) as u64, bits as u64], v6)
+}
+
+impl std::hash::Hash for FlowKey {
+    /// Five words, each given to the hasher whole (the derived impl adds a length before each
+    /// address array and hashes the small fields one by one). Every bit of the key reaches
+    /// the seeded hasher: nothing is folded together first, which would let anyone make
+    /// colliding keys without knowing the seed.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.lo[0]);
+        state.write_u64(self.lo[1]);
+        state.write_u64(self.hi[0]);
+        state.write_u64(self.hi[1]);
+        state.write_u64(
+            (u64::from(self.ports) << 16) | (u64::from(self.proto) << 8) | u64::from(self.v6),
+        );
+    }
 }
 
 impl FlowKey {
