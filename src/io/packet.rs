@@ -211,11 +211,20 @@ impl PacketSocket {
         }
         let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(millis)) {
-            Ok(n) => Ok(n > 0),
-            Err(Errno::EINTR) => Ok(false),
-            Err(err) => Err(err.into()),
+        let ready = match poll(&mut fds, PollTimeout::from(millis)) {
+            Ok(n) => n > 0,
+            Err(Errno::EINTR) => false,
+            Err(err) => return Err(err.into()),
+        };
+        // The interface went down or away (the kernel sets ENETDOWN on its packet sockets):
+        // say so, as recvmsg would, instead of polling a socket that stays in error.
+        if fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLERR)) {
+            let pending = nix::sys::socket::getsockopt(&self.fd, sockopt::SocketError)?;
+            if pending != 0 {
+                return Err(io::Error::from_raw_os_error(pending));
+            }
         }
+        Ok(ready)
     }
 
     /// Reads what is waiting, without blocking, and calls `each` for every frame: up to

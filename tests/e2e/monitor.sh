@@ -981,6 +981,28 @@ check_workers_stop() {
     return $rc
 }
 
+# An interface that goes away ends the monitor with an error (systemd restarts it), with both
+# workers on the ring; it does not spin on a socket in error.
+check_iface_gone() {
+    local pid out=$PH_WORKDIR/workers/gone.log
+    ph_in_fw ip link add phgone0 type veth peer name phgone1 &&
+        ph_in_fw ip link set phgone0 up || return 1
+    ph_start_bg monitor-gone "$PH_NS_FW" "$out" \
+        "$PINHOLE_BIN" monitor --iface phgone0 --workers 2 --events /dev/null
+    pid=$PH_LAST_PID
+    sleep 1
+    kill -0 "$pid" || { echo "it did not start:"; tail -n 5 "$out"; return 1; }
+    ph_in_fw ip link del phgone0 || return 1
+    if ! wait_exit "$pid" 5; then
+        echo "still running 5 s after its interface was deleted: $(ps -o pcpu=,stat= -p "$pid")"
+        ph_stop monitor-gone
+        return 1
+    fi
+    ph_stop monitor-gone
+    echo "exit status $EXIT_STATUS: $(grep -E 'pinhole monitor:' "$out")"
+    [ "$EXIT_STATUS" = 1 ] && grep -q 'pinhole monitor: capturing on phgone0: Network is down' "$out"
+}
+
 run_workers() {
     PHASE=workers
     cp "$RULES_SHIPPED" "$RULES"
@@ -1014,6 +1036,8 @@ run_workers() {
         check_workers_reload
     check "SIGTERM: each exits 0 with a summary record carrying the capture counters; per-worker capture counters in the log" \
         check_workers_stop
+    check "an interface deleted under a two-worker monitor: exit status 1, 'Network is down', no spinning" \
+        check_iface_gone
 }
 
 # --------------------------------------------------------------------------
