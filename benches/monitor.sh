@@ -3,20 +3,22 @@
 # monitor.sh - how many packets a second `pinhole monitor` judges on a live interface, with 1
 # and 2 workers, against `pinhole replay --bench` on the same capture.
 #
-# A sender namespace pushes the frames of a `pinhole gen-pcap --flows N` capture into a veth
-# pair as fast as the kernel takes them (examples/pcap_blast.rs: AF_PACKET, sendmmsg in
-# batches of 256, qdisc bypassed, the capture looped); pinhole monitor (rules/bench.toml, event
+# A sender namespace pushes the frames of a `pinhole gen-pcap --flows N --packets P` capture
+# (10,000 concurrent sessions, 1M frames: long enough not to be looped, since a looped capture
+# replays its sessions into their own still-tracked flows) into a veth pair as fast as the
+# kernel takes them (examples/pcap_blast.rs: AF_PACKET, sendmmsg in batches of 256, qdisc
+# bypassed); pinhole monitor (rules/bench.toml, event
 # log to /dev/null, metrics on 127.0.0.1) watches the other end in a second namespace. Two
 # measurements per worker count, each repeated REPS times on a fresh monitor (the median is
 # reported):
 #
-#   live   the sender sends LOOPS passes over the capture while the monitor runs: offered
+#   live   the sender sends the capture (LOOPS passes, default 1) while the monitor runs: offered
 #          frames/s (what the sender managed), judged packets/s (judged / time from the first
-#          send to the last judged packet), kernel drops and ring freezes. Sender and monitor
+#          frame sent, after the sender has read the capture, to the last judged packet), kernel drops and ring freezes. Sender and monitor
 #          share the machine's CPUs, and the kernel's own receive work (copying each frame into
 #          the ring, the fanout program) runs on the sender's CPU.
-#   drain  the monitor is stopped (SIGSTOP), DRAIN frames are sent into its rings (sized to
-#          hold them: --ring-mib DRAIN_RING per worker), and it is continued (SIGCONT): judged
+#   drain  the monitor is stopped (SIGSTOP), the capture's frames are sent into its rings
+#          (sized to hold them all: --ring-mib DRAIN_RING per worker), and it is continued (SIGCONT): judged
 #          packets/s while it empties the rings with the machine to itself, which is what its
 #          workers can do; no drops allowed.
 #
@@ -24,24 +26,23 @@
 # (pinhole's median Mpps per core). The report gives monitor/replay per core (1 worker) and
 # 2 workers / 1 worker. About 3 minutes (--quick: well under one).
 #
-# Usage:  benches/monitor.sh [--quick] [--reps N] [--flows N] [--loops K] [--drain N]
-#                            [--ring-mib MIB] [--drain-ring-mib MIB] [--keep]   (as root)
+# Usage:  benches/monitor.sh [--quick] [--reps N] [--flows N] [--packets P] [--loops K]
+#                            [--ring-mib MIB] [--keep]   (as root)
 # Environment: PINHOLE_BIN, BLAST_BIN (default: built with cargo --release), PH_PREFIX
 # (namespace prefix, default phbm-). Traffic only flows inside the two namespaces this script
 # creates; they are removed on any exit.
 set -euo pipefail
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-REPS=3 FLOWS=10000 LOOPS=20 DRAIN=600000 RING=64 DRAIN_RING=512 KEEP=0
+REPS=3 FLOWS=10000 PACKETS=1000000 LOOPS=1 RING=64 KEEP=0
 while [ $# -gt 0 ]; do
     case $1 in
-        --quick) REPS=1 LOOPS=4 DRAIN=150000 DRAIN_RING=128; shift ;;
+        --quick) REPS=1 PACKETS=200000; shift ;;
         --reps) REPS=$2; shift 2 ;;
         --flows) FLOWS=$2; shift 2 ;;
         --loops) LOOPS=$2; shift 2 ;;
-        --drain) DRAIN=$2; shift 2 ;;
+        --packets) PACKETS=$2; shift 2 ;;
         --ring-mib) RING=$2; shift 2 ;;
-        --drain-ring-mib) DRAIN_RING=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "monitor.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -140,8 +141,12 @@ elif cmd == "stable":
     print(json.dumps(final))
 EOF
 
-echo "== capture: pinhole gen-pcap --flows $FLOWS"
-"$PINHOLE_BIN" gen-pcap --flows "$FLOWS" -o "$WORK/mix.pcap" | head -n 1
+echo "== capture: pinhole gen-pcap --flows $FLOWS --packets $PACKETS"
+"$PINHOLE_BIN" gen-pcap --flows "$FLOWS" --packets "$PACKETS" -o "$WORK/mix.pcap" | head -n 1
+# The drain's rings hold the whole capture even on one worker: a frame takes its length plus
+# about 100 bytes of ring headers, rounded to 16.
+DRAIN=$PACKETS
+DRAIN_RING=$(python3 -c 'import os,sys; n=int(sys.argv[2]); print(int((os.path.getsize(sys.argv[1]) + n * 120) * 1.2) // (1 << 20) + 8)' "$WORK/mix.pcap" "$PACKETS")
 echo "== pinhole replay --bench --reps $REPS --rules rules/bench.toml (the same capture)"
 "$PINHOLE_BIN" replay --bench --reps "$REPS" --rules "$REPO_DIR/rules/bench.toml" \
     --format json "$WORK/mix.pcap" > "$WORK/replay.json"
@@ -191,7 +196,7 @@ import json, sys
 w, t0, s0, sent, s1 = int(sys.argv[1]), float(sys.argv[2]), *map(json.loads, sys.argv[3:])
 judged = s1["packets"] - s0["packets"]
 print(json.dumps({"mode": "live", "workers": w, "offered": sent["sent"], "offered_pps": sent["pps"],
-    "judged": judged, "pps": judged / (s1["changed"] - t0),
+    "judged": judged, "pps": judged / (s1["changed"] - max(t0, sent["started_unix"])),
     "drops": s1["drops"] - s0["drops"], "freezes": s1["freezes"] - s0["freezes"],
     "split": [s1["workers"][k] - s0["workers"].get(k, 0) for k in sorted(s1["workers"])]}))
 EOF

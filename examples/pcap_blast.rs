@@ -7,7 +7,8 @@
 //! target/release/examples/pcap_blast --iface veth0 [--loops K] [--count N] [--batch B] FILE.pcap
 //! ```
 //!
-//! Prints one JSON object: frames sent, seconds, frames per second, bytes. Needs
+//! Prints one JSON object: frames sent, seconds, frames per second, bytes, and when the first
+//! frame went (`started_unix`, seconds since the epoch: the capture is read before). Needs
 //! `CAP_NET_RAW`; sends only on the interface named (use it inside a network namespace).
 
 use std::process::ExitCode;
@@ -98,6 +99,9 @@ fn run() -> Result<(), String> {
     let mut next = 0usize;
     let mut batch: Vec<&[u8]> = Vec::with_capacity(args.batch);
     let started = Instant::now();
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     while sent < total {
         batch.clear();
         let want = (total - sent).min(args.batch as u64) as usize;
@@ -117,7 +121,7 @@ fn run() -> Result<(), String> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "{{\"sent\":{sent},\"seconds\":{secs:.4},\"pps\":{:.0},\"bytes\":{bytes},\"capture_frames\":{}}}",
+        "{{\"sent\":{sent},\"seconds\":{secs:.4},\"pps\":{:.0},\"bytes\":{bytes},\"capture_frames\":{},\"started_unix\":{started_unix:.6}}}",
         sent as f64 / secs.max(1e-9),
         frames.len()
     );

@@ -218,7 +218,10 @@ impl PacketSocket {
         };
         // The interface went down or away (the kernel sets ENETDOWN on its packet sockets):
         // say so, as recvmsg would, instead of polling a socket that stays in error.
-        if fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLERR)) {
+        if fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLERR))
+        {
             let pending = nix::sys::socket::getsockopt(&self.fd, sockopt::SocketError)?;
             if pending != 0 {
                 return Err(io::Error::from_raw_os_error(pending));
