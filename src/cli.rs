@@ -286,9 +286,30 @@ pub struct MonitorArgs {
     #[arg(long)]
     pub no_promisc: bool,
 
-    /// Receive buffer of the capture socket, in bytes.
+    /// Receive buffer of each capture socket, in bytes (used when frames are read with
+    /// recvmsg: --no-ring, or a kernel that refused the ring).
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     pub rcvbuf: usize,
+
+    /// Worker threads, each with its own capture socket, ring and engine. The sockets share
+    /// the interface's frames in a fanout group that keeps both directions of an address pair
+    /// on one worker (an FTP session's control and data connections, a TFTP request and its
+    /// transfer).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
+
+    /// Size of each worker's memory-mapped receive ring (TPACKET_V3), in MiB, in blocks of
+    /// 1 MiB that the kernel hands over when full or after 20 ms. What the kernel can hold
+    /// while a worker is busy: raise it when pinhole_capture_kernel_drops_total grows.
+    #[arg(long, value_name = "MIB", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(2..=4096))]
+    pub ring_mib: u32,
+
+    /// Read frames with recvmsg, one per call, instead of the memory-mapped ring (what the
+    /// monitor falls back to when the kernel refuses the ring).
+    #[arg(long)]
+    pub no_ring: bool,
 
     /// Event log, metrics and drop capture (the event log defaults to standard output).
     #[command(flatten)]

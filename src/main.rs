@@ -16,6 +16,7 @@ use pinhole::daemon::monitor::{self, MonitorOptions};
 use pinhole::daemon::{self, RunOptions};
 use pinhole::io::nfqueue::QueueConfig;
 use pinhole::io::packet::CaptureConfig;
+use pinhole::io::packet_ring::RingConfig;
 use pinhole::observe::ObserveOptions;
 use pinhole::observe::dropcap::DropCaptureConfig;
 use pinhole::observe::sink::EventTarget;
@@ -155,7 +156,9 @@ fn monitor_command(args: &MonitorArgs) -> ExitCode {
         capture: CaptureConfig {
             promiscuous: !args.no_promisc,
             rcvbuf: args.rcvbuf,
+            ring: (!args.no_ring).then(|| RingConfig::of_mib(args.ring_mib as usize)),
         },
+        workers: args.workers as usize,
         verify_checksums: args.verify_checksums,
         observe: observe_options(
             &args.observe,
@@ -164,11 +167,11 @@ fn monitor_command(args: &MonitorArgs) -> ExitCode {
         ),
     };
     match monitor::run(&options) {
-        Ok(counters) => {
+        Ok(summary) => {
             let _ = monitor::write_summary(
                 &mut io::stderr(),
                 &format!("iface:{}", args.iface),
-                &counters,
+                &summary,
             );
             ExitCode::SUCCESS
         }

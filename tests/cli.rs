@@ -570,3 +570,29 @@ fn monitor_help_says_how_the_format_is_chosen() {
     );
     assert!(!help.contains("ADDR: PORT"), "{help}");
 }
+
+#[test]
+fn monitor_workers_and_ring_size_are_bounded_and_documented() {
+    for (flag, value) in [
+        ("--workers", "0"),
+        ("--workers", "65"),
+        ("--ring-mib", "1"),
+        ("--ring-mib", "5000"),
+    ] {
+        let out = pinhole(&["monitor", "--iface", "lo", flag, value]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && err.contains("not in"), "{err}");
+    }
+    let help = flat(pinhole(&["monitor", "--help"]).stdout);
+    for needle in [
+        "--workers <N>",
+        "both directions of an address pair on one worker",
+        "--ring-mib <MIB>",
+        "TPACKET_V3",
+        "[default: 16]",
+        "--no-ring",
+    ] {
+        assert!(help.contains(needle), "{needle} missing from: {help}");
+    }
+}

@@ -21,15 +21,43 @@ use super::sink::{Class, SinkCounters};
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Packets the kernel handed to a monitor's capture socket, and those it dropped because the
-/// monitor fell behind (`PACKET_STATISTICS`).
+/// monitor fell behind (`PACKET_STATISTICS`): one worker's, or the sum of all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CaptureCounters {
-    /// Packets the kernel queued for the socket.
+    /// Packets the kernel passed to the socket (delivered or dropped).
     pub kernel_packets: u64,
-    /// Packets it dropped because the socket's buffer was full.
+    /// Packets it dropped because the socket's buffer or ring was full.
     pub kernel_drops: u64,
     /// Frames that carry no IP (ARP, LLDP, STP): skipped, as an inline pinhole never sees them.
     pub not_ip: u64,
+    /// Times the memory-mapped ring froze: every block was still being read when a frame came
+    /// (`tp_freeze_q_cnt`); the frames lost then are in `kernel_drops`.
+    pub ring_freezes: u64,
+}
+
+impl CaptureCounters {
+    /// Adds `other` into `self` (destructured, so a new counter cannot be forgotten here).
+    pub fn add(&mut self, other: &CaptureCounters) {
+        let CaptureCounters {
+            kernel_packets,
+            kernel_drops,
+            not_ip,
+            ring_freezes,
+        } = other;
+        self.kernel_packets += kernel_packets;
+        self.kernel_drops += kernel_drops;
+        self.not_ip += not_ip;
+        self.ring_freezes += ring_freezes;
+    }
+
+    /// The sum of `workers`.
+    pub fn sum(workers: &[CaptureCounters]) -> CaptureCounters {
+        let mut total = CaptureCounters::default();
+        for worker in workers {
+            total.add(worker);
+        }
+        total
+    }
 }
 
 /// A per-queue series: name, help, and how to read it from a worker's stats.
@@ -57,8 +85,8 @@ pub struct MetricsInput<'a> {
     pub limits: (usize, usize),
     /// The kernel's view of pinhole's queues (`/proc/net/netfilter/nfnetlink_queue`).
     pub kernel_queues: &'a [KernelQueueStats],
-    /// The monitor's capture socket.
-    pub capture: Option<CaptureCounters>,
+    /// The monitor's capture sockets, one per worker (in worker order, as `stats`).
+    pub capture: Option<&'a [CaptureCounters]>,
     /// The event log and drop capture writer.
     pub sink: Option<SinkCounters>,
     /// Successful and failed reloads.
@@ -337,27 +365,68 @@ fn queue_metrics(out: &mut Exposition, input: &MetricsInput<'_>) {
             }
         }
     }
-    if let Some(capture) = input.capture {
-        out.family(
-            "pinhole_capture_kernel_packets_total",
-            "counter",
-            "Packets the kernel queued for the monitor's capture socket.",
-        );
-        out.sample(
-            "pinhole_capture_kernel_packets_total",
-            &[],
-            capture.kernel_packets,
-        );
-        out.family(
-            "pinhole_capture_kernel_drops_total",
-            "counter",
-            "Packets the kernel dropped because the monitor fell behind.",
-        );
-        out.sample(
-            "pinhole_capture_kernel_drops_total",
-            &[],
-            capture.kernel_drops,
-        );
+    if let Some(workers) = input.capture {
+        capture_metrics(out, workers);
+    }
+}
+
+/// A monitor's per-worker capture series: name, help, and how to read it.
+type CaptureSeries = (&'static str, &'static str, fn(&CaptureCounters) -> u64);
+
+/// The monitor's capture sockets: totals under the names of the one-socket monitor, and each
+/// worker's share.
+fn capture_metrics(out: &mut Exposition, workers: &[CaptureCounters]) {
+    {
+        let total = CaptureCounters::sum(workers);
+        let totals: [(&str, &str, u64); 4] = [
+            (
+                "pinhole_capture_kernel_packets_total",
+                "Packets the kernel passed to the monitor's capture sockets (delivered or dropped).",
+                total.kernel_packets,
+            ),
+            (
+                "pinhole_capture_kernel_drops_total",
+                "Packets the kernel dropped because the monitor fell behind (socket queue or ring full).",
+                total.kernel_drops,
+            ),
+            (
+                "pinhole_capture_ring_freezes_total",
+                "Times a capture ring froze: every block was still being read when a packet came.",
+                total.ring_freezes,
+            ),
+            (
+                "pinhole_capture_not_ip_total",
+                "Frames without IP (ARP, LLDP, STP): skipped, as inline pinhole never sees them.",
+                total.not_ip,
+            ),
+        ];
+        for (name, help, value) in totals {
+            out.family(name, "counter", help);
+            out.sample(name, &[], value);
+        }
+        let per_worker: [CaptureSeries; 3] = [
+            (
+                "pinhole_capture_worker_kernel_packets_total",
+                "Packets the kernel passed to a worker's capture socket (its share of the fanout).",
+                |c| c.kernel_packets,
+            ),
+            (
+                "pinhole_capture_worker_kernel_drops_total",
+                "Packets the kernel dropped because this worker fell behind.",
+                |c| c.kernel_drops,
+            ),
+            (
+                "pinhole_capture_worker_ring_freezes_total",
+                "Times this worker's ring froze.",
+                |c| c.ring_freezes,
+            ),
+        ];
+        for (name, help, get) in per_worker {
+            out.family(name, "counter", help);
+            for (worker, counters) in workers.iter().enumerate() {
+                out.sample(name, &[("worker", &worker.to_string())], get(counters));
+            }
+        }
     }
 }
 
@@ -567,6 +636,65 @@ mod tests {
                 assert!(value.parse::<u64>().is_ok(), "{line}");
             }
         }
+    }
+
+    #[test]
+    fn a_monitor_reports_its_capture_sockets_in_all_and_per_worker() {
+        let worker = |n: u16, packets: u64| WorkerStats {
+            queue: n,
+            engine: Counters {
+                packets,
+                ..Counters::default()
+            },
+            queue_counters: QueueCounters::default(),
+            flows: 0,
+            pinholes: 0,
+        };
+        let stats = [worker(0, 70), worker(1, 30)];
+        let capture = [
+            CaptureCounters {
+                kernel_packets: 100,
+                kernel_drops: 7,
+                not_ip: 2,
+                ring_freezes: 1,
+            },
+            CaptureCounters {
+                kernel_packets: 40,
+                kernel_drops: 0,
+                not_ip: 1,
+                ring_freezes: 0,
+            },
+        ];
+        let text = render(&MetricsInput {
+            mode: "monitor",
+            started: UNIX_EPOCH,
+            workers: 2,
+            stats: &stats,
+            limits: (1, 1),
+            kernel_queues: &[],
+            capture: Some(&capture),
+            sink: None,
+            reloads: (0, 0),
+        });
+        for line in [
+            "pinhole_workers 2",
+            "pinhole_packets_total{worker=\"0\"} 70",
+            "pinhole_packets_total{worker=\"1\"} 30",
+            "pinhole_capture_kernel_packets_total 140",
+            "pinhole_capture_kernel_drops_total 7",
+            "pinhole_capture_ring_freezes_total 1",
+            "pinhole_capture_not_ip_total 3",
+            "pinhole_capture_worker_kernel_packets_total{worker=\"1\"} 40",
+            "pinhole_capture_worker_kernel_drops_total{worker=\"0\"} 7",
+            "pinhole_capture_worker_ring_freezes_total{worker=\"0\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // No NFQUEUE series in a monitor.
+        assert!(!text.contains("pinhole_queue_"), "{text}");
     }
 
     #[test]

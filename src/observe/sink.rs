@@ -142,8 +142,11 @@ pub enum Item {
         source: Arc<str>,
         /// When.
         at: SystemTime,
-        /// The engine's counters.
+        /// The engine's counters (all workers').
         counters: Box<Counters>,
+        /// The capture sockets' counters (all workers'), written as the record's `capture`
+        /// object.
+        capture: Option<super::metrics::CaptureCounters>,
     },
 }
 
@@ -456,10 +459,14 @@ impl Writer {
                 source,
                 at,
                 counters,
+                capture,
             } => {
                 self.report_suppressed(true);
                 let record = Record::summary(&source, &counters, false);
-                self.write_record(Class::Events, &record, at, None);
+                let extra = capture
+                    .and_then(|c| serde_json::to_value(c).ok())
+                    .map(|c| ("capture", c));
+                self.write_record(Class::Events, &record, at, extra);
             }
         }
     }

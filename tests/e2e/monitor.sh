@@ -722,6 +722,325 @@ check_text_output() {
 }
 
 # --------------------------------------------------------------------------
+# The workers run: three monitors side by side on the same traffic
+# --------------------------------------------------------------------------
+# W_NAMES: one monitor with --workers 1 (the reference), one with --workers 2 (the ring), one
+# with --workers 2 --no-ring (recvmsg). All three watch wan0 at once, so they judge the very
+# same frames; their counters and event logs must agree.
+W_NAMES=(w1 w2 w2r)
+declare -A W_ARGS=([w1]="--workers 1" [w2]="--workers 2" [w2r]="--workers 2 --no-ring")
+declare -A W_PORT=([w1]=9468 [w2]=9469 [w2r]=9470)
+declare -A W_PID=() W_LOG=() W_EV=() W_SKIP=()
+# Extra client addresses, so that more address pairs than two spread over the workers.
+W_EXTRA_V4=(198.51.100.11 198.51.100.12 198.51.100.13 198.51.100.14 198.51.100.15 198.51.100.16)
+W_EXTRA_V6=(2001:db8:100::11 2001:db8:100::12 2001:db8:100::13)
+
+w_alive() {
+    local pid=${W_PID[$1]:-}
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
+        [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" != Z ]
+}
+
+# w_scrape NAME FILE
+w_scrape() {
+    ph_in_fw curl -sS -f --noproxy '*' --max-time 5 -o "$2" \
+        "http://127.0.0.1:${W_PORT[$1]}/metrics"
+}
+
+# w_start NAME: start monitor NAME (see W_ARGS) with its event log and metrics; ready when
+# its metrics answer.
+w_start() {
+    local name=$1 i
+    local -a args
+    read -ra args <<<"${W_ARGS[$name]}"
+    W_LOG[$name]=$PH_WORKDIR/workers/$name.log
+    W_EV[$name]=$PH_WORKDIR/workers/$name.jsonl
+    echo "pinhole monitor --iface $PH_IF_WAN --rules $RULES ${args[*]} --events ${W_EV[$name]} --metrics 127.0.0.1:${W_PORT[$name]} -v"
+    # shellcheck disable=SC2016
+    ph_start_bg "monitor-$name" "$PH_NS_FW" "$PH_WORKDIR/workers/$name.out" \
+        bash -c 'log=$1; shift; exec "$@" 2>"$log"' monitor-stderr "${W_LOG[$name]}" \
+        "$PINHOLE_BIN" monitor --iface "$PH_IF_WAN" --rules "$RULES" "${args[@]}" \
+        --events "${W_EV[$name]}" --metrics "127.0.0.1:${W_PORT[$name]}" -v
+    W_PID[$name]=$PH_LAST_PID
+    for ((i = 0; i < 100; i++)); do
+        w_alive "$name" || { echo "$name exited:"; tail -n 20 "${W_LOG[$name]}"; return 1; }
+        w_scrape "$name" "$PH_WORKDIR/workers/poll.txt" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "$name: the metrics endpoint did not answer within 10 s"
+    return 1
+}
+
+check_workers_start() {
+    local name
+    mkdir -p "$PH_WORKDIR/workers"
+    for name in "${W_NAMES[@]}"; do
+        w_start "$name" || return 1
+    done
+    # Every monitor counts packets (a few pings), then the link is left quiet and the
+    # starting point of each is taken.
+    local ok=0
+    for ((i = 0; i < 20; i++)); do
+        ph_in_client ping -n -q -c 1 -W 1 "$SV4" >/dev/null 2>&1
+        ok=1
+        for name in "${W_NAMES[@]}"; do
+            w_scrape "$name" "$PH_WORKDIR/workers/poll.txt" &&
+                python3 "$MC" prom -t "$PH_WORKDIR/workers/poll.txt" \
+                    "(m('pinhole_packets_total') or 0) > 0" >/dev/null || ok=0
+        done
+        [ "$ok" = 1 ] && break
+        sleep 0.2
+    done
+    [ "$ok" = 1 ] || { echo "not every monitor counts the pings"; return 1; }
+    sleep 1
+    for name in "${W_NAMES[@]}"; do
+        w_scrape "$name" "$PH_WORKDIR/workers/$name-0.txt" || return 1
+        W_SKIP[$name]=$(ev_lines "${W_EV[$name]}")
+    done
+    echo "all three count packets; starting points taken"
+}
+
+# The ring path is the one used (and the fanout group made), or recvmsg when asked.
+check_workers_reader() {
+    grep -h 'capture:' "${W_LOG[w1]}" "${W_LOG[w2]}" "${W_LOG[w2r]}"
+    grep -q 'INFO pinhole::lifecycle: capture: TPACKET_V3 ring per worker .*workers=1 fanout_group="none"' "${W_LOG[w1]}" &&
+        grep -qE 'INFO pinhole::lifecycle: capture: TPACKET_V3 ring per worker .*workers=2 fanout_group="[0-9]+"' "${W_LOG[w2]}" &&
+        grep -qE 'INFO pinhole::lifecycle: capture: recvmsg, one frame per call \(--no-ring\) .*workers=2 fanout_group="[0-9]+"' "${W_LOG[w2r]}" &&
+        ! grep -h 'could not be set up' "${W_LOG[w1]}" "${W_LOG[w2]}" "${W_LOG[w2r]}"
+}
+
+# w_ftp_from ADDR MODE HOST: an FTP download bound to ADDR (curl --interface), compared.
+w_ftp_from() {
+    local from=$1 mode=$2 host=$3
+    ftp_flags "$mode"
+    ftp_get "$host" medium.bin --interface "$from" "${FLAGS[@]}"
+}
+
+W_XFERS=0
+check_workers_traffic() {
+    local a m i=0 rc=0 modes=(PASV EPSV PORT EPRT)
+    for a in "${W_EXTRA_V4[@]}"; do
+        # Each address in two of the four modes, every mode from three addresses.
+        for m in "${modes[$((i % 4))]}" "${modes[$(((i + 1) % 4))]}"; do
+            w_ftp_from "$a" "$m" "$SV4" >/dev/null || { echo "FTP $m from $a failed"; rc=1; }
+            W_XFERS=$((W_XFERS + 1))
+        done
+        i=$((i + 1))
+    done
+    for m in PASV EPSV PORT EPRT; do
+        w_ftp_from "$CV4" "$m" "$SV4" >/dev/null || { echo "FTP $m from $CV4 failed"; rc=1; }
+        W_XFERS=$((W_XFERS + 1))
+    done
+    for a in "${W_EXTRA_V6[@]}"; do
+        for m in EPSV EPRT; do
+            w_ftp_from "$a" "$m" "[$SV6]" >/dev/null || { echo "FTP $m from $a failed"; rc=1; }
+            W_XFERS=$((W_XFERS + 1))
+        done
+    done
+    tftp_get "$SV4" image.bin >/dev/null || { echo "TFTP read over IPv4 failed"; rc=1; }
+    tftp_get -6 "$SV6" image.bin >/dev/null || { echo "TFTP read over IPv6 failed"; rc=1; }
+    tftp_get "$SV4" small.txt >/dev/null || { echo "TFTP read of small.txt failed"; rc=1; }
+    W_XFERS=$((W_XFERS + 3))
+    # What inline would drop: a write the rules forbid, an FTP bounce, an unannounced SYN.
+    tftp_put "$SV4" tftp-up.bin workers-write.bin >/dev/null || { echo "TFTP write failed"; rc=1; }
+    client python3 "$FTP_PROBE" bounce "$SV4" "$PH_THIRD_V4" --timeout 5 >/dev/null
+    client python3 "$FTP_PROBE" connect "$SV4" "$((PH_PASV_MIN + 50))" --timeout 3 \
+        --expect refused >/dev/null || rc=1
+    echo "$W_XFERS transfers, a refused write, a bounce, an unannounced SYN"
+    return $rc
+}
+
+# Wait until every monitor has judged as many packets as the others (the rings hand over
+# within 20 ms; recvmsg at once), then take the end points.
+w_settled() {
+    local name f values=()
+    for name in "${W_NAMES[@]}"; do
+        f=$PH_WORKDIR/workers/$name-1.txt
+        w_scrape "$name" "$f" || return 1
+        values+=("$(python3 "$MC" prom-delta "$PH_WORKDIR/workers/$name-0.txt" "$f" \
+            "m('pinhole_packets_total')")")
+    done
+    echo "packets judged since the start: ${values[*]}"
+    [ "${values[0]}" = "${values[1]}" ] && [ "${values[0]}" = "${values[2]}" ]
+}
+
+check_workers_same_counters() {
+    sleep 1
+    ph_wait_for "the three monitors to have judged as many packets" 10 w_settled
+    w_settled
+    python3 "$MC" prom-same "$PH_WORKDIR/workers/w1-0.txt" "$PH_WORKDIR/workers/w1-1.txt" \
+        "$PH_WORKDIR/workers/w2-0.txt" "$PH_WORKDIR/workers/w2-1.txt" \
+        "$PH_WORKDIR/workers/w2r-0.txt" "$PH_WORKDIR/workers/w2r-1.txt"
+}
+
+check_workers_spread() {
+    local name rc=0
+    for name in w2 w2r; do
+        echo "$name: packets judged by worker 0 and worker 1: $(
+            python3 "$MC" prom-delta "$PH_WORKDIR/workers/$name-0.txt" \
+                "$PH_WORKDIR/workers/$name-1.txt" \
+                "[m('pinhole_packets_total', worker=0), m('pinhole_packets_total', worker=1)]")"
+        python3 "$MC" prom-delta -t "$PH_WORKDIR/workers/$name-0.txt" \
+            "$PH_WORKDIR/workers/$name-1.txt" \
+            "m('pinhole_packets_total', worker=0) > 0 and m('pinhole_packets_total', worker=1) > 0" ||
+            rc=1
+        python3 "$MC" prom -t "$PH_WORKDIR/workers/$name-1.txt" \
+            "m('pinhole_workers') == 2 and m('pinhole_workers_answered') == 2 \
+             and m('pinhole_capture_worker_kernel_packets_total', worker=0) > 0 \
+             and m('pinhole_capture_worker_kernel_packets_total', worker=1) > 0" || rc=1
+    done
+    # Every FTP transfer and TFTP read was seen whole by the worker of its pair.
+    python3 "$MC" prom-delta -t "$PH_WORKDIR/workers/w2-0.txt" "$PH_WORKDIR/workers/w2-1.txt" \
+        "m('pinhole_pinholes_total', outcome='used') >= $W_XFERS \
+         and m('pinhole_drops_total', reason='tftp_write_denied') >= 1 \
+         and m('pinhole_violations_total', reason='ftp_bounce') >= 1 \
+         and m('pinhole_drops_total', reason='default_deny') >= 1" || {
+        echo "pinholes used, refusals: not what the traffic gives"
+        rc=1
+    }
+    return $rc
+}
+
+check_workers_no_kernel_drops() {
+    local name rc=0
+    for name in "${W_NAMES[@]}"; do
+        echo "$name: kernel drops $(python3 "$MC" prom "$PH_WORKDIR/workers/$name-1.txt" \
+            "m('pinhole_capture_kernel_drops_total')"), ring freezes $(python3 "$MC" prom \
+            "$PH_WORKDIR/workers/$name-1.txt" "m('pinhole_capture_ring_freezes_total')")"
+        python3 "$MC" prom -t "$PH_WORKDIR/workers/$name-1.txt" \
+            "m('pinhole_capture_kernel_drops_total') == 0" || rc=1
+    done
+    return $rc
+}
+
+check_workers_same_events() {
+    local name rc=0
+    for name in w2 w2r; do
+        echo "w1 vs $name:"
+        python3 "$MC" events-same "${W_EV[w1]}" "${W_SKIP[w1]}" "${W_EV[$name]}" \
+            "${W_SKIP[$name]}" || rc=1
+    done
+    return $rc
+}
+
+# SIGHUP reaches every worker: the write = true rules; a write then opens a pinhole on
+# whichever worker holds the pair, in all three monitors.
+check_workers_reload() {
+    local name
+    cp "$RULES_WRITE" "$RULES"
+    for name in "${W_NAMES[@]}"; do
+        w_scrape "$name" "$PH_WORKDIR/workers/$name-2.txt" || return 1
+        kill -HUP "${W_PID[$name]}" || return 1
+    done
+    ph_wait_for "rules reloaded in every monitor" 5 bash -c \
+        'for f in "$@"; do grep -q "rules reloaded" "$f" || exit 1; done' - \
+        "${W_LOG[w1]}" "${W_LOG[w2]}" "${W_LOG[w2r]}" || return 1
+    sleep 0.3
+    local a
+    for a in "${W_EXTRA_V4[@]:0:4}"; do
+        # (tftp-hpa cannot choose its address: monitor_check.py writes from each.)
+        client python3 "$MC" tftp-put "$SV4" "after-hup-${a##*.}.bin" --bind "$a" \
+            --size 3000 || return 1
+    done
+    sleep 1
+    for name in "${W_NAMES[@]}"; do
+        w_scrape "$name" "$PH_WORKDIR/workers/$name-3.txt" || return 1
+        echo "$name: tftp pinholes used after the reload: $(python3 "$MC" prom-delta \
+            "$PH_WORKDIR/workers/$name-2.txt" "$PH_WORKDIR/workers/$name-3.txt" \
+            "m('pinhole_pinholes_total', alg='tftp', outcome='used')"), write denials: $(
+            python3 "$MC" prom-delta "$PH_WORKDIR/workers/$name-2.txt" \
+                "$PH_WORKDIR/workers/$name-3.txt" "m('pinhole_drops_total', reason='tftp_write_denied')")"
+        python3 "$MC" prom-delta -t "$PH_WORKDIR/workers/$name-2.txt" \
+            "$PH_WORKDIR/workers/$name-3.txt" \
+            "m('pinhole_pinholes_total', alg='tftp', outcome='used') >= 4 \
+             and m('pinhole_drops_total', reason='tftp_write_denied') == 0" || return 1
+    done
+}
+
+check_workers_stop() {
+    local name rc=0
+    for name in "${W_NAMES[@]}"; do
+        kill -TERM "${W_PID[$name]}" || rc=1
+    done
+    for name in "${W_NAMES[@]}"; do
+        if ! wait_exit "${W_PID[$name]}" 10; then
+            echo "$name still running 10 s after SIGTERM"
+            rc=1
+            continue
+        fi
+        echo "$name: exit status $EXIT_STATUS; $(grep -c 'capture counters' "${W_LOG[$name]}") capture counter lines; last record: $(tail -n 1 "${W_EV[$name]}" | cut -c1-160)..."
+        [ "$EXIT_STATUS" = 0 ] || rc=1
+        python3 "$MC" jl -t "${W_EV[$name]}" "recs[-1]['type'] == 'summary' \
+            and recs[-1]['capture']['kernel_drops'] == 0 \
+            and recs[-1]['capture']['kernel_packets'] >= recs[-1]['packets']" || rc=1
+    done
+    [ "$(grep -c 'INFO pinhole::lifecycle: capture counters' "${W_LOG[w2]}")" = 2 ] || rc=1
+    ph_stop monitor-w1
+    ph_stop monitor-w2
+    ph_stop monitor-w2r
+    return $rc
+}
+
+# An interface that goes away ends the monitor with an error (systemd restarts it), with both
+# workers on the ring; it does not spin on a socket in error.
+check_iface_gone() {
+    local pid out=$PH_WORKDIR/workers/gone.log
+    ph_in_fw ip link add phgone0 type veth peer name phgone1 &&
+        ph_in_fw ip link set phgone0 up || return 1
+    ph_start_bg monitor-gone "$PH_NS_FW" "$out" \
+        "$PINHOLE_BIN" monitor --iface phgone0 --workers 2 --events /dev/null
+    pid=$PH_LAST_PID
+    sleep 1
+    kill -0 "$pid" || { echo "it did not start:"; tail -n 5 "$out"; return 1; }
+    ph_in_fw ip link del phgone0 || return 1
+    if ! wait_exit "$pid" 5; then
+        echo "still running 5 s after its interface was deleted: $(ps -o pcpu=,stat= -p "$pid")"
+        ph_stop monitor-gone
+        return 1
+    fi
+    ph_stop monitor-gone
+    echo "exit status $EXIT_STATUS: $(grep -E 'pinhole monitor:' "$out")"
+    [ "$EXIT_STATUS" = 1 ] && grep -q 'pinhole monitor: capturing on phgone0: Network is down' "$out"
+}
+
+run_workers() {
+    PHASE=workers
+    cp "$RULES_SHIPPED" "$RULES"
+    local a
+    for a in "${W_EXTRA_V4[@]}"; do
+        ph_in_client ip addr add "$a/24" dev "$PH_IF_CLIENT" || return
+    done
+    for a in "${W_EXTRA_V6[@]}"; do
+        ph_in_client ip -6 addr add "$a/64" dev "$PH_IF_CLIENT" nodad || return
+    done
+    if ! check "three monitors on $PH_IF_WAN at once: --workers 1, --workers 2, --workers 2 --no-ring" \
+            check_workers_start; then
+        ph_stop monitor-w1
+        ph_stop monitor-w2
+        ph_stop monitor-w2r
+        return
+    fi
+    check "the ring is used (one fanout group for two workers); --no-ring reads with recvmsg" \
+        check_workers_reader
+    check "FTP PASV, EPSV, PORT, EPRT from 7 IPv4 and 3 IPv6 client addresses, TFTP reads and a write, a bounce, an unannounced SYN" \
+        check_workers_traffic
+    check "the three judged the same packets with the same outcome: verdicts, drops by reason, pinholes opened/used/refused, violations" \
+        check_workers_same_counters
+    check "with two workers, both judged packets (pinhole_packets_total by worker), and every transfer's pinhole was used" \
+        check_workers_spread
+    check "no kernel drops in any of the three (else the comparison would not hold)" \
+        check_workers_no_kernel_drops
+    check "event logs: the same pinhole open/use, violation, notice and drop records with two workers as with one" \
+        check_workers_same_events
+    check "SIGHUP reaches every worker: after the reload to write = true, TFTP writes from four addresses open pinholes in all three" \
+        check_workers_reload
+    check "SIGTERM: each exits 0 with a summary record carrying the capture counters; per-worker capture counters in the log" \
+        check_workers_stop
+    check "an interface deleted under a two-worker monitor: exit status 1, 'Network is down', no spinning" \
+        check_iface_gone
+}
+
+# --------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------
 setup_testbed() {
@@ -896,6 +1215,7 @@ main() {
     run_monitor
     run_rate_limit
     run_text
+    run_workers
 
     PHASE=end
     if [ "$FAIL" -gt 0 ]; then

@@ -27,11 +27,26 @@
   prom-format FILE NAME...
       Every NAME has "# HELP" and "# TYPE" lines and at least one sample; every sample line
       parses and belongs to a family with a TYPE line.
+  prom-delta FILE0 FILE1 [-t] EXPR
+      As prom, with m() the change of the sum from the scrape FILE0 to the scrape FILE1.
+  prom-same A0 A1 B0 B1 ...
+      Pairs of scrapes (before, after) of monitors that watched the same traffic: the change of
+      every judging counter (packets in all, verdicts, drops by reason, pinholes opened, used
+      and refused by alg, violations, flows opened) must be the same for each; print a table,
+      exit 1 at the first difference.
+  events-same FILE_A SKIP_A FILE_B SKIP_B
+      The event logs of two monitors that watched the same traffic, after their first SKIP
+      lines: the same pinhole open/use, violation, notice and drop-verdict records (compared
+      without packet, id, ts, child ids: what happened to which flow), as multisets.
   pcap FILE [-t] EXPR
       Read a classic pcap file (either byte order, micro- or nanosecond magic) and evaluate
       EXPR with hdr (magic, linktype, version, nanos) and pk (the decoded packets: dicts with
       ip 4|6, src, dst, proto tcp|udp|icmp|icmp6|N, sport, dport, flags ("S", "SA", "R", ...),
       payload bytes, len), or print one line per packet without EXPR.
+  tftp-put HOST REMOTE --bind ADDR [--size N] [--timeout S]
+      Write N bytes (octet mode, RFC 1350, blocks of 512) to the TFTP server HOST as REMOTE
+      from the local address ADDR (tftp-hpa cannot choose its address); exit 0 when every
+      block was acknowledged.
   flood HOST PORT COUNT [--size N] [--burst N] [--gap S] [--sport P]
       Send COUNT UDP datagrams of N bytes to HOST:PORT from one source port, in bursts of
       --burst datagrams --gap seconds apart.
@@ -524,6 +539,148 @@ def cmd_flood(a):
     return 0
 
 
+def sums(path):
+    """Samples of a scrape summed by (name, labels other than worker)."""
+    _, _, samples, errors = parse_prom(path)
+    if errors:
+        raise ValueError("%s: %s" % (path, errors[0]))
+    out = {}
+    for n, lb, v in samples:
+        key = (n, tuple(sorted((k, x) for k, x in lb.items() if k != "worker")))
+        out[key] = out.get(key, 0) + v
+    return out
+
+
+def cmd_prom_delta(a):
+    _, _, before, e0 = parse_prom(a.file0)
+    _, _, after, e1 = parse_prom(a.file1)
+    for e in e0 + e1:
+        print("prom-delta: %s" % e)
+
+    def total(samples, name, labels):
+        return sum(v for n, lb, v in samples
+                   if n == name and all(lb.get(k) == str(x) for k, x in labels.items()))
+
+    def m(name, **labels):
+        return total(after, name, labels) - total(before, name, labels)
+
+    try:
+        result = eval(a.expr, {"m": m})  # noqa: S307 - test-only helper
+    except Exception as e:  # noqa: BLE001
+        print("prom-delta: %r" % e)
+        return 1 if a.t else 2
+    if a.t:
+        return 0 if result else 1
+    if isinstance(result, float) and result.is_integer():
+        result = int(result)
+    print(result)
+    return 0
+
+
+JUDGING = ("pinhole_packets_total", "pinhole_verdicts_total", "pinhole_drops_total",
+           "pinhole_violations_total", "pinhole_flows_opened_total")
+
+
+def judging(key):
+    name, labels = key
+    if name in JUDGING:
+        return True
+    return name == "pinhole_pinholes_total" and dict(labels).get("outcome") in (
+        "opened", "used", "refused")
+
+
+def cmd_prom_same(a):
+    if len(a.files) < 4 or len(a.files) % 2:
+        print("prom-same: give pairs of scrapes (before after), at least two pairs")
+        return 2
+    deltas = []
+    for before, after in zip(a.files[::2], a.files[1::2]):
+        s0, s1 = sums(before), sums(after)
+        deltas.append({k: s1.get(k, 0) - s0.get(k, 0) for k in s1 if judging(k)})
+    keys = sorted(set().union(*deltas))
+    bad = 0
+    for k in keys:
+        vals = [int(d.get(k, 0)) for d in deltas]
+        if any(vals):
+            label = k[0] + ("{%s}" % ",".join("%s=%s" % kv for kv in k[1]) if k[1] else "")
+            same = len(set(vals)) == 1
+            bad += not same
+            print("%s %s %s" % ("  " if same else "!=", label, " ".join(str(v) for v in vals)))
+    print("# %d counters, %d differ" % (len(keys), bad))
+    return 1 if bad else 0
+
+
+def event_key(r):
+    """What a record says happened, without the numbering that differs between monitors."""
+    t = r.get("type")
+    if t == "pinhole" and r.get("event") in ("open", "use"):
+        return (t, r["event"], r.get("alg"), r.get("proto"), r.get("src"), r.get("sport"),
+                r.get("dst"), r.get("dport"), r.get("parent"), r.get("child"))
+    if t == "violation":
+        return (t, r.get("alg"), r.get("reason"), r.get("flow"))
+    if t == "notice":
+        return (t, r.get("alg"), r.get("event"), r.get("flow"))
+    if t == "verdict":
+        return (t, r.get("verdict"), r.get("reason"), r.get("flow") or r.get("tuple"))
+    return None
+
+
+def cmd_events_same(a):
+    counts = []
+    for path, skip in ((a.file_a, a.skip_a), (a.file_b, a.skip_b)):
+        c = {}
+        for r in load(path)[skip:]:
+            k = event_key(r)
+            if k is not None:
+                c[k] = c.get(k, 0) + 1
+        counts.append(c)
+    ca, cb = counts
+    diff = [(k, ca.get(k, 0), cb.get(k, 0)) for k in set(ca) | set(cb)
+            if ca.get(k, 0) != cb.get(k, 0)]
+    kinds = {}
+    for k, n in ca.items():
+        kinds[k[0]] = kinds.get(k[0], 0) + n
+    print("# %s" % ", ".join("%d %s" % (n, t) for t, n in sorted(kinds.items())))
+    for k, na, nb in sorted(diff, key=str)[:20]:
+        print("!= %s: %d vs %d" % (json.dumps(k), na, nb))
+    print("# %d kinds of record, %d differ" % (len(set(ca) | set(cb)), len(diff)))
+    return 1 if diff or not ca else 0
+
+
+def cmd_tftp_put(a):
+    fam = socket.AF_INET6 if ":" in a.host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((a.bind, 0))
+    s.settimeout(1.0)
+    data = bytes((i * 7 + 3) % 251 for i in range(a.size))
+    deadline = time.monotonic() + a.timeout
+    request = struct.pack("!H", 2) + a.remote.encode() + b"\0octet\0"
+    peer, block, msg = (a.host, 69), 0, request
+    while time.monotonic() < deadline:
+        s.sendto(msg, peer)
+        try:
+            reply, frm = s.recvfrom(1024)
+        except socket.timeout:
+            continue  # resend
+        if len(reply) < 4:
+            continue
+        op, num = struct.unpack("!HH", reply[:4])
+        if op == 5:
+            print("tftp-put: error %d %r" % (num, reply[4:].rstrip(b"\0")))
+            return 1
+        if op != 4 or num != block:
+            continue
+        peer = frm  # the server's transfer port
+        if block > 0 and len(msg) - 4 < 512:
+            print("tftp-put: %d bytes written as %s from %s" % (a.size, a.remote, a.bind))
+            return 0
+        block += 1
+        chunk = data[(block - 1) * 512: block * 512]
+        msg = struct.pack("!HH", 3, block & 0xffff) + chunk
+    print("tftp-put: timed out at block %d" % block)
+    return 1
+
+
 def main():
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... | head` is no error
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -571,11 +728,37 @@ def main():
     c.add_argument("names", nargs="*")
     c.set_defaults(fn=cmd_prom_format)
 
+    c = sub.add_parser("prom-delta")
+    c.add_argument("file0")
+    c.add_argument("file1")
+    c.add_argument("-t", action="store_true")
+    c.add_argument("expr")
+    c.set_defaults(fn=cmd_prom_delta)
+
+    c = sub.add_parser("prom-same")
+    c.add_argument("files", nargs="+")
+    c.set_defaults(fn=cmd_prom_same)
+
+    c = sub.add_parser("events-same")
+    c.add_argument("file_a")
+    c.add_argument("skip_a", type=int)
+    c.add_argument("file_b")
+    c.add_argument("skip_b", type=int)
+    c.set_defaults(fn=cmd_events_same)
+
     c = sub.add_parser("pcap")
     c.add_argument("file")
     c.add_argument("-t", action="store_true")
     c.add_argument("expr", nargs="?")
     c.set_defaults(fn=cmd_pcap)
+
+    c = sub.add_parser("tftp-put")
+    c.add_argument("host")
+    c.add_argument("remote")
+    c.add_argument("--bind", required=True)
+    c.add_argument("--size", type=int, default=3000)
+    c.add_argument("--timeout", type=float, default=10)
+    c.set_defaults(fn=cmd_tftp_put)
 
     c = sub.add_parser("flood")
     c.add_argument("host")
