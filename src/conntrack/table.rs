@@ -1,11 +1,14 @@
 //! The flow table: a hash index over a slab of flows, with timers and a hard cap.
 //!
-//! Timers are kept in two heaps (`flow_timers`), one for embryonic flows (handshake not
-//! complete, datagram unanswered) and one for the rest. A flow's entry holds the deadline it was indexed
-//! under; traffic that pushes the deadline later does not touch the index (the common case
-//! costs nothing), and [`FlowTable::expire`] re-files an entry whose flow turned out to have a
-//! later deadline. A deadline moved earlier is re-filed at once. Each flow has exactly one
-//! index entry, so memory stays proportional to the number of flows.
+//! The index holds slot numbers only; a flow's key lives in its slot. Timers are kept in two
+//! heaps (`flow_timers`), one for embryonic flows (handshake not complete, datagram
+//! unanswered) and one for the rest. A flow's entry holds the deadline it is filed under;
+//! traffic that pushes the deadline later does not touch the timers (the common case costs
+//! nothing), and [`FlowTable::expire`] re-files an entry whose flow turned out to have a later
+//! deadline. A deadline moved earlier is re-filed at once. A re-filed or removed flow leaves a
+//! stale heap entry behind, which is skipped when it comes to the top; a heap whose stale
+//! entries outnumber its live ones is rebuilt, so memory stays proportional to the number of
+//! flows.
 //!
 //! When the table is full, inserting evicts the embryonic flow closest to its timeout (the
 //! oldest handshake, which is what a SYN flood fills the table with), and only if there is none,

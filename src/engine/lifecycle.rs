@@ -121,13 +121,15 @@ impl Engine {
                     via_pinhole: pinhole.is_some(),
                     pickup: false,
                 });
-                let decision = match outcome {
+                let mut decision = match outcome {
                     Some(outcome) => {
                         self.apply_inspection(now, handle, tuple, Direction::Original, outcome)
                     }
                     None => Decision::accept(Some(tuple)),
                 };
                 self.refresh_deadline(now, handle);
+                // (A pinhole's TCP data connection goes to the kernel at its SYN.)
+                self.maybe_offload(handle, &mut decision);
                 with_events(decision, events)
             }
             Err(reason) => {

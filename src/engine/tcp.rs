@@ -76,20 +76,14 @@ impl Engine {
         let decision = if flags.syn() && !flags.ack() {
             // Data in a SYN (TCP Fast Open) goes to the inspector like a datagram's payload.
             let syn_data = (!seg.payload.is_empty()).then_some(seg.payload);
-            let mut decision = self.open_flow(
+            self.open_flow(
                 now,
                 info,
                 packet,
                 (seg.sport, seg.dport),
                 FlowState::Tcp(TcpTracker::from_syn(seg)),
                 syn_data,
-            );
-            if self.offload
-                && let Some(handle) = self.flows.lookup(&key)
-            {
-                self.maybe_offload(handle, &mut decision);
-            }
-            decision
+            )
         } else if self.policy.tcp.midstream_pickup && !flags.rst() && !flags.syn() {
             self.pick_up(now, info, packet, seg)
         } else {
