@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::daemon::control::DEFAULT_SOCKET;
 use crate::daemon::state_file::DEFAULT_PATH as DEFAULT_STATE_FILE;
-use crate::io::iptables::{Flavour, Mode, RulesConfig};
+use crate::io::iptables::{Flavour, Mode, OffloadEnds, RulesConfig};
 use crate::output::Format;
 
 /// pinhole: a stateful FTP/TFTP inspection firewall for Linux edge routers.
@@ -148,6 +148,14 @@ pub struct KernelRulesArgs {
     /// translates addresses, FTP payloads and data connections are then not translated.
     #[arg(long)]
     pub no_kernel_helpers: bool,
+
+    /// Offload mode: how pinhole learns that an offloaded connection ended. events: from the
+    /// kernel's connection tracking destroy events, and the kernel forwards the connection to
+    /// its last packet; segments: its FIN and RST segments are still queued (for kernels
+    /// without CONFIG_NF_CONNTRACK_EVENTS; `pinhole run` falls back to it by itself when it
+    /// cannot subscribe to the events).
+    #[arg(long, value_enum, default_value_t = OffloadEnds::Events)]
+    pub offload_ends: OffloadEnds,
 }
 
 /// Arguments of `pinhole rules`.
@@ -364,6 +372,7 @@ impl KernelRulesArgs {
             offload_mark: self.offload_mark,
             reject_mark: self.reject_mark,
             helpers: crate::policy::KernelHelpers::default(),
+            offload_ends: self.offload_ends,
         })
     }
 }

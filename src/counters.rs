@@ -36,6 +36,9 @@ pub struct Counters {
     /// Packets of offloaded connections the engine no longer tracked, accepted on the
     /// kernel's word (a FIN or RST after the engine's own timeout).
     pub offloaded_untracked: u64,
+    /// Offloaded flows that ended when the kernel's connection tracking removed their
+    /// connection (a destroy event).
+    pub flows_ended_in_kernel: u64,
     /// Pinholes opened.
     pub pinholes_opened: u64,
     /// Pinholes consumed by their connection.
@@ -69,6 +72,7 @@ impl Default for Counters {
             flows_offloaded: 0,
             flows_translated: 0,
             offloaded_untracked: 0,
+            flows_ended_in_kernel: 0,
             pinholes_opened: 0,
             pinholes_used: 0,
             pinholes_expired: 0,
@@ -96,6 +100,7 @@ impl Counters {
             flows_offloaded,
             flows_translated,
             offloaded_untracked,
+            flows_ended_in_kernel,
             pinholes_opened,
             pinholes_used,
             pinholes_expired,
@@ -118,6 +123,7 @@ impl Counters {
         self.flows_offloaded += flows_offloaded;
         self.flows_translated += flows_translated;
         self.offloaded_untracked += offloaded_untracked;
+        self.flows_ended_in_kernel += flows_ended_in_kernel;
         self.pinholes_opened += pinholes_opened;
         self.pinholes_used += pinholes_used;
         self.pinholes_expired += pinholes_expired;

@@ -95,6 +95,9 @@ pub enum CloseCause {
     Reused,
     /// Its control connection ended and children do not outlive their parent.
     ParentClosed,
+    /// A program deleted the kernel's entry of the offloaded connection (`conntrack -D`, a
+    /// flush), so its end was never seen.
+    Deleted,
 }
 
 impl CloseCause {
@@ -107,6 +110,7 @@ impl CloseCause {
             CloseCause::Evicted => "evicted",
             CloseCause::Reused => "reused",
             CloseCause::ParentClosed => "parent_closed",
+            CloseCause::Deleted => "deleted",
         }
     }
 }

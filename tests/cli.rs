@@ -243,8 +243,18 @@ fn rules_prints_the_iptables_restore_script_for_each_mode() {
 
     let out = pinhole(&["rules", "--fail-open", "--offload-mark", "0x100"]);
     let script = String::from_utf8(out.stdout).unwrap();
-    assert!(script.contains("-A PINHOLE -m connmark --mark 0x100/0x100 ! -p tcp -j ACCEPT\n"));
+    assert!(script.contains("-A PINHOLE -m connmark --mark 0x100/0x100 -j ACCEPT\n"));
+    assert!(
+        !script.contains("--tcp-flags"),
+        "the kernel forwards FIN and RST too"
+    );
     assert!(script.contains("-A PINHOLE -j NFQUEUE --queue-num 0 --queue-bypass\n"));
+
+    let out = pinhole(&["rules", "--offload-ends", "segments"]);
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains(
+        "-A PINHOLE -m connmark --mark 0x10000000/0x10000000 -p tcp --tcp-flags FIN,RST NONE -j ACCEPT\n"
+    ));
 }
 
 #[test]

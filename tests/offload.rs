@@ -1,12 +1,13 @@
-//! Offload mode: which flows the engine hands to the kernel, and how it follows their end from
-//! the FIN and RST segments the kernel still queues.
+//! Offload mode: which flows the engine hands to the kernel, and how it follows their end:
+//! from the kernel's destroy events (`Engine::kernel_ended`), or from the FIN and RST segments
+//! the kernel still queues (`--offload-ends segments`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use common::{Harness, opened};
-use pinhole::conntrack::TcpState;
+use pinhole::conntrack::{FlowTuple, KernelEnd, KernelEnding, TcpState};
 use pinhole::event::{CloseCause, Event};
 use pinhole::testkit::{self, TcpSession, sock};
 use pinhole::{Decision, Verdict};
@@ -288,4 +289,116 @@ fn a_syn_on_an_offloaded_tuple_is_judged_like_any_other() {
     h.send_offloaded(&s.client_raw(testkit::flags::FIN | testkit::flags::ACK, 9, b""));
     let expired = h.advance(300);
     assert_eq!(closed_causes(&expired.events), vec![CloseCause::Reset]);
+}
+
+fn ended(tuple: FlowTuple, ending: KernelEnding) -> KernelEnd {
+    KernelEnd { tuple, ending }
+}
+
+fn data_tuple(h: &Harness) -> FlowTuple {
+    h.engine
+        .flows()
+        .iter()
+        .find(|(_, f)| f.tuple.dport == 40000)
+        .map(|(_, f)| f.tuple)
+        .unwrap()
+}
+
+#[test]
+fn the_kernels_destroy_event_ends_an_offloaded_data_connection_and_the_session_goes_on() {
+    let mut h = offloading(LAB);
+    let (mut control, _data) = passive_data_connection(&mut h);
+    let tuple = data_tuple(&h);
+    let now = h.now;
+    // The event's tuple in either order names the flow; the kernel's state says how it ended.
+    let events = h
+        .engine
+        .kernel_ended(now, &ended(tuple.reversed(), KernelEnding::Fin));
+    assert_eq!(closed_causes(&events), vec![CloseCause::Fin]);
+    assert_eq!(h.engine.counters().flows_ended_in_kernel, 1);
+    assert_eq!(
+        h.engine.flows().len(),
+        1,
+        "only the control connection is left"
+    );
+    // A second event for it (another worker's copy, a late duplicate) changes nothing.
+    assert!(
+        h.engine
+            .kernel_ended(now, &ended(tuple, KernelEnding::Fin))
+            .is_empty()
+    );
+    // The control connection goes on: another PASV, another data connection.
+    h.accept(&control.client_data(b"PASV\r\n"));
+    h.accept(&control.server_data(b"227 Entering Passive Mode (192,0,2,10,156,65).\r\n"));
+    let mut data = TcpSession::new(sock("198.51.100.10:41001"), sock("192.0.2.10:40001"), 5, 6);
+    assert!(h.accept(&data.syn()).offload);
+}
+
+#[test]
+fn destroy_events_say_how_the_connection_ended() {
+    for (ending, cause) in [
+        (KernelEnding::Fin, CloseCause::Fin),
+        (KernelEnding::Reset, CloseCause::Reset),
+        (KernelEnding::Timeout, CloseCause::Timeout),
+        (KernelEnding::Deleted, CloseCause::Deleted),
+    ] {
+        let mut h = offloading(LAB);
+        let mut s = web();
+        handshake(&mut h, &mut s);
+        let tuple = h.engine.flows().iter().next().unwrap().1.tuple;
+        let now = h.now;
+        let events = h.engine.kernel_ended(now, &ended(tuple, ending));
+        assert_eq!(closed_causes(&events), vec![cause]);
+        assert_eq!(cause.as_str(), format!("{cause:?}").to_lowercase());
+        assert!(h.engine.flows().is_empty());
+    }
+}
+
+#[test]
+fn destroy_events_leave_flows_the_engine_follows_itself() {
+    let mut h = offloading(LAB);
+    // The control connection is inspected, never offloaded: the kernel losing its entry
+    // (a flush) does not end it here; its own packets will.
+    let (_control, _data) = passive_data_connection(&mut h);
+    let control_tuple = h
+        .engine
+        .flows()
+        .iter()
+        .find(|(_, f)| f.tuple.dport == 21)
+        .map(|(_, f)| f.tuple)
+        .unwrap();
+    let now = h.now;
+    assert!(
+        h.engine
+            .kernel_ended(now, &ended(control_tuple, KernelEnding::Deleted))
+            .is_empty()
+    );
+    // A web connection still in its handshake is not offloaded yet.
+    let mut s = web();
+    let syn = s.syn();
+    h.accept(&syn);
+    let web_tuple = h
+        .engine
+        .flows()
+        .iter()
+        .find(|(_, f)| f.tuple.dport == 80)
+        .map(|(_, f)| f.tuple)
+        .unwrap();
+    assert!(
+        h.engine
+            .kernel_ended(now, &ended(web_tuple, KernelEnding::Timeout))
+            .is_empty()
+    );
+    // Nor does a connection nobody tracks create anything.
+    let stranger = FlowTuple {
+        sport: 1,
+        ..web_tuple
+    };
+    assert!(
+        h.engine
+            .kernel_ended(now, &ended(stranger, KernelEnding::Fin))
+            .is_empty()
+    );
+    assert_eq!(h.engine.flows().len(), 3);
+    assert_eq!(h.engine.counters().flows_ended_in_kernel, 0);
 }

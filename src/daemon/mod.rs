@@ -31,7 +31,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::engine::EngineState;
-use crate::io::iptables::{Flavour, Installer, RulesConfig};
+use crate::io::iptables::{Flavour, Installer, Mode, OffloadEnds, RulesConfig};
 use crate::io::nfqueue::{QueueConfig, QueueSocket};
 use crate::observe::metrics::{self, MetricsInput};
 use crate::observe::{LIFECYCLE, ObserveOptions, Sink, SinkStats, http};
@@ -516,6 +516,9 @@ pub fn run(options: &RunOptions) -> Result<(), RunError> {
         options.kernel.helpers = KernelHelpers::of(&policy);
         kernel_ct::warn_missing_nat_modules(&options.kernel.helpers);
     }
+    if options.kernel.mode == Mode::Offload && options.kernel.offload_ends == OffloadEnds::Events {
+        follow_ends_by_segments_unless_events_work(&mut options);
+    }
     let options = &options;
     let signals = Signals::new([SIGHUP, SIGINT, SIGTERM]).map_err(RunError::Signals)?;
     let mut sockets = Vec::new();
@@ -549,6 +552,39 @@ pub fn run(options: &RunOptions) -> Result<(), RunError> {
     }
     let _ = std::fs::remove_file(&options.control);
     result
+}
+
+/// Offload mode learns that offloaded connections ended from the kernel's destroy events.
+/// When this process cannot subscribe to them (a kernel without
+/// `CONFIG_NF_CONNTRACK_EVENTS`), or the kernel sends none (`nf_conntrack_events = 0`), the
+/// rules pinhole installs queue those connections' FIN and RST segments instead; rules loaded
+/// by hand must then be `pinhole rules --offload-ends segments`.
+fn follow_ends_by_segments_unless_events_work(options: &mut RunOptions) {
+    let disabled = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_events")
+        .is_ok_and(|v| v.trim() == "0");
+    let why = match crate::io::ct_events::DestroyEvents::open(4096) {
+        Ok(_) if disabled => "net.netfilter.nf_conntrack_events is 0".to_owned(),
+        Ok(_) => {
+            tracing::info!(
+                target: LIFECYCLE,
+                "offloaded connections end by the kernel's conntrack destroy events"
+            );
+            return;
+        }
+        Err(err) => format!("cannot subscribe to conntrack destroy events: {err}"),
+    };
+    if options.install_rules {
+        options.kernel.offload_ends = OffloadEnds::Segments;
+        tracing::warn!(
+            target: LIFECYCLE,
+            "{why}; offloaded connections' FIN and RST segments are queued instead (set net.netfilter.nf_conntrack_events=2, or pass --offload-ends segments to say so)"
+        );
+    } else {
+        tracing::warn!(
+            target: LIFECYCLE,
+            "{why}; offloaded connections leave pinhole's table only at their idle timeout unless the loaded rules are `pinhole rules --offload-ends segments` and pinhole runs with --offload-ends segments"
+        );
+    }
 }
 
 fn serve(

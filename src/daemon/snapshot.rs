@@ -43,6 +43,11 @@ pub struct QueueCounters {
     pub conntrack_queries: u64,
     /// Such queries that failed (other than "no such entry").
     pub conntrack_query_errors: u64,
+    /// The kernel's destroy events of offloaded connections read (every worker reads every
+    /// event; the one tracking the flow ends it).
+    pub conntrack_destroy_events: u64,
+    /// Times the destroy-event socket overflowed (`ENOBUFS`): events were lost.
+    pub conntrack_event_overruns: u64,
 }
 
 impl QueueCounters {
@@ -62,6 +67,8 @@ impl QueueCounters {
             recv_errors,
             conntrack_queries,
             conntrack_query_errors,
+            conntrack_destroy_events,
+            conntrack_event_overruns,
         } = other;
         self.received += received;
         self.gso += gso;
@@ -76,6 +83,8 @@ impl QueueCounters {
         self.recv_errors += recv_errors;
         self.conntrack_queries += conntrack_queries;
         self.conntrack_query_errors += conntrack_query_errors;
+        self.conntrack_destroy_events += conntrack_destroy_events;
+        self.conntrack_event_overruns += conntrack_event_overruns;
     }
 }
 

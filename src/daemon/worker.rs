@@ -14,7 +14,8 @@ use super::kernel_ct::KernelConntrack;
 use crate::decision::{Decision, Verdict};
 use crate::engine::{Engine, EngineState, PacketInfo, RestoreSummary};
 use crate::event::Event;
-use crate::io::iptables::{Mode, RulesConfig};
+use crate::io::ct_events::{DestroyEvents, DestroyedConn};
+use crate::io::iptables::{Mode, OffloadEnds, RulesConfig};
 use crate::io::nfqueue::{KernelVerdict, Message, QueueSocket, QueuedPacket, VerdictBatch};
 use crate::observe::Tap;
 use crate::time::Instant;
@@ -29,6 +30,10 @@ use super::snapshot::{self, PinholeRow, QueueCounters, SessionRow, WorkerStats};
 const TICK: Duration = Duration::from_millis(100);
 /// Most datagrams read before the verdicts go out.
 const BATCH: usize = 64;
+/// Most destroy-event datagrams read between two looks at the queue.
+const EVENT_BATCH: usize = 64;
+/// Receive buffer of the destroy-event socket: room for a burst of about 16k events.
+const EVENT_RCVBUF: usize = 4 << 20;
 
 /// A question from the control socket to a worker.
 pub enum Query {
@@ -51,6 +56,8 @@ pub struct VerdictMarks {
     pub offload: u32,
     /// The reject mark bit.
     pub reject: u32,
+    /// How offloaded connections' ends arrive.
+    pub offload_ends: OffloadEnds,
 }
 
 impl From<&RulesConfig> for VerdictMarks {
@@ -59,6 +66,7 @@ impl From<&RulesConfig> for VerdictMarks {
             mode: config.mode,
             offload: config.offload_mark,
             reject: config.reject_mark,
+            offload_ends: config.offload_ends,
         }
     }
 }
@@ -79,6 +87,20 @@ pub struct Worker {
     last_packet: u64,
     /// The kernel's connection tracking entries of packets on the inspected ports.
     conntrack: KernelConntrack,
+    /// The kernel's destroy events, telling when offloaded connections end (offload mode
+    /// with `--offload-ends events`).
+    ends: Option<DestroyEvents>,
+    /// Destroyed connections read and not yet handed to the engine.
+    destroyed: Vec<DestroyedConn>,
+}
+
+/// The destroy-event socket a worker in `marks`' mode reads, if any. A failure is logged by
+/// the caller that probed the kernel first (`daemon::run`), so it is quiet here.
+pub fn open_destroy_events(marks: VerdictMarks) -> Option<DestroyEvents> {
+    if marks.mode != Mode::Offload || marks.offload_ends != OffloadEnds::Events {
+        return None;
+    }
+    DestroyEvents::open(EVENT_RCVBUF).ok()
 }
 
 impl Worker {
@@ -101,6 +123,8 @@ impl Worker {
             tap,
             last_packet: 0,
             conntrack,
+            ends: open_destroy_events(marks),
+            destroyed: Vec::new(),
         }
     }
 
@@ -142,7 +166,12 @@ impl Worker {
                 .engine
                 .next_timeout()
                 .map_or(TICK, |deadline| deadline.saturating_since(now).min(TICK));
-            if self.socket.wait_readable(wait)? {
+            let ends = self.ends.as_ref().map(std::os::fd::AsFd::as_fd);
+            let (queue, ends) = self.socket.wait_readable_with(ends, wait)?;
+            if ends {
+                self.drain_ends(shared);
+            }
+            if queue {
                 self.drain(shared)?;
             }
             self.run_timers(shared.now());
@@ -221,6 +250,44 @@ impl Worker {
         self.buf = buf;
         self.flush_verdicts();
         Ok(())
+    }
+
+    /// Hands the kernel's destroy events of offloaded connections to the engine.
+    fn drain_ends(&mut self, shared: &Shared) {
+        let Some(ends) = self.ends.as_mut() else {
+            return;
+        };
+        self.destroyed.clear();
+        if let Err(err) = ends.read(EVENT_BATCH, &mut self.destroyed) {
+            if err.raw_os_error() == Some(nix::libc::ENOBUFS) {
+                self.counters.conntrack_event_overruns += 1;
+                if self.counters.conntrack_event_overruns.is_power_of_two() {
+                    tracing::warn!(
+                        queue = self.socket.queue(),
+                        overruns = self.counters.conntrack_event_overruns,
+                        "conntrack event socket overrun (ENOBUFS): the ends of some offloaded connections were lost; they leave at their idle timeout"
+                    );
+                }
+            } else {
+                self.counters.recv_errors += 1;
+                tracing::warn!(queue = self.socket.queue(), %err, "reading conntrack events failed");
+            }
+        }
+        let now = shared.now();
+        let at = std::time::SystemTime::now();
+        for conn in std::mem::take(&mut self.destroyed) {
+            if conn.mark & self.marks.offload == 0 {
+                continue;
+            }
+            self.counters.conntrack_destroy_events += 1;
+            let events = self.engine.kernel_ended(now, &conn.end());
+            if events.is_empty() {
+                continue;
+            }
+            self.conntrack.forget(&events);
+            log_events(&events);
+            self.tap.events(self.last_packet, &events, at);
+        }
     }
 
     fn judge(&mut self, now: Instant, packet: &QueuedPacket<'_>) {
@@ -359,6 +426,7 @@ mod tests {
         mode: Mode::Offload,
         offload: 0x10,
         reject: 0x20,
+        offload_ends: OffloadEnds::Events,
     };
 
     fn offloading() -> Decision {

@@ -1,12 +1,16 @@
 //! Offload mode: flows that need no more inspection are handed to the kernel.
 //!
 //! On the router, the NFQUEUE adapter marks such a flow's connection (a connmark), and the
-//! kernel then forwards its packets without queueing them. Only three things still reach the
-//! engine: new connections, inspected flows (FTP control connections, TFTP requests and
-//! transfers), and the FIN and RST segments of offloaded TCP connections, so the engine learns
-//! when they end and releases their state (and their place among their parent's children).
-//! An offloaded flow whose end is never seen (a UDP flow, or a FIN lost before the queue)
-//! leaves the table when its idle timeout runs out, counted from the moment it was offloaded.
+//! kernel then forwards its packets without queueing them, to the last one. Only new
+//! connections and inspected flows (FTP control connections, TFTP requests and transfers)
+//! still reach the engine as packets. The end of an offloaded connection reaches it as data:
+//! the adapter reads the kernel's conntrack destroy event and calls [`Engine::kernel_ended`],
+//! so the flow leaves the table and its place among its parent's children. With
+//! `--offload-ends segments` (kernels without conntrack events) the kernel queues the FIN and
+//! RST segments of offloaded connections instead, marked, and `Engine::offloaded_segment`
+//! follows them. An offloaded flow whose end is never learned (an event lost, a FIN lost
+//! before the queue) leaves the table when its idle timeout runs out, counted from the moment
+//! it was offloaded.
 //!
 //! A flow qualifies once it is confirmed (TCP handshake complete, or a datagram answered),
 //! has no inspector, and is not a data connection that must close with its FTP control
@@ -17,8 +21,11 @@
 //! queue round trips of the SYN-ACK and the handshake's last ACK on every data connection.
 
 use crate::alg::AlgState;
-use crate::conntrack::{FlowHandle, FlowKey, FlowOrigin, FlowState, TcpState};
+use crate::conntrack::{
+    FlowHandle, FlowKey, FlowOrigin, FlowState, KernelEnd, KernelEnding, TcpState,
+};
 use crate::decision::Decision;
+use crate::event::{CloseCause, Event};
 use crate::time::Instant;
 use crate::wire::TcpSegment;
 
@@ -73,6 +80,34 @@ impl Engine {
             let timeout = tcp_timeout(timeouts, tracker);
             self.flows.set_deadline(handle, self.now + timeout);
         }
+    }
+
+    /// The kernel's connection tracking removed a connection (a destroy event, read by the
+    /// adapter). An offloaded flow of that connection ends here, with the kernel's word on
+    /// how; every other flow is left alone (the engine follows its packets itself). Returns
+    /// the events of the removal: nothing when no offloaded flow had that tuple.
+    pub fn kernel_ended(&mut self, now: Instant, end: &KernelEnd) -> Vec<Event> {
+        let _ = self.clamp(now);
+        let t = &end.tuple;
+        let key = FlowKey::new(t.proto, (t.src, t.sport), (t.dst, t.dport));
+        let mut events = Vec::new();
+        let Some(handle) = self.flows.lookup(&key) else {
+            return events;
+        };
+        if !self.flows.get(handle).is_some_and(|f| f.offloaded) {
+            return events;
+        }
+        if let Some(flow) = self.flows.remove(handle) {
+            self.counters.flows_ended_in_kernel += 1;
+            let cause = match end.ending {
+                KernelEnding::Fin => CloseCause::Fin,
+                KernelEnding::Reset => CloseCause::Reset,
+                KernelEnding::Timeout => CloseCause::Timeout,
+                KernelEnding::Deleted => CloseCause::Deleted,
+            };
+            self.flow_removed(handle, &flow, cause, &mut events);
+        }
+        events
     }
 
     /// A segment the kernel says belongs to an offloaded connection (a FIN or a RST). `None`

@@ -31,13 +31,13 @@ use super::netlink::{
 };
 use crate::conntrack::{FlowTuple, KernelConn, SeqAdjust};
 
-const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+pub(super) const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 
 // enum ctattr_type
-const CTA_TUPLE_ORIG: u16 = 1;
-const CTA_TUPLE_REPLY: u16 = 2;
+pub(super) const CTA_TUPLE_ORIG: u16 = 1;
+pub(super) const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_SEQ_ADJ_ORIG: u16 = 15;
 const CTA_SEQ_ADJ_REPLY: u16 = 16;
 // enum ctattr_tuple
@@ -185,12 +185,12 @@ fn parse_seq_adjust(attrs: &[u8]) -> SeqAdjust {
 
 /// Builds nested netlink attributes.
 #[derive(Default)]
-struct Writer {
-    buf: Vec<u8>,
+pub(super) struct Writer {
+    pub(super) buf: Vec<u8>,
 }
 
 impl Writer {
-    fn attr(&mut self, kind: u16, value: &[u8]) {
+    pub(super) fn attr(&mut self, kind: u16, value: &[u8]) {
         let len = (NLA_HDRLEN + value.len()) as u16;
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
@@ -198,7 +198,7 @@ impl Writer {
         self.buf.resize(align4(self.buf.len()), 0);
     }
 
-    fn nested(&mut self, kind: u16, build: impl FnOnce(&mut Writer)) {
+    pub(super) fn nested(&mut self, kind: u16, build: impl FnOnce(&mut Writer)) {
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; NLA_HDRLEN]);
         build(self);

@@ -14,8 +14,9 @@
 //! * the **reject mark**: the packet is rejected (a TCP reset, or ICMP port unreachable);
 //! * the **offload mark** (offload mode): the mark is saved on the connection (connmark) and
 //!   the packet accepted; from then on the kernel forwards that connection's packets itself,
-//!   except FIN and RST segments, which are queued with the offload mark set so that pinhole
-//!   learns the connection ended.
+//!   to its last one. pinhole learns that the connection ended from the kernel's destroy
+//!   event (`io::ct_events`); with `--offload-ends segments` (for kernels without conntrack
+//!   events) the FIN and RST segments are queued instead, with the offload mark set.
 //!
 //! On a NAT router the kernel's FTP and TFTP helpers translate what addresses in payloads and
 //! data connections need; a second chain, `PINHOLE_HELPERS` in the `raw` table, attaches them
@@ -87,6 +88,16 @@ impl Flavour {
     }
 }
 
+/// How pinhole learns that an offloaded connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OffloadEnds {
+    /// From the kernel's connection tracking destroy events: the kernel forwards the whole
+    /// connection, FIN and RST included (needs `CONFIG_NF_CONNTRACK_EVENTS`).
+    Events,
+    /// From its FIN and RST segments, which stay queued (one queue round trip each).
+    Segments,
+}
+
 /// Everything the rules depend on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RulesConfig {
@@ -102,6 +113,8 @@ pub struct RulesConfig {
     pub reject_mark: u32,
     /// The kernel helpers to attach, by port (none: no `raw` chain).
     pub helpers: KernelHelpers,
+    /// How an offloaded connection's end reaches pinhole (offload mode).
+    pub offload_ends: OffloadEnds,
 }
 
 impl RulesConfig {
@@ -138,18 +151,25 @@ impl RulesConfig {
                 s,
                 "-A {CHAIN} -m mark --mark {o:#x}/{o:#x} -m connmark ! --mark {o:#x}/{o:#x} -j CONNMARK --set-xmark {o:#x}/{o:#x}"
             );
-            let _ = writeln!(
-                s,
-                "-A {CHAIN} -m connmark --mark {o:#x}/{o:#x} -p tcp --tcp-flags FIN,RST NONE -j ACCEPT"
-            );
-            let _ = writeln!(
-                s,
-                "-A {CHAIN} -m connmark --mark {o:#x}/{o:#x} ! -p tcp -j ACCEPT"
-            );
-            let _ = writeln!(
-                s,
-                "-A {CHAIN} -m connmark --mark {o:#x}/{o:#x} -j MARK --set-xmark {o:#x}/{o:#x}"
-            );
+            match self.offload_ends {
+                OffloadEnds::Events => {
+                    let _ = writeln!(s, "-A {CHAIN} -m connmark --mark {o:#x}/{o:#x} -j ACCEPT");
+                }
+                OffloadEnds::Segments => {
+                    let _ = writeln!(
+                        s,
+                        "-A {CHAIN} -m connmark --mark {o:#x}/{o:#x} -p tcp --tcp-flags FIN,RST NONE -j ACCEPT"
+                    );
+                    let _ = writeln!(
+                        s,
+                        "-A {CHAIN} -m connmark --mark {o:#x}/{o:#x} ! -p tcp -j ACCEPT"
+                    );
+                    let _ = writeln!(
+                        s,
+                        "-A {CHAIN} -m connmark --mark {o:#x}/{o:#x} -j MARK --set-xmark {o:#x}/{o:#x}"
+                    );
+                }
+            }
         }
         let queue = if self.queues.start() == self.queues.end() {
             format!("--queue-num {}", self.queues.start())
@@ -331,6 +351,7 @@ mod tests {
             offload_mark: 0x1000_0000,
             reject_mark: 0x2000_0000,
             helpers: KernelHelpers::default(),
+            offload_ends: OffloadEnds::Events,
         }
     }
 
@@ -387,8 +408,23 @@ mod tests {
     }
 
     #[test]
-    fn offload_saves_the_mark_and_still_queues_fin_and_rst() {
-        let script = config(Mode::Offload, 0..=0, true).script();
+    fn offload_saves_the_mark_and_leaves_the_connection_to_the_kernel() {
+        let script = config(Mode::Offload, 0..=1, false).script();
+        assert_eq!(
+            rules(&script)[2..],
+            [
+                "-A PINHOLE -m mark --mark 0x10000000/0x10000000 -m connmark ! --mark 0x10000000/0x10000000 -j CONNMARK --set-xmark 0x10000000/0x10000000",
+                "-A PINHOLE -m connmark --mark 0x10000000/0x10000000 -j ACCEPT",
+                "-A PINHOLE -j NFQUEUE --queue-balance 0:1",
+            ]
+        );
+    }
+
+    #[test]
+    fn offload_by_segments_still_queues_fin_and_rst() {
+        let mut config = config(Mode::Offload, 0..=0, true);
+        config.offload_ends = OffloadEnds::Segments;
+        let script = config.script();
         let rules = rules(&script);
         assert_eq!(rules.len(), 7);
         assert!(rules[2].contains("-j CONNMARK --set-xmark 0x10000000/0x10000000"));

@@ -1,5 +1,6 @@
 //! I/O adapters: everything that touches files, sockets or clocks lives here.
 
+pub mod ct_events;
 pub mod ctnetlink;
 pub mod fanout;
 pub mod iptables;

@@ -510,14 +510,28 @@ impl QueueSocket {
 
     /// Waits until the socket is readable or `timeout` passes; true when readable.
     pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        Ok(self.wait_readable_with(None, timeout)?.0)
+    }
+
+    /// Waits until the socket or `other` is readable, or `timeout` passes; says which are.
+    pub fn wait_readable_with(
+        &self,
+        other: Option<BorrowedFd<'_>>,
+        timeout: Duration,
+    ) -> io::Result<(bool, bool)> {
         if !self.early.is_empty() {
-            return Ok(true);
+            return Ok((true, false));
         }
         let millis = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(millis)) {
-            Ok(n) => Ok(n > 0),
-            Err(Errno::EINTR) => Ok(false),
+        let mut fds = [
+            PollFd::new(self.fd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(other.unwrap_or(self.fd.as_fd()), PollFlags::POLLIN),
+        ];
+        let n = if other.is_some() { 2 } else { 1 };
+        let readable = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+        match poll(&mut fds[..n], PollTimeout::from(millis)) {
+            Ok(0) | Err(Errno::EINTR) => Ok((false, false)),
+            Ok(_) => Ok((readable(&fds[0]), n == 2 && readable(&fds[1]))),
             Err(err) => Err(err.into()),
         }
     }

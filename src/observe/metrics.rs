@@ -196,6 +196,37 @@ fn engine_metrics(out: &mut Exposition, input: &MetricsInput<'_>, total: &Counte
             total.drops.get(*reason),
         );
     }
+    flow_metrics(out, total);
+    out.family(
+        "pinhole_pinholes_total",
+        "counter",
+        "Pinholes by inspector and outcome (opened, used, expired, closed unused, refused).",
+    );
+    for alg in Alg::ALL {
+        for outcome in PinholeOutcome::ALL {
+            out.sample(
+                "pinhole_pinholes_total",
+                &[("alg", alg.as_str()), ("outcome", outcome.as_str())],
+                total.pinholes_by_alg.get(alg, outcome),
+            );
+        }
+    }
+    out.family(
+        "pinhole_violations_total",
+        "counter",
+        "Protocol violations reported by the inspectors, by inspector and reason (nonzero only).",
+    );
+    for (alg, reason, count) in total.violations_by_reason.nonzero() {
+        out.sample(
+            "pinhole_violations_total",
+            &[("alg", alg.as_str()), ("reason", reason.as_str())],
+            count,
+        );
+    }
+}
+
+/// The flow counters' totals.
+fn flow_metrics(out: &mut Exposition, total: &Counters) {
     for (name, help, value) in [
         (
             "pinhole_flows_opened_total",
@@ -223,6 +254,11 @@ fn engine_metrics(out: &mut Exposition, input: &MetricsInput<'_>, total: &Counte
             total.flows_translated,
         ),
         (
+            "pinhole_flows_ended_in_kernel_total",
+            "Offloaded flows ended by the kernel's conntrack destroy event.",
+            total.flows_ended_in_kernel,
+        ),
+        (
             "pinhole_datagrams_reassembled_total",
             "IP datagrams reassembled from fragments.",
             total.datagrams_reassembled,
@@ -230,32 +266,6 @@ fn engine_metrics(out: &mut Exposition, input: &MetricsInput<'_>, total: &Counte
     ] {
         out.family(name, "counter", help);
         out.sample(name, &[], value);
-    }
-    out.family(
-        "pinhole_pinholes_total",
-        "counter",
-        "Pinholes by inspector and outcome (opened, used, expired, closed unused, refused).",
-    );
-    for alg in Alg::ALL {
-        for outcome in PinholeOutcome::ALL {
-            out.sample(
-                "pinhole_pinholes_total",
-                &[("alg", alg.as_str()), ("outcome", outcome.as_str())],
-                total.pinholes_by_alg.get(alg, outcome),
-            );
-        }
-    }
-    out.family(
-        "pinhole_violations_total",
-        "counter",
-        "Protocol violations reported by the inspectors, by inspector and reason (nonzero only).",
-    );
-    for (alg, reason, count) in total.violations_by_reason.nonzero() {
-        out.sample(
-            "pinhole_violations_total",
-            &[("alg", alg.as_str()), ("reason", reason.as_str())],
-            count,
-        );
     }
 }
 
@@ -293,7 +303,7 @@ fn table_metrics(out: &mut Exposition, input: &MetricsInput<'_>) {
 fn queue_metrics(out: &mut Exposition, input: &MetricsInput<'_>) {
     // NFQUEUE's counters; the monitor has a capture socket instead.
     if input.capture.is_none() {
-        let per_queue: [WorkerSeries; 6] = [
+        let per_queue: [WorkerSeries; 7] = [
             (
                 "pinhole_queue_received_total",
                 "Packets received from the kernel queue.",
@@ -323,6 +333,11 @@ fn queue_metrics(out: &mut Exposition, input: &MetricsInput<'_>) {
                 "pinhole_queue_conntrack_query_errors_total",
                 "Such queries that failed.",
                 |w| w.queue_counters.conntrack_query_errors,
+            ),
+            (
+                "pinhole_queue_conntrack_event_overruns_total",
+                "Conntrack destroy-event socket overruns: ends of offloaded connections were lost.",
+                |w| w.queue_counters.conntrack_event_overruns,
             ),
         ];
         for (name, help, get) in per_queue {

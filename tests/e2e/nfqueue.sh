@@ -499,6 +499,31 @@ check_bulk() {
     fi
 }
 
+# Offload mode: the kernel forwards an offloaded data connection to its last
+# packet, FINs included, and pinhole learns that it ended from the kernel's
+# conntrack destroy event. TIME_WAIT is shortened to 1 s in the fw namespace so
+# the kernel removes the finished connection at once (a conntrack dump reaps
+# expired entries), instead of 120 s later.
+check_offload_ends_by_events() {
+    local before tw rc=0
+    before=$(pstat engine.flows_ended_in_kernel) || return 1
+    tw=$(ph_in_fw sysctl -n net.netfilter.nf_conntrack_tcp_timeout_time_wait) || return 1
+    ph_in_fw sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait=1 || return 1
+    ftp_get "$SV4" medium.bin --ftp-pasv --disable-epsv || rc=1
+    sleep 2
+    ended_in_kernel() {
+        ph_in_fw conntrack -L >/dev/null 2>&1
+        [ "$(pstat engine.flows_ended_in_kernel)" -gt "$before" ]
+    }
+    ph_wait_for "the data connection's end from a destroy event" 10 ended_in_kernel || rc=1
+    ph_in_fw sysctl -qw "net.netfilter.nf_conntrack_tcp_timeout_time_wait=$tw"
+    echo "engine.flows_ended_in_kernel $before -> $(pstat engine.flows_ended_in_kernel)," \
+        "queue.conntrack_destroy_events $(pstat queue.conntrack_destroy_events)," \
+        "queue.conntrack_event_overruns $(pstat queue.conntrack_event_overruns)"
+    [ "$(pstat queue.conntrack_event_overruns)" -eq 0 ] || rc=1
+    return $rc
+}
+
 # IP fragments: a 4000-byte ping (allowed by ping-server) in 3 fragments each way, v4 and
 # v6. In inspect-all mode (run with --no-kernel-helpers) the kernel queues the fragments (no
 # conntrack defrag in the fw namespace): pinhole holds them until the datagram is whole and
@@ -1110,6 +1135,10 @@ run_mode() {
     ftp_curl_checks
     check "FTP bulk: 8 MiB PASV download; flows_offloaded $([ "$MODE" = offload ] &&
         echo '> 0' || echo '== 0')" check_bulk
+    if [ "$MODE" = offload ]; then
+        check "offloaded data connection: its FINs stay in the kernel, its end comes from the conntrack destroy event" \
+            check_offload_ends_by_events
+    fi
     check "fragmented ping (4000 bytes, v4 and v6) passes; no fragment left held" \
         check_fragments
     check "lftp passive session: LIST, RETR, STOR" check_lftp_passive
