@@ -402,3 +402,28 @@ fn destroy_events_leave_flows_the_engine_follows_itself() {
     assert_eq!(h.engine.flows().len(), 3);
     assert_eq!(h.engine.counters().flows_ended_in_kernel, 0);
 }
+
+#[test]
+fn a_new_connection_on_an_offloaded_tuple_replaces_the_old_flow() {
+    let mut h = offloading(LAB);
+    let (mut control, _data) = passive_data_connection(&mut h);
+    // The kernel carried the data connection to its end (FINs included) and its TIME_WAIT is
+    // not over for pinhole yet (no destroy event read). The client reuses its port for the
+    // next data connection to the same server port; the kernel reopens the tuple with a new
+    // entry, without the offload mark, so the SYN comes unmarked.
+    h.accept(&control.client_data(b"PASV\r\n"));
+    h.accept(&control.server_data(b"227 Entering Passive Mode (192,0,2,10,156,64).\r\n"));
+    let mut again = TcpSession::new(sock("198.51.100.10:41000"), sock("192.0.2.10:40000"), 7, 8);
+    let d = h.accept(&again.syn());
+    assert!(
+        d.offload,
+        "admitted by the new pinhole and offloaded at its SYN"
+    );
+    assert_eq!(closed_causes(&d.events), vec![CloseCause::Reused]);
+    // With the mark, the kernel still holds the old connection: a SYN on it is dropped.
+    let syn = again.client_raw(testkit::flags::SYN, 77_777, b"");
+    assert_eq!(
+        h.send_offloaded(&syn).reason,
+        Some(pinhole::Reason::TcpSynInEstablished)
+    );
+}

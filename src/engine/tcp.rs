@@ -59,7 +59,7 @@ impl Engine {
         }
         let mut events = Vec::new();
         if let Some(handle) = existing {
-            match self.tcp_existing(now, handle, packet, seg) {
+            match self.tcp_existing(now, handle, packet, seg, info.offloaded) {
                 Some(decision) => return decision,
                 None => {
                     // A SYN reusing a finished connection's tuple: forget the old one.
@@ -93,15 +93,24 @@ impl Engine {
     }
 
     /// A segment of a tracked connection. `None` means "reopen as a new flow".
+    ///
+    /// A SYN for an offloaded flow that comes without the kernel's offload mark opens a new
+    /// connection: the kernel's entry of the old one is gone (its `TIME_WAIT` ended, or it
+    /// reopened the tuple), which is why the mark is missing. The engine never saw the old
+    /// connection's FINs (the kernel carried them), so its tracker still says established.
     fn tcp_existing(
         &mut self,
         now: Instant,
         handle: FlowHandle,
         packet: Packet,
         seg: &TcpSegment<'_>,
+        marked_offloaded: bool,
     ) -> Option<Decision> {
         let timeouts = &self.policy.timeouts;
         let flow = self.flows.get_mut(handle)?;
+        if flow.offloaded && !marked_offloaded && seg.flags.syn() && !seg.flags.ack() {
+            return None;
+        }
         let tuple = flow.tuple;
         let dir = tuple.direction_of(packet.src, seg.sport);
         let FlowState::Tcp(tracker) = &mut flow.state else {
