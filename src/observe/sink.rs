@@ -34,6 +34,9 @@ use super::ratelimit::{REPORT_EVERY, TokenBucket};
 const CHANNEL: usize = 16_384;
 /// Most bytes of dropped packets waiting for the writer.
 const PACKET_BYTES_IN_FLIGHT: usize = 32 << 20;
+/// How long the writer lets items gather after writing a batch (see `Writer::run`). The
+/// channel holds 16k items: a pause this short cannot fill it below 16M items a second.
+const WAKE_PAUSE: Duration = Duration::from_millis(1);
 /// How often the writer flushes its files (so `tail -f` and tests see records promptly).
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
@@ -402,7 +405,17 @@ impl Writer {
         let mut flushed = std::time::Instant::now();
         loop {
             match rx.recv_timeout(FLUSH_EVERY) {
-                Ok(item) => self.item(item),
+                Ok(item) => {
+                    self.item(item);
+                    // Everything already waiting, then a pause before waiting again: a worker
+                    // whose send finds the writer parked must wake it (a futex call on the
+                    // packet path), and at a few records per hundred packets that was one
+                    // wake-up per record. Pausing caps it at one per WAKE_PAUSE.
+                    for item in rx.try_iter().take(CHANNEL) {
+                        self.item(item);
+                    }
+                    thread::sleep(WAKE_PAUSE);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
