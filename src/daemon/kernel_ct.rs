@@ -13,7 +13,8 @@
 //! verdicts went out. Packets judged before that cannot depend on the rewrite: they left
 //! their sender before the rewritten segment was forwarded. So a control connection costs one
 //! query per rewritable segment instead of one per packet; either way the engine gets the
-//! same facts.
+//! same facts. A connection the kernel does not translate is asked for once: its entry never
+//! changes.
 
 use std::io;
 use std::sync::Once;
@@ -206,7 +207,11 @@ impl KernelConntrack {
             key,
             Kept {
                 facts,
-                stale_from: if may_be_rewritten(seen.tcp_payload) {
+                // An entry the kernel does not translate never changes: `nf_nat_ftp` runs
+                // only for connections with a NAT binding (`IPS_NAT_MASK`, checked in
+                // `nf_conntrack_ftp.c`'s `help()`), and a connection's binding is fixed when
+                // its entry is confirmed, before any packet asked for here.
+                stale_from: if facts.is_translated() && may_be_rewritten(seen.tcp_payload) {
                     Some(epoch)
                 } else {
                     stale_from
@@ -451,6 +456,40 @@ mod tests {
         assert_eq!(ct.entry(&queued(&web)), None);
         assert_eq!(lookups(), 4);
         assert_eq!(ct.queries, 4);
+    }
+
+    #[test]
+    fn an_untranslated_connection_is_asked_for_once() {
+        let (client, server) = (sock("198.51.100.10:40000"), sock("192.0.2.10:21"));
+        let original = FlowTuple {
+            proto: proto::TCP,
+            src: client.ip(),
+            sport: client.port(),
+            dst: server.ip(),
+            dport: server.port(),
+        };
+        let facts = ConnFacts {
+            original,
+            reply: original.reversed(),
+            seq_adjust: [SeqAdjust::default(); 2],
+        };
+        assert!(!facts.is_translated());
+        let kernel = Arc::new(Mutex::new((facts, 0)));
+        let helpers = KernelHelpers {
+            ftp: vec![21..=21],
+            tftp: Vec::new(),
+        };
+        let mut ct = KernelConntrack::with_lookup(Box::new(FakeKernel(kernel.clone())), &helpers);
+        let s2c = |payload: &[u8]| {
+            TcpBuilder::new(server, client, flags::PSH | flags::ACK, 1, 1, 100).build(payload)
+        };
+        for _ in 0..3 {
+            ct.entry(&queued(&s2c(
+                b"227 Entering Passive Mode (192,0,2,10,156,64).\r\n",
+            )));
+            ct.verdicts_sent();
+        }
+        assert_eq!(kernel.lock().unwrap().1, 1, "no NAT, no rewrite: one query");
     }
 
     #[test]

@@ -74,6 +74,11 @@ pub struct ConnFacts {
 }
 
 impl ConnFacts {
+    /// The kernel translates the connection: its reply tuple is not the original reversed.
+    pub fn is_translated(&self) -> bool {
+        self.reply != self.original.reversed()
+    }
+
     /// The entry as the engine takes it, for a packet whose own tuple is `packet`; `None` when
     /// the packet belongs to neither direction.
     pub fn for_packet(&self, packet: &FlowTuple) -> Option<KernelConn> {
