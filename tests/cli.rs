@@ -14,7 +14,7 @@ fn pinhole(args: &[&str]) -> Output {
 }
 
 fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("pinhole-cli-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
@@ -273,7 +273,7 @@ fn rules_attach_the_kernel_helpers_to_the_inspected_ports() {
     let out = pinhole(&["rules", "--no-kernel-helpers"]);
     assert!(!String::from_utf8(out.stdout).unwrap().contains("*raw"));
     // A rules file's own ports.
-    let dir = std::env::temp_dir().join(format!("pinhole-rules-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-rules");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("r.toml");
     std::fs::write(

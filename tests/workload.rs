@@ -13,7 +13,7 @@ use pinhole::replay::bench::{BenchOptions, Capture, bench};
 use pinhole::workload::{self, BENCH_RULES, Kind, Params, Summary};
 
 fn generated(name: &str, params: Params) -> (PathBuf, Summary) {
-    let dir = std::env::temp_dir().join(format!("pinhole-workload-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("workload");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     let file = std::fs::File::create(&path).unwrap();
@@ -94,7 +94,7 @@ fn two_workers_judge_every_packet_as_one_does() {
 
 #[test]
 fn cli_generates_and_benchmarks_with_a_json_report() {
-    let dir = std::env::temp_dir().join(format!("pinhole-workload-cli-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("workload-cli");
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("cli.pcap");
     let pcap = pcap.to_str().unwrap();
