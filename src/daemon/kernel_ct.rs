@@ -129,8 +129,18 @@ impl KernelConntrack {
         }
     }
 
-    /// The entry of `packet`'s connection, for packets of the helpers' ports.
-    pub fn entry(&mut self, packet: &QueuedPacket<'_>) -> Option<KernelConn> {
+    /// The entry of `packet`'s connection, for packets of the helpers' ports. `tracked` says
+    /// whether the engine has a flow for a tuple: a datagram of a flow it does not have (a
+    /// TFTP request) is the first pinhole sees of that connection, so the kernel has not
+    /// confirmed an entry for it yet (it does when the first accepted packet leaves
+    /// POSTROUTING) and asking would only return "no such entry", twice. (TCP skips its first
+    /// SYN the same way; a later segment of an untracked connection may be picked up
+    /// mid-stream and is asked for.)
+    pub fn entry(
+        &mut self,
+        packet: &QueuedPacket<'_>,
+        tracked: impl Fn(&FlowTuple) -> bool,
+    ) -> Option<KernelConn> {
         if matches!(self.source, Source::Off) {
             return None;
         }
@@ -140,7 +150,7 @@ impl KernelConntrack {
         }
         match &self.source {
             Source::Queue => ctnetlink::from_queue(packet.ct?, packet.ct_info),
-            Source::Query(_) => self.queried(&seen),
+            Source::Query(_) => self.queried(&seen, tracked),
             Source::Off => None,
         }
     }
@@ -170,7 +180,11 @@ impl KernelConntrack {
     }
 
     /// The kept or asked-for entry of a packet of the helpers' ports.
-    fn queried(&mut self, seen: &Seen<'_>) -> Option<KernelConn> {
+    fn queried(
+        &mut self,
+        seen: &Seen<'_>,
+        tracked: impl Fn(&FlowTuple) -> bool,
+    ) -> Option<KernelConn> {
         let key = key_of(&seen.tuple);
         let epoch = self.epoch;
         let fresh = self
@@ -180,8 +194,8 @@ impl KernelConntrack {
             .map(|kept| (kept.facts, kept.stale_from));
         let (facts, stale_from) = match fresh {
             Some(kept) => kept,
-            // A connection's first SYN: its entry is confirmed only after it passes.
-            None if seen.first_syn => return None,
+            // A connection's first packet: its entry is confirmed only after it passes.
+            None if seen.first_syn || (seen.datagram && !tracked(&seen.tuple)) => return None,
             None => {
                 let Source::Query(lookup) = &mut self.source else {
                     return None;
@@ -231,6 +245,8 @@ struct Seen<'a> {
     tuple: FlowTuple,
     /// A SYN without ACK.
     first_syn: bool,
+    /// UDP.
+    datagram: bool,
     /// The TCP data (empty for UDP), looked at only for packets of the helpers' ports.
     tcp_payload: &'a [u8],
 }
@@ -262,6 +278,7 @@ impl Seen<'_> {
                 dport,
             },
             first_syn,
+            datagram: packet.proto == transport::proto::UDP,
             tcp_payload,
         })
     }
@@ -395,21 +412,21 @@ mod tests {
             |f: u8, payload: &[u8]| TcpBuilder::new(server, client, f, 1, 1, 100).build(payload);
 
         // The first SYN has no confirmed entry: not even asked.
-        assert_eq!(ct.entry(&queued(&c2s(flags::SYN, b""))), None);
+        assert_eq!(ct.entry_any(&queued(&c2s(flags::SYN, b""))), None);
         assert_eq!(lookups(), 0);
         let synack = ct
-            .entry(&queued(&s2c(flags::SYN | flags::ACK, b"")))
+            .entry_any(&queued(&s2c(flags::SYN | flags::ACK, b"")))
             .unwrap();
         assert!(synack.packet_is_reply);
         assert_eq!(lookups(), 1);
         ct.verdicts_sent();
         assert!(
-            !ct.entry(&queued(&c2s(flags::ACK, b"")))
+            !ct.entry_any(&queued(&c2s(flags::ACK, b"")))
                 .unwrap()
                 .packet_is_reply
         );
         assert!(
-            ct.entry(&queued(&c2s(flags::PSH | flags::ACK, b"PASV\r\n")))
+            ct.entry_any(&queued(&c2s(flags::PSH | flags::ACK, b"PASV\r\n")))
                 .is_some()
         );
         assert_eq!(lookups(), 1, "kept while nothing can have changed it");
@@ -417,8 +434,8 @@ mod tests {
         // A 227 the kernel's helper may rewrite; its verdict has not gone out yet, so packets
         // judged with it still use the entry kept.
         let reply = b"227 Entering Passive Mode (10,0,1,10,156,64).\r\n";
-        ct.entry(&queued(&s2c(flags::PSH | flags::ACK, reply)));
-        ct.entry(&queued(&c2s(flags::ACK, b"")));
+        ct.entry_any(&queued(&s2c(flags::PSH | flags::ACK, reply)));
+        ct.entry_any(&queued(&c2s(flags::ACK, b"")));
         assert_eq!(lookups(), 1);
         // The helper rewrote it when the verdicts went out: asked for again, once.
         let adjusted = SeqAdjust {
@@ -428,18 +445,18 @@ mod tests {
         };
         kernel.lock().unwrap().0.seq_adjust[1] = adjusted;
         ct.verdicts_sent();
-        let after = ct.entry(&queued(&c2s(flags::ACK, b""))).unwrap();
+        let after = ct.entry_any(&queued(&c2s(flags::ACK, b""))).unwrap();
         assert_eq!(after.seq_adjust[1], adjusted);
         ct.verdicts_sent();
-        ct.entry(&queued(&c2s(flags::PSH | flags::ACK, b"RETR x\r\n")));
+        ct.entry_any(&queued(&c2s(flags::PSH | flags::ACK, b"RETR x\r\n")));
         assert_eq!(lookups(), 2);
         // A client's PORT (any case) too.
-        ct.entry(&queued(&c2s(
+        ct.entry_any(&queued(&c2s(
             flags::PSH | flags::ACK,
             b"port 10,0,0,1,4,1\r\n",
         )));
         ct.verdicts_sent();
-        ct.entry(&queued(&s2c(flags::ACK, b"")));
+        ct.entry_any(&queued(&s2c(flags::ACK, b"")));
         assert_eq!(lookups(), 3);
 
         // Forgotten when the flow ends.
@@ -449,13 +466,52 @@ mod tests {
             packets: 1,
             bytes: 1,
         }]);
-        ct.entry(&queued(&s2c(flags::ACK, b"")));
+        ct.entry_any(&queued(&s2c(flags::ACK, b"")));
         assert_eq!(lookups(), 4);
         // Other ports are not the helpers'.
         let web = TcpBuilder::new(client, sock("10.0.1.10:80"), flags::ACK, 1, 1, 100).build(b"");
-        assert_eq!(ct.entry(&queued(&web)), None);
+        assert_eq!(ct.entry_any(&queued(&web)), None);
         assert_eq!(lookups(), 4);
         assert_eq!(ct.queries, 4);
+    }
+
+    impl KernelConntrack {
+        /// `entry` for a connection the engine tracks.
+        fn entry_any(&mut self, packet: &QueuedPacket<'_>) -> Option<KernelConn> {
+            self.entry(packet, |_| true)
+        }
+    }
+
+    #[test]
+    fn a_connection_the_engine_does_not_track_is_not_asked_for() {
+        let (client, server) = (sock("198.51.100.10:40000"), sock("192.0.2.10:69"));
+        let original = FlowTuple {
+            proto: proto::UDP,
+            src: client.ip(),
+            sport: client.port(),
+            dst: server.ip(),
+            dport: server.port(),
+        };
+        let facts = ConnFacts {
+            original,
+            reply: original.reversed(),
+            seq_adjust: [SeqAdjust::default(); 2],
+        };
+        let kernel = Arc::new(Mutex::new((facts, 0)));
+        let helpers = KernelHelpers {
+            ftp: Vec::new(),
+            tftp: vec![69..=69],
+        };
+        let mut ct = KernelConntrack::with_lookup(Box::new(FakeKernel(kernel.clone())), &helpers);
+        let request = crate::testkit::udp(client, server, b"\0\x01f\0octet\0");
+        assert_eq!(ct.entry(&queued(&request), |_| false), None);
+        assert_eq!(
+            kernel.lock().unwrap().1,
+            0,
+            "a new flow's entry is not confirmed yet"
+        );
+        assert!(ct.entry(&queued(&request), |t| *t == original).is_some());
+        assert_eq!(kernel.lock().unwrap().1, 1);
     }
 
     #[test]
@@ -484,7 +540,7 @@ mod tests {
             TcpBuilder::new(server, client, flags::PSH | flags::ACK, 1, 1, 100).build(payload)
         };
         for _ in 0..3 {
-            ct.entry(&queued(&s2c(
+            ct.entry_any(&queued(&s2c(
                 b"227 Entering Passive Mode (192,0,2,10,156,64).\r\n",
             )));
             ct.verdicts_sent();

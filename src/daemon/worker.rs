@@ -310,7 +310,11 @@ impl Worker {
             // with checksum offload, as GSO super-packets usually do): nothing to verify.
             verify_checksums: !packet.checksum_not_ready,
             offloaded: self.marks.mode == Mode::Offload && packet.mark & self.marks.offload != 0,
-            kernel: self.conntrack.entry(packet),
+            kernel: {
+                let flows = self.engine.flows();
+                self.conntrack
+                    .entry(packet, |t| flows.lookup(&t.key()).is_some())
+            },
         };
         let decision = self.engine.process(now, &info, packet.payload);
         self.last_packet = u64::from(packet.id);
