@@ -482,11 +482,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_connection_the_engine_does_not_track_is_not_asked_for() {
-        let (client, server) = (sock("198.51.100.10:40000"), sock("192.0.2.10:69"));
+    /// A kernel whose entry for `client -> server` is not translated; counts the lookups.
+    fn untranslated(
+        p: u8,
+        client: std::net::SocketAddr,
+        server: std::net::SocketAddr,
+    ) -> (FlowTuple, Arc<Mutex<(ConnFacts, usize)>>) {
         let original = FlowTuple {
-            proto: proto::UDP,
+            proto: p,
             src: client.ip(),
             sport: client.port(),
             dst: server.ip(),
@@ -497,7 +500,14 @@ mod tests {
             reply: original.reversed(),
             seq_adjust: [SeqAdjust::default(); 2],
         };
-        let kernel = Arc::new(Mutex::new((facts, 0)));
+        assert!(!facts.is_translated());
+        (original, Arc::new(Mutex::new((facts, 0))))
+    }
+
+    #[test]
+    fn a_connection_the_engine_does_not_track_is_not_asked_for() {
+        let (client, server) = (sock("198.51.100.10:40000"), sock("192.0.2.10:69"));
+        let (original, kernel) = untranslated(proto::UDP, client, server);
         let helpers = KernelHelpers {
             ftp: Vec::new(),
             tftp: vec![69..=69],
@@ -517,20 +527,7 @@ mod tests {
     #[test]
     fn an_untranslated_connection_is_asked_for_once() {
         let (client, server) = (sock("198.51.100.10:40000"), sock("192.0.2.10:21"));
-        let original = FlowTuple {
-            proto: proto::TCP,
-            src: client.ip(),
-            sport: client.port(),
-            dst: server.ip(),
-            dport: server.port(),
-        };
-        let facts = ConnFacts {
-            original,
-            reply: original.reversed(),
-            seq_adjust: [SeqAdjust::default(); 2],
-        };
-        assert!(!facts.is_translated());
-        let kernel = Arc::new(Mutex::new((facts, 0)));
+        let (_, kernel) = untranslated(proto::TCP, client, server);
         let helpers = KernelHelpers {
             ftp: vec![21..=21],
             tftp: Vec::new(),
