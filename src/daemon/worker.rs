@@ -1,8 +1,9 @@
 //! One worker: one queue, one socket, one engine, one thread.
 //!
-//! The loop waits on the socket with the engine's next timer as the timeout (at most
-//! [`TICK`], so queries, reloads and the stop flag are seen promptly), then drains up to
-//! [`BATCH`] datagrams, judges each packet and sends all their verdicts in one `send`.
+//! The loop waits on the socket (and in offload mode on the kernel's conntrack destroy events,
+//! which end offloaded flows) with the engine's next timer as the timeout (at most [`TICK`],
+//! so queries, reloads and the stop flag are seen promptly), then drains up to [`BATCH`]
+//! datagrams, judges each packet and sends all their verdicts in one `send`.
 
 use std::io;
 use std::sync::Arc;
