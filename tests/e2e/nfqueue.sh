@@ -524,6 +524,25 @@ check_offload_ends_by_events() {
     return $rc
 }
 
+offloaded_session_closing() {
+    ctl sessions --json | python3 "$PJ" -t "any(s['offloaded'] and s['state'] in
+        ('fin_wait', 'closing', 'time_wait', 'closed') for s in data)"
+}
+
+start_offload_ends_by_segments() {
+    pinhole_start --offload-ends segments || return 1
+    ph_in_fw iptables -S PINHOLE | grep -- '--tcp-flags FIN,RST NONE -j ACCEPT'
+}
+
+# With --offload-ends segments the offloaded data connection's FINs come to pinhole
+# (marked): its session moves past established, and no destroy event is read.
+check_offload_ends_by_segments() {
+    ftp_get "$SV4" medium.bin --ftp-pasv --disable-epsv || return 1
+    ph_wait_for "an offloaded session past its FINs" 5 offloaded_session_closing ||
+        { ctl sessions; return 1; }
+    [ "$(pstat engine.flows_ended_in_kernel)" -eq 0 ] && [ "$(pstat queue.conntrack_destroy_events)" -eq 0 ]
+}
+
 # IP fragments: a 4000-byte ping (allowed by ping-server) in 3 fragments each way, v4 and
 # v6. In inspect-all mode (run with --no-kernel-helpers) the kernel queues the fragments (no
 # conntrack defrag in the fw namespace): pinhole holds them until the datagram is whole and
@@ -1279,6 +1298,16 @@ run_mode() {
     check "--no-inspect: TFTP write to the server is not refused (no inspector reads the WRQ)" \
         tftp_put "$SV4" tftp-up.bin "no-inspect-$MODE.bin"
     check "--no-inspect: SIGTERM, clean stop" check_clean_stop
+
+    # Offload mode for kernels without conntrack events: the rules queue offloaded
+    # connections' FIN and RST, marked, and pinhole follows them.
+    if [ "$MODE" = offload ]; then
+        check "--offload-ends segments: pinhole starts; its rules queue offloaded connections' FIN and RST" \
+            start_offload_ends_by_segments
+        check "--offload-ends segments: the FINs of an offloaded data connection reach pinhole" \
+            check_offload_ends_by_segments
+        check "--offload-ends segments: SIGTERM, clean stop" check_clean_stop
+    fi
     if pinhole_alive; then
         ph_stop pinhole
         PINHOLE_PID=""
