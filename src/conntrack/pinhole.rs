@@ -12,6 +12,7 @@ use std::net::IpAddr;
 
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::alg::{Alg, ChildInit};
 use crate::conntrack::key::FlowTuple;
@@ -189,13 +190,20 @@ pub struct OpenOutcome {
 
 type Hasher = foldhash::fast::RandomState;
 
+/// The pinholes of one destination or one parent, oldest first. Nearly always one or two
+/// (a destination port is named by one reply; a control connection holds few pending
+/// pinholes), so they are kept inline: no allocation per list.
+type Ids = SmallVec<[PinholeId; 2]>;
+
 /// The pinholes of one engine.
 pub struct PinholeTable {
-    pinholes: HashMap<PinholeId, Pinhole, Hasher>,
+    /// Boxed: the map keeps spare buckets (up to half of them after it grows), and a spare
+    /// bucket of a boxed pinhole is 16 bytes instead of 200.
+    pinholes: HashMap<PinholeId, Box<Pinhole>, Hasher>,
     /// (protocol, destination, destination port) to the pinholes expecting it, oldest first.
-    by_destination: HashMap<(u8, IpAddr, u16), Vec<PinholeId>, Hasher>,
+    by_destination: HashMap<(u8, IpAddr, u16), Ids, Hasher>,
     /// Parent flow to its pinholes, oldest first.
-    by_parent: HashMap<FlowHandle, Vec<PinholeId>, Hasher>,
+    by_parent: HashMap<FlowHandle, Ids, Hasher>,
     /// Pinholes per (inspector, destination address).
     per_destination: HashMap<(Alg, IpAddr), usize, Hasher>,
     /// Pinholes per client: the address that opened the parent (control or request) flow.
@@ -255,7 +263,7 @@ impl PinholeTable {
 
     /// Number of pinholes `parent` has open.
     pub fn count_for_parent(&self, parent: FlowHandle) -> usize {
-        self.by_parent.get(&parent).map_or(0, Vec::len)
+        self.by_parent.get(&parent).map_or(0, SmallVec::len)
     }
 
     /// Opens a pinhole at `now`. A parent holds at most `per_parent` pinholes; opening one
@@ -338,7 +346,7 @@ impl PinholeTable {
             .per_destination
             .entry((spec.opening.alg, spec.opening.dst))
             .or_default() += 1;
-        self.pinholes.insert(id, pinhole);
+        self.pinholes.insert(id, Box::new(pinhole));
     }
 
     /// Adds a pinhole saved by another engine (a restore), under a new id of this table;
@@ -420,17 +428,17 @@ impl PinholeTable {
             .get(&(proto, dst, dport))
             .into_iter()
             .flatten()
-            .filter_map(|id| self.pinholes.get(id))
+            .filter_map(|id| self.pinholes.get(id).map(|p| &**p))
     }
 
     /// The pinhole with this id.
     pub fn get(&self, id: PinholeId) -> Option<&Pinhole> {
-        self.pinholes.get(&id)
+        self.pinholes.get(&id).map(|p| &**p)
     }
 
     /// Removes a pinhole, returning it.
     pub fn remove(&mut self, id: PinholeId) -> Option<Pinhole> {
-        let pinhole = self.pinholes.remove(&id)?;
+        let pinhole = *self.pinholes.remove(&id)?;
         self.timers.remove(pinhole.spec.expires, id);
         let dest = pinhole.spec.destination();
         remove_from(&mut self.by_destination, &dest, id);
@@ -514,14 +522,14 @@ impl PinholeTable {
 
     /// Every open pinhole, oldest id first.
     pub fn iter(&self) -> impl Iterator<Item = &Pinhole> {
-        let mut all: Vec<&Pinhole> = self.pinholes.values().collect();
+        let mut all: Vec<&Pinhole> = self.pinholes.values().map(|p| &**p).collect();
         all.sort_by_key(|p| p.id);
         all.into_iter()
     }
 }
 
 fn remove_from<K: std::hash::Hash + Eq>(
-    map: &mut HashMap<K, Vec<PinholeId>, Hasher>,
+    map: &mut HashMap<K, Ids, Hasher>,
     key: &K,
     id: PinholeId,
 ) {
