@@ -528,11 +528,7 @@ impl PinholeTable {
     }
 }
 
-fn remove_from<K: std::hash::Hash + Eq>(
-    map: &mut HashMap<K, Ids, Hasher>,
-    key: &K,
-    id: PinholeId,
-) {
+fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Ids, Hasher>, key: &K, id: PinholeId) {
     if let Some(ids) = map.get_mut(key) {
         ids.retain(|x| *x != id);
         if ids.is_empty() {
