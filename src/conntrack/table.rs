@@ -1,6 +1,7 @@
 //! The flow table: a hash index over a slab of flows, with timers and a hard cap.
 //!
-//! The index holds slot numbers only; a flow's key lives in its slot. Timers are kept in two
+//! The index holds slot numbers only; a probe builds the key of the slot's flow from its tuple
+//! (no second copy of the key per flow). Timers are kept in two
 //! heaps (`flow_timers`), one for embryonic flows (handshake not complete, datagram
 //! unanswered) and one for the rest. A flow's entry holds the deadline it is filed under;
 //! traffic that pushes the deadline later does not touch the timers (the common case costs
@@ -44,13 +45,19 @@ struct Entry {
     embryonic: bool,
 }
 
-/// A place in the slab. The index holds only slot numbers; a probe compares the key here, next
-/// to the generation a handle is checked against, so a lookup that hits reads one place.
+/// A place in the slab. The index holds only slot numbers; a probe compares the key of the
+/// flow's own tuple (a copy of the key here would cost 40 bytes a flow for the few
+/// instructions of building it from the tuple).
 struct Slot {
-    /// The key of the flow in `entry` (stale while the slot is free).
-    key: FlowKey,
     generation: u32,
     entry: Option<Entry>,
+}
+
+impl Slot {
+    /// The key of the flow in this slot (`None` while the slot is free).
+    fn key(&self) -> Option<FlowKey> {
+        self.entry.as_ref().map(|e| e.flow.tuple.key())
+    }
 }
 
 /// The result of [`FlowTable::insert`].
@@ -153,7 +160,7 @@ impl FlowTable {
         let slots = &self.slots;
         self.index
             .find(self.hasher.hash_one(key), |&slot| {
-                slots[slot as usize].key == *key
+                slots[slot as usize].key().as_ref() == Some(key)
             })
             .map(|&slot| FlowHandle {
                 slot,
@@ -230,14 +237,12 @@ impl FlowTable {
                 self.slots.reserve_exact(self.slots.len() / 4);
             }
             self.slots.push(Slot {
-                key,
                 generation: 0,
                 entry: None,
             });
             slot
         };
         let record = &mut self.slots[slot as usize];
-        record.key = key;
         record.entry = Some(Entry {
             flow,
             deadline,
@@ -250,7 +255,7 @@ impl FlowTable {
         };
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.index.insert_unique(hasher.hash_one(key), slot, |&s| {
-            hasher.hash_one(slots[s as usize].key)
+            slots[s as usize].key().map_or(0, |k| hasher.hash_one(k))
         });
         self.timers(embryonic)
             .push((deadline, slot, handle.generation));
@@ -339,8 +344,9 @@ impl FlowTable {
     /// Removes a flow, returning it.
     pub fn remove(&mut self, handle: FlowHandle) -> Option<Flow> {
         let embryonic = self.entry(handle)?.embryonic;
-        let key = self.slots[handle.slot as usize].key;
-        self.unindex(&key, handle.slot);
+        if let Some(key) = self.slots[handle.slot as usize].key() {
+            self.unindex(&key, handle.slot);
+        }
         let flow = self.release_slot(handle.slot);
         self.unfile(embryonic);
         Some(flow)
@@ -391,7 +397,7 @@ impl FlowTable {
                     self.refile(slot, deadline);
                     continue;
                 }
-                let key = record.key;
+                let key = entry.flow.tuple.key();
                 self.unindex(&key, slot);
                 let flow = self.release_slot(slot);
                 out.push((FlowHandle { slot, generation }, flow));
@@ -424,8 +430,7 @@ impl FlowTable {
             slot,
             generation: record.generation,
         };
-        if record.entry.is_some() {
-            let key = record.key;
+        if let Some(key) = record.key() {
             self.unindex(&key, slot);
         }
         (handle, self.release_slot(slot))
