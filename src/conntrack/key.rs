@@ -271,6 +271,20 @@ impl std::hash::Hash for FlowKey {
 }
 
 impl FlowKey {
+    /// True when `tuple` has this key (`tuple.key() == *self`), without building the key: the
+    /// flow table's probe compares a slot's flow this way.
+    pub fn is_key_of(&self, tuple: &FlowTuple) -> bool {
+        if self.proto != tuple.proto {
+            return false;
+        }
+        let ((a, v6), (b, _)) = (address_bits(tuple.src), address_bits(tuple.dst));
+        let forward = (u32::from(tuple.sport) << 16) | u32::from(tuple.dport);
+        let backward = (u32::from(tuple.dport) << 16) | u32::from(tuple.sport);
+        v6 == self.v6
+            && ((self.ports == forward && self.lo == a && self.hi == b)
+                || (self.ports == backward && self.lo == b && self.hi == a))
+    }
+
     /// The key of a packet from `a` to `b` (or from `b` to `a`: same key).
     pub fn new(proto: u8, a: (IpAddr, u16), b: (IpAddr, u16)) -> Self {
         let ((a_bits, v6), (b_bits, _)) = (address_bits(a.0), address_bits(b.0));
@@ -305,6 +319,38 @@ mod tests {
             sport: 40000,
             dst: "192.0.2.10".parse().unwrap(),
             dport: 21,
+        }
+    }
+
+    #[test]
+    fn is_key_of_agrees_with_building_the_key() {
+        let addrs = [
+            "192.0.2.10",
+            "198.51.100.10",
+            "::ffff:192.0.2.10",
+            "2001:db8::1",
+        ];
+        let mut tuples = Vec::new();
+        for p in [proto::TCP, proto::UDP] {
+            for src in addrs {
+                for dst in addrs {
+                    for (sport, dport) in [(21, 40000), (40000, 21), (21, 21), (0, 0)] {
+                        tuples.push(FlowTuple {
+                            proto: p,
+                            src: src.parse().unwrap(),
+                            sport,
+                            dst: dst.parse().unwrap(),
+                            dport,
+                        });
+                    }
+                }
+            }
+        }
+        for a in &tuples {
+            let key = a.key();
+            for b in &tuples {
+                assert_eq!(key.is_key_of(b), key == b.key(), "{a} / {b}");
+            }
         }
     }
 

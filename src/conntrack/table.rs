@@ -160,7 +160,10 @@ impl FlowTable {
         let slots = &self.slots;
         self.index
             .find(self.hasher.hash_one(key), |&slot| {
-                slots[slot as usize].key().as_ref() == Some(key)
+                slots[slot as usize]
+                    .entry
+                    .as_ref()
+                    .is_some_and(|e| key.is_key_of(&e.flow.tuple))
             })
             .map(|&slot| FlowHandle {
                 slot,
