@@ -258,9 +258,11 @@ impl Worker {
         let Some(ends) = self.ends.as_mut() else {
             return;
         };
-        self.destroyed.clear();
-        if let Err(err) = ends.read(EVENT_BATCH, &mut self.destroyed) {
-            if err.raw_os_error() == Some(nix::libc::ENOBUFS) {
+        let mut destroyed = std::mem::take(&mut self.destroyed);
+        destroyed.clear();
+        match ends.read(EVENT_BATCH, &mut destroyed) {
+            Ok(_) => {}
+            Err(err) if err.raw_os_error() == Some(nix::libc::ENOBUFS) => {
                 self.counters.conntrack_event_overruns += 1;
                 if self.counters.conntrack_event_overruns.is_power_of_two() {
                     tracing::warn!(
@@ -269,14 +271,22 @@ impl Worker {
                         "conntrack event socket overrun (ENOBUFS): the ends of some offloaded connections were lost; they leave at their idle timeout"
                     );
                 }
-            } else {
+            }
+            Err(err) => {
+                // Not a passing condition: a socket that keeps failing would keep the loop
+                // busy. Offloaded flows end at their idle timeouts from here on.
                 self.counters.recv_errors += 1;
-                tracing::warn!(queue = self.socket.queue(), %err, "reading conntrack events failed");
+                self.ends = None;
+                tracing::warn!(
+                    queue = self.socket.queue(),
+                    %err,
+                    "reading conntrack destroy events failed; offloaded connections now leave pinhole's table at their idle timeout"
+                );
             }
         }
         let now = shared.now();
         let at = std::time::SystemTime::now();
-        for conn in std::mem::take(&mut self.destroyed) {
+        for conn in &destroyed {
             if conn.mark & self.marks.offload == 0 {
                 continue;
             }
@@ -289,6 +299,7 @@ impl Worker {
             log_events(&events);
             self.tap.events(self.last_packet, &events, at);
         }
+        self.destroyed = destroyed;
     }
 
     fn judge(&mut self, now: Instant, packet: &QueuedPacket<'_>) {
