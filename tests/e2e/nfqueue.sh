@@ -529,6 +529,23 @@ offloaded_session_closing() {
         ('fin_wait', 'closing', 'time_wait', 'closed') for s in data)"
 }
 
+# A router whose kernel sends no conntrack events: the daemon notices at start and installs
+# the rules that queue offloaded connections' FIN and RST instead.
+check_fallback_to_segments() {
+    local old rc=0
+    old=$(ph_in_fw sysctl -n net.netfilter.nf_conntrack_events) || return 1
+    ph_in_fw sysctl -qw net.netfilter.nf_conntrack_events=0 || return 1
+    if pinhole_start; then
+        ph_in_fw iptables -S PINHOLE | grep -- '--tcp-flags FIN,RST NONE -j ACCEPT' || rc=1
+        grep "nf_conntrack_events is 0" "$PINHOLE_LOG" || { echo "no warning in $PINHOLE_LOG"; rc=1; }
+        check_clean_stop || rc=1
+    else
+        rc=1
+    fi
+    ph_in_fw sysctl -qw "net.netfilter.nf_conntrack_events=$old"
+    return $rc
+}
+
 start_offload_ends_by_segments() {
     pinhole_start --offload-ends segments || return 1
     ph_in_fw iptables -S PINHOLE | grep -- '--tcp-flags FIN,RST NONE -j ACCEPT'
@@ -1307,6 +1324,8 @@ run_mode() {
         check "--offload-ends segments: the FINs of an offloaded data connection reach pinhole" \
             check_offload_ends_by_segments
         check "--offload-ends segments: SIGTERM, clean stop" check_clean_stop
+        check "nf_conntrack_events=0: pinhole run --install-rules falls back to queueing FIN and RST, and says why" \
+            check_fallback_to_segments
     fi
     if pinhole_alive; then
         ph_stop pinhole
