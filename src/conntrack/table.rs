@@ -1,7 +1,7 @@
 //! The flow table: a hash index over a slab of flows, with timers and a hard cap.
 //!
-//! The index holds slot numbers only; a probe builds the key of the slot's flow from its tuple
-//! (no second copy of the key per flow). Timers are kept in two
+//! The index holds slot numbers only; a probe compares the key with the slot's flow's own
+//! tuple (`FlowKey::is_key_of`: no second copy of the key per flow). Timers are kept in two
 //! heaps (`flow_timers`), one for embryonic flows (handshake not complete, datagram
 //! unanswered) and one for the rest. A flow's entry holds the deadline it is filed under;
 //! traffic that pushes the deadline later does not touch the timers (the common case costs
@@ -45,9 +45,9 @@ struct Entry {
     embryonic: bool,
 }
 
-/// A place in the slab. The index holds only slot numbers; a probe compares the key of the
-/// flow's own tuple (a copy of the key here would cost 40 bytes a flow for the few
-/// instructions of building it from the tuple).
+/// A place in the slab. The index holds only slot numbers; a probe compares the key with the
+/// flow's own tuple in place (a copy of the key here would cost 40 bytes a flow to save a few
+/// instructions a probe).
 struct Slot {
     generation: u32,
     entry: Option<Entry>,
