@@ -126,29 +126,6 @@ impl std::fmt::Display for Translation {
     }
 }
 
-/// How a connection the kernel's connection tracking removed had ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KernelEnding {
-    /// It closed with FINs and its `TIME_WAIT` ran out.
-    Fin,
-    /// It was reset and its `CLOSE` state ran out.
-    Reset,
-    /// It was idle until the kernel's timeout for its state.
-    Timeout,
-    /// A program deleted the entry (`conntrack -D`, a flush).
-    Deleted,
-}
-
-/// A connection the kernel's connection tracking removed (a destroy event), as pinhole sees
-/// it: `tuple` runs from the original source to the address the replies came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KernelEnd {
-    /// The connection's tuple in pinhole's view (after DNAT, before SNAT).
-    pub tuple: FlowTuple,
-    /// How it ended.
-    pub ending: KernelEnding,
-}
-
 fn socket<S: serde::Serializer>(end: &(IpAddr, u16), serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&SocketDisplay(end.0, end.1))
 }

@@ -9,7 +9,7 @@ pub mod table;
 pub mod tcp;
 
 pub use flow::{Flow, FlowOrigin, FlowState};
-pub use kernel::{KernelConn, KernelEnd, KernelEnding, SeqAdjust, Translation};
+pub use kernel::{KernelConn, SeqAdjust, Translation};
 pub use key::{Direction, FlowKey, FlowTuple};
 pub use pinhole::{
     OpenOutcome, Opening, ParentRef, Pinhole, PinholeError, PinholeId, PinholeMatch, PinholeSpec,

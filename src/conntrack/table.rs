@@ -84,7 +84,7 @@ const SLAB_STEP: usize = 4096;
 
 /// Flows by key, with expiry and a cap.
 pub struct FlowTable {
-    /// Slot numbers, hashed by their flow's key (the keys live in the slots).
+    /// Slot numbers, hashed by their flow's key.
     index: HashTable<u32>,
     hasher: Hasher,
     slots: Vec<Slot>,

@@ -174,7 +174,7 @@ impl KernelConntrack {
         }
         for event in events {
             if let Event::FlowClosed { flow, .. } = event {
-                self.kept.remove(&key_of(flow));
+                self.kept.remove(&flow.key());
             }
         }
     }
@@ -185,7 +185,7 @@ impl KernelConntrack {
         seen: &Seen<'_>,
         tracked: impl Fn(&FlowTuple) -> bool,
     ) -> Option<KernelConn> {
-        let key = key_of(&seen.tuple);
+        let key = seen.tuple.key();
         let epoch = self.epoch;
         let fresh = self
             .kept
@@ -234,10 +234,6 @@ impl KernelConntrack {
         );
         facts.for_packet(&seen.tuple)
     }
-}
-
-fn key_of(t: &FlowTuple) -> FlowKey {
-    FlowKey::new(t.proto, (t.src, t.sport), (t.dst, t.dport))
 }
 
 /// What the reader needs of a queued packet.

@@ -95,13 +95,27 @@ pub struct Worker {
     destroyed: Vec<DestroyedConn>,
 }
 
-/// The destroy-event socket a worker in `marks`' mode reads, if any. A failure is logged by
-/// the caller that probed the kernel first (`daemon::run`), so it is quiet here.
+/// Counts one more overrun; true when it should be logged: at the 1st, 2nd, 4th, 8th...,
+/// so that a storm of them is one counter, not a storm of log lines.
+fn count_and_say(overruns: &mut u64) -> bool {
+    *overruns += 1;
+    overruns.is_power_of_two()
+}
+
+/// The destroy-event socket a worker in `marks`' mode reads, if any. (`daemon::run` probed
+/// the kernel first and fell back to `segments` when it could not subscribe.)
 pub fn open_destroy_events(marks: VerdictMarks) -> Option<DestroyEvents> {
     if marks.mode != Mode::Offload || marks.offload_ends != OffloadEnds::Events {
         return None;
     }
-    DestroyEvents::open(EVENT_RCVBUF).ok()
+    DestroyEvents::open(EVENT_RCVBUF)
+        .inspect_err(|err| {
+            tracing::warn!(
+                %err,
+                "cannot subscribe to conntrack destroy events: this worker's offloaded connections leave its table at their idle timeout"
+            );
+        })
+        .ok()
 }
 
 impl Worker {
@@ -230,10 +244,7 @@ impl Worker {
                 }
                 Ok(None) => break,
                 Err(err) if err.raw_os_error() == Some(nix::libc::ENOBUFS) => {
-                    self.counters.enobufs += 1;
-                    // Logged at the 1st, 2nd, 4th, 8th... overrun: a storm of them is one
-                    // counter, not a storm of log lines.
-                    if self.counters.enobufs.is_power_of_two() {
+                    if count_and_say(&mut self.counters.enobufs) {
                         tracing::warn!(
                             queue = self.socket.queue(),
                             overruns = self.counters.enobufs,
@@ -263,8 +274,7 @@ impl Worker {
         match ends.read(EVENT_BATCH, &mut destroyed) {
             Ok(_) => {}
             Err(err) if err.raw_os_error() == Some(nix::libc::ENOBUFS) => {
-                self.counters.conntrack_event_overruns += 1;
-                if self.counters.conntrack_event_overruns.is_power_of_two() {
+                if count_and_say(&mut self.counters.conntrack_event_overruns) {
                     tracing::warn!(
                         queue = self.socket.queue(),
                         overruns = self.counters.conntrack_event_overruns,
@@ -291,7 +301,7 @@ impl Worker {
                 continue;
             }
             self.counters.conntrack_destroy_events += 1;
-            let events = self.engine.kernel_ended(now, &conn.end());
+            let events = self.engine.kernel_ended(now, &conn.tuple(), conn.cause());
             if events.is_empty() {
                 continue;
             }

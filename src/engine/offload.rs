@@ -21,9 +21,7 @@
 //! queue round trips of the SYN-ACK and the handshake's last ACK on every data connection.
 
 use crate::alg::AlgState;
-use crate::conntrack::{
-    FlowHandle, FlowKey, FlowOrigin, FlowState, KernelEnd, KernelEnding, TcpState,
-};
+use crate::conntrack::{FlowHandle, FlowKey, FlowOrigin, FlowState, FlowTuple, TcpState};
 use crate::decision::Decision;
 use crate::event::{CloseCause, Event};
 use crate::time::Instant;
@@ -82,16 +80,20 @@ impl Engine {
         }
     }
 
-    /// The kernel's connection tracking removed a connection (a destroy event, read by the
-    /// adapter). An offloaded flow of that connection ends here, with the kernel's word on
-    /// how; every other flow is left alone (the engine follows its packets itself). Returns
-    /// the events of the removal: nothing when no offloaded flow had that tuple.
-    pub fn kernel_ended(&mut self, now: Instant, end: &KernelEnd) -> Vec<Event> {
+    /// The kernel's connection tracking removed the connection `tuple` (either direction),
+    /// which ended as `cause` says (a destroy event, read by the adapter). An offloaded flow
+    /// of that connection ends here; every other flow is left alone (the engine follows its
+    /// packets itself). Returns the events of the removal: nothing when no offloaded flow had
+    /// that tuple.
+    pub fn kernel_ended(
+        &mut self,
+        now: Instant,
+        tuple: &FlowTuple,
+        cause: CloseCause,
+    ) -> Vec<Event> {
         let _ = self.clamp(now);
-        let t = &end.tuple;
-        let key = FlowKey::new(t.proto, (t.src, t.sport), (t.dst, t.dport));
         let mut events = Vec::new();
-        let Some(handle) = self.flows.lookup(&key) else {
+        let Some(handle) = self.flows.lookup(&tuple.key()) else {
             return events;
         };
         if !self.flows.get(handle).is_some_and(|f| f.offloaded) {
@@ -99,12 +101,6 @@ impl Engine {
         }
         if let Some(flow) = self.flows.remove(handle) {
             self.counters.flows_ended_in_kernel += 1;
-            let cause = match end.ending {
-                KernelEnding::Fin => CloseCause::Fin,
-                KernelEnding::Reset => CloseCause::Reset,
-                KernelEnding::Timeout => CloseCause::Timeout,
-                KernelEnding::Deleted => CloseCause::Deleted,
-            };
             self.flow_removed(handle, &flow, cause, &mut events);
         }
         events

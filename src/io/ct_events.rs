@@ -34,7 +34,8 @@ use nix::sys::socket::{
 
 use super::ctnetlink::{NFNL_SUBSYS_CTNETLINK, parse_entry};
 use super::netlink::{NFGEN_HDRLEN, NLMSG_HDRLEN, align4, attributes, be32};
-use crate::conntrack::{FlowTuple, KernelEnd, KernelEnding};
+use crate::conntrack::FlowTuple;
+use crate::event::CloseCause;
 
 /// `enum cntl_msg_types`: the message of a removed entry.
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
@@ -66,30 +67,30 @@ pub struct DestroyedConn {
 }
 
 impl DestroyedConn {
-    /// The connection as the engine knows it, and how it ended.
-    ///
-    /// pinhole sees packets in FORWARD, after DNAT and before SNAT: from the original source
-    /// to the destination the replies come from (`reply.src`), as the kernel's own
-    /// `nf_ct_invert_tuple` of the reply tuple gives it.
-    pub fn end(&self) -> KernelEnd {
-        let ending = if self.deleted {
-            KernelEnding::Deleted
-        } else {
-            match self.tcp_state {
-                Some(TCP_CONNTRACK_TIME_WAIT) => KernelEnding::Fin,
-                Some(TCP_CONNTRACK_CLOSE) => KernelEnding::Reset,
-                _ => KernelEnding::Timeout,
-            }
-        };
-        KernelEnd {
-            tuple: FlowTuple {
-                proto: self.original.proto,
-                src: self.original.src,
-                sport: self.original.sport,
-                dst: self.reply.src,
-                dport: self.reply.sport,
-            },
-            ending,
+    /// The connection as the engine knows it. pinhole sees packets in FORWARD, after DNAT and
+    /// before SNAT: from the original source to the destination the replies come from
+    /// (`reply.src`).
+    pub fn tuple(&self) -> FlowTuple {
+        FlowTuple {
+            proto: self.original.proto,
+            src: self.original.src,
+            sport: self.original.sport,
+            dst: self.reply.src,
+            dport: self.reply.sport,
+        }
+    }
+
+    /// How it ended: by the state the kernel removed it in (`TIME_WAIT` after FINs, `CLOSE`
+    /// after a RST, any other when the kernel's timeout for that state ran out), or deleted
+    /// by a program.
+    pub fn cause(&self) -> CloseCause {
+        if self.deleted {
+            return CloseCause::Deleted;
+        }
+        match self.tcp_state {
+            Some(TCP_CONNTRACK_TIME_WAIT) => CloseCause::Fin,
+            Some(TCP_CONNTRACK_CLOSE) => CloseCause::Reset,
+            _ => CloseCause::Timeout,
         }
     }
 }
@@ -276,15 +277,14 @@ mod tests {
         assert_eq!(parse_events(&datagram, &mut out), 3);
         assert_eq!(out[0].mark, 0x1000_0000);
         assert_eq!(out[1].mark, 0, "no CTA_MARK: no mark");
-        let end = out[0].end();
-        assert_eq!(end.ending, KernelEnding::Fin);
+        assert_eq!(out[0].cause(), CloseCause::Fin);
         assert_eq!(
-            end.tuple,
+            out[0].tuple(),
             tuple(proto::TCP, "198.51.100.7", 40000, "10.0.1.10", 30001)
         );
-        assert_eq!(out[1].end().ending, KernelEnding::Reset);
+        assert_eq!(out[1].cause(), CloseCause::Reset);
         assert!(out[2].deleted);
-        assert_eq!(out[2].end().ending, KernelEnding::Deleted);
+        assert_eq!(out[2].cause(), CloseCause::Deleted);
     }
 
     #[test]
@@ -297,8 +297,10 @@ mod tests {
         );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].tcp_state, None);
-        let end = out[0].end();
-        assert_eq!((end.tuple, end.ending), (original, KernelEnding::Timeout));
+        assert_eq!(
+            (out[0].tuple(), out[0].cause()),
+            (original, CloseCause::Timeout)
+        );
     }
 
     #[test]
