@@ -68,9 +68,11 @@ fn workload_engine(flows: u32) -> (usize, usize, i64) {
     result
 }
 
-/// Heap bytes that `count` pending FTP pinholes add to an engine that already tracks their
-/// control connections: the PASV reply is the only difference.
-fn pinhole_bytes(count: u32) -> (usize, i64) {
+/// Heap bytes that `count` replies to PASV add to an engine that already tracks their control
+/// connections: the reply is the only difference. With `code` 227 each reply opens a pending
+/// pinhole; with 502 (PASV refused, a reply of the same length) none, which gives what the
+/// reply itself costs the control connection (its line buffers grow to the reply's length).
+fn reply_bytes(count: u32, code: u16) -> (usize, i64) {
     let mut engine = Engine::new(Arc::new(Policy::embedded_default()));
     let mut sessions = Vec::new();
     let now = Instant::from_secs(1);
@@ -98,7 +100,7 @@ fn pinhole_bytes(count: u32) -> (usize, i64) {
     for (i, s) in sessions.iter_mut().enumerate() {
         let port = 30_000 + (i % 30_000) as u16;
         let reply = format!(
-            "227 Entering Passive Mode (192,0,2,10,{},{}).\r\n",
+            "{code} Entering Passive Mode (192,0,2,10,{},{}).\r\n",
             port >> 8,
             port & 0xff
         );
@@ -131,16 +133,23 @@ fn main() {
         assert!(flows > 0 && bytes > 0);
     }
     let count = if quick { 1_000 } else { 50_000 };
-    let (open, bytes) = pinhole_bytes(count);
-    assert_eq!(open, count as usize, "every PASV reply opens a pinhole");
+    let (open, bytes) = reply_bytes(count, 227);
+    assert_eq!(open, count as usize, "every 227 reply opens a pinhole");
+    let (none, refusal_bytes) = reply_bytes(count, 502);
+    assert_eq!(none, 0, "a 502 reply opens no pinhole");
     println!(
-        "{open} pending FTP pinholes add {:.1} MiB: {:.0} bytes per pinhole",
+        "{open} pending FTP pinholes add {:.1} MiB: {:.0} bytes per pinhole, of which {:.0} \
+         are the control connection's line buffers growing to the reply's length (what a \
+         502 reply of the same length adds) and {:.0} the pinhole table's",
         bytes as f64 / f64::from(1u32 << 20),
-        bytes as f64 / f64::from(count)
+        bytes as f64 / f64::from(count),
+        refusal_bytes as f64 / f64::from(count),
+        (bytes - refusal_bytes) as f64 / f64::from(count)
     );
     println!(
-        "sizes: Flow {} bytes, FlowKey {} bytes",
+        "sizes: Flow {} bytes, FlowKey {} bytes, Pinhole {} bytes",
         size_of::<pinhole::conntrack::flow::Flow>(),
-        size_of::<pinhole::conntrack::key::FlowKey>()
+        size_of::<pinhole::conntrack::key::FlowKey>(),
+        size_of::<pinhole::conntrack::Pinhole>()
     );
 }
