@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::daemon::control::DEFAULT_SOCKET;
 use crate::daemon::state_file::DEFAULT_PATH as DEFAULT_STATE_FILE;
-use crate::io::iptables::{Flavour, Mode, OffloadEnds, RulesConfig};
+use crate::io::iptables::{Flavour, HaMarks, Mode, OffloadEnds, RulesConfig};
 use crate::output::Format;
 
 /// pinhole: a stateful FTP/TFTP inspection firewall for Linux edge routers.
@@ -156,6 +156,23 @@ pub struct KernelRulesArgs {
     /// cannot subscribe to the events).
     #[arg(long, value_enum, default_value_t = OffloadEnds::Events)]
     pub offload_ends: OffloadEnds,
+
+    /// A router of a failover pair whose kernel connection tracking conntrackd replicates:
+    /// every connection pinhole admits carries --admitted-mark, and a connection pinhole does
+    /// not track is taken over when the kernel's entry carries it (see the README, "High
+    /// availability").
+    #[arg(long)]
+    pub ha: bool,
+
+    /// With --ha: the connection mark bit of connections a pinhole admitted (conntrackd
+    /// carries it to the peer).
+    #[arg(long, value_name = "BIT", default_value = "0x40000000", value_parser = parse_mark)]
+    pub admitted_mark: u32,
+
+    /// With --ha: the packet mark bit the rules set on a queued packet whose kernel entry
+    /// carries --admitted-mark.
+    #[arg(long, value_name = "BIT", default_value = "0x08000000", value_parser = parse_mark)]
+    pub synced_mark: u32,
 }
 
 /// Arguments of `pinhole rules`.
@@ -365,6 +382,24 @@ impl KernelRulesArgs {
         if self.offload_mark == self.reject_mark {
             return Err("--offload-mark and --reject-mark must be different bits".to_owned());
         }
+        let ha = self.ha.then_some(HaMarks {
+            admitted: self.admitted_mark,
+            synced: self.synced_mark,
+        });
+        if ha.is_some() {
+            let bits = [
+                self.offload_mark,
+                self.reject_mark,
+                self.admitted_mark,
+                self.synced_mark,
+            ];
+            if bits.iter().fold(0, |all, bit| all | bit).count_ones() != 4 {
+                return Err(
+                    "--offload-mark, --reject-mark, --admitted-mark and --synced-mark must be four different bits"
+                        .to_owned(),
+                );
+            }
+        }
         Ok(RulesConfig {
             queues: self.queues.clone(),
             mode: self.mode,
@@ -373,6 +408,7 @@ impl KernelRulesArgs {
             reject_mark: self.reject_mark,
             helpers: crate::policy::KernelHelpers::default(),
             offload_ends: self.offload_ends,
+            ha,
         })
     }
 }

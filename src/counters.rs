@@ -39,6 +39,9 @@ pub struct Counters {
     /// Offloaded flows that ended when the kernel's connection tracking removed their
     /// connection (a destroy event).
     pub flows_ended_in_kernel: u64,
+    /// Flows taken over from the kernel's entries of connections a pinhole admitted (a
+    /// failover pair's standby after a takeover; see [`crate::PacketInfo::synced`]).
+    pub flows_taken_over: u64,
     /// Pinholes opened.
     pub pinholes_opened: u64,
     /// Pinholes consumed by their connection.
@@ -73,6 +76,7 @@ impl Default for Counters {
             flows_translated: 0,
             offloaded_untracked: 0,
             flows_ended_in_kernel: 0,
+            flows_taken_over: 0,
             pinholes_opened: 0,
             pinholes_used: 0,
             pinholes_expired: 0,
@@ -101,6 +105,7 @@ impl Counters {
             flows_translated,
             offloaded_untracked,
             flows_ended_in_kernel,
+            flows_taken_over,
             pinholes_opened,
             pinholes_used,
             pinholes_expired,
@@ -124,6 +129,7 @@ impl Counters {
         self.flows_translated += flows_translated;
         self.offloaded_untracked += offloaded_untracked;
         self.flows_ended_in_kernel += flows_ended_in_kernel;
+        self.flows_taken_over += flows_taken_over;
         self.pinholes_opened += pinholes_opened;
         self.pinholes_used += pinholes_used;
         self.pinholes_expired += pinholes_expired;

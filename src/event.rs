@@ -26,6 +26,9 @@ pub enum Event {
         via_pinhole: bool,
         /// Picked up mid-stream.
         pickup: bool,
+        /// Taken over from the kernel's entry of a connection a pinhole admitted (a failover
+        /// pair's standby; see [`crate::PacketInfo::synced`]).
+        takeover: bool,
     },
     /// A flow is no longer tracked.
     FlowClosed {

@@ -139,7 +139,8 @@ pub enum Record<'a> {
         /// For `open`: the rule that allowed it (null when a pinhole did).
         #[serde(skip_serializing_if = "Option::is_none")]
         rule: Option<&'a str>,
-        /// For `open`: the inspector attached, or `pinhole` when a pinhole admitted it.
+        /// For `open`: the inspector attached, `pinhole` when a pinhole admitted it, `pickup`
+        /// when picked up mid-stream, `takeover` when taken over from the kernel's entry (HA).
         #[serde(skip_serializing_if = "Option::is_none")]
         via: Option<&'static str>,
         /// For `close`: why.
@@ -265,6 +266,7 @@ pub fn event_record<'a>(file: &'a str, packet: u64, event: &'a Event) -> Record<
             alg,
             via_pinhole,
             pickup,
+            takeover,
         } => Record::Flow {
             file,
             event: "open",
@@ -272,6 +274,7 @@ pub fn event_record<'a>(file: &'a str, packet: u64, event: &'a Event) -> Record<
             packet,
             rule: rule.as_deref(),
             via: Some(match (via_pinhole, pickup, alg) {
+                _ if *takeover => "takeover",
                 (true, _, _) => "pinhole",
                 (false, true, _) => "pickup",
                 (false, false, Some(alg)) => alg.as_str(),

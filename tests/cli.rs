@@ -310,6 +310,27 @@ fn rules_refuses_bad_queues_and_marks() {
         String::from_utf8(out.stderr).unwrap(),
         "pinhole rules: --offload-mark and --reject-mark must be different bits\n"
     );
+    let out = pinhole(&["rules", "--ha", "--admitted-mark", "0x10000000"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "pinhole rules: --offload-mark, --reject-mark, --admitted-mark and --synced-mark must be four different bits\n"
+    );
+}
+
+#[test]
+fn rules_for_a_failover_pair_carry_the_admitted_mark() {
+    let out = pinhole(&["rules", "--ha"]);
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains(
+        "-A PINHOLE -m mark --mark 0x40000000/0x40000000 -m connmark ! --mark 0x40000000/0x40000000 -j CONNMARK --set-xmark 0x40000000/0x40000000\n"
+    ));
+    assert!(script.contains(
+        "-A PINHOLE -m connmark --mark 0x40000000/0x40000000 -m conntrack --ctstatus CONFIRMED -j MARK --set-xmark 0x8000000/0x8000000\n"
+    ));
+    let single = String::from_utf8(pinhole(&["rules"]).stdout).unwrap();
+    assert!(!single.contains("0x40000000"), "{single}");
 }
 
 #[test]

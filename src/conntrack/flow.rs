@@ -50,6 +50,11 @@ pub enum FlowOrigin {
     Pinhole(Alg),
     /// Picked up mid-stream (`[tcp] midstream_pickup`), allowed by this rule.
     Pickup(Arc<str>),
+    /// Taken over from the kernel's entry of a connection a pinhole admitted, on the router
+    /// of a failover pair that did not see it open (see [`crate::PacketInfo::synced`]); the
+    /// rule that allows it, if one does (the rules allow a control connection, not the data
+    /// connections its pinholes admitted).
+    TakenOver(Option<Arc<str>>),
 }
 
 impl FlowOrigin {

@@ -224,6 +224,8 @@ fn session_row(
             FlowOrigin::Rule(name) => format!("rule {name}"),
             FlowOrigin::Pinhole(alg) => format!("pinhole {alg}"),
             FlowOrigin::Pickup(name) => format!("pickup {name}"),
+            FlowOrigin::TakenOver(Some(name)) => format!("takeover {name}"),
+            FlowOrigin::TakenOver(None) => "takeover".to_owned(),
         },
         parent: flow.parent.and_then(parent_of),
         offloaded: flow.offloaded,

@@ -16,7 +16,7 @@ use crate::decision::{Decision, Verdict};
 use crate::engine::{Engine, EngineState, PacketInfo, RestoreSummary};
 use crate::event::Event;
 use crate::io::ct_events::{DestroyEvents, DestroyedConn};
-use crate::io::iptables::{Mode, OffloadEnds, RulesConfig};
+use crate::io::iptables::{HaMarks, Mode, OffloadEnds, RulesConfig};
 use crate::io::nfqueue::{KernelVerdict, Message, QueueSocket, QueuedPacket, VerdictBatch};
 use crate::observe::Tap;
 use crate::time::Instant;
@@ -59,6 +59,8 @@ pub struct VerdictMarks {
     pub reject: u32,
     /// How offloaded connections' ends arrive.
     pub offload_ends: OffloadEnds,
+    /// A router of a failover pair: the admitted and synced mark bits.
+    pub ha: Option<HaMarks>,
 }
 
 impl From<&RulesConfig> for VerdictMarks {
@@ -68,6 +70,7 @@ impl From<&RulesConfig> for VerdictMarks {
             offload: config.offload_mark,
             reject: config.reject_mark,
             offload_ends: config.offload_ends,
+            ha: config.ha,
         }
     }
 }
@@ -337,6 +340,7 @@ impl Worker {
                 self.conntrack
                     .entry(packet, |t| flows.lookup(&t.key()).is_some())
             },
+            synced: self.marks.ha.is_some_and(|ha| packet.mark & ha.synced != 0),
         };
         let decision = self.engine.process(now, &info, packet.payload);
         self.last_packet = u64::from(packet.id);
@@ -363,9 +367,11 @@ impl Worker {
             self.counters.held += 1;
             return;
         };
-        match (decision.verdict, verdict) {
+        match (decision.verdict, mark) {
             (Verdict::Reject, _) => self.counters.reject_verdicts += 1,
-            (Verdict::Accept, KernelVerdict::Repeat) => self.counters.offload_verdicts += 1,
+            (Verdict::Accept, Some(mark)) if mark & self.marks.offload != 0 => {
+                self.counters.offload_verdicts += 1;
+            }
             _ => {}
         }
         self.batch.push(packet.queue, packet.id, verdict, mark);
@@ -416,21 +422,34 @@ impl Worker {
 
 /// What the kernel is told for a packet carrying `mark`: `None` while it is held.
 ///
-/// Accept and drop are final. A reject, and in offload mode an accept that offloads the flow,
-/// are `NF_REPEAT` with a mark bit added (the packet's other mark bits kept), for the rules at
-/// the top of the chain to carry out. A packet already marked offloaded is simply accepted.
+/// Accept and drop are final. A reject, in offload mode an accept that offloads the flow, and
+/// with `--ha` an accept of a packet whose kernel entry is not marked admitted yet, are
+/// `NF_REPEAT` with mark bits added (the packet's other mark bits kept), for the rules at the
+/// top of the chain to carry out. A packet already marked offloaded is simply accepted.
 pub fn kernel_verdict(
     decision: &Decision,
     mark: u32,
     marks: VerdictMarks,
 ) -> Option<(KernelVerdict, Option<u32>)> {
     Some(match decision.verdict {
-        Verdict::Accept
-            if decision.offload && marks.mode == Mode::Offload && mark & marks.offload == 0 =>
-        {
-            (KernelVerdict::Repeat, Some(mark | marks.offload))
+        Verdict::Accept => {
+            let mut add = 0;
+            if decision.offload && marks.mode == Mode::Offload && mark & marks.offload == 0 {
+                add |= marks.offload;
+            }
+            // A connection whose kernel entry does not say "admitted" yet (its first packet,
+            // or one admitted before --ha) gets the admitted connection mark.
+            if let Some(ha) = marks.ha
+                && mark & ha.synced == 0
+            {
+                add |= ha.admitted;
+            }
+            if add == 0 {
+                (KernelVerdict::Accept, None)
+            } else {
+                (KernelVerdict::Repeat, Some(mark | add))
+            }
         }
-        Verdict::Accept => (KernelVerdict::Accept, None),
         Verdict::Drop => (KernelVerdict::Drop, None),
         Verdict::Reject => (KernelVerdict::Repeat, Some(mark | marks.reject)),
         Verdict::Held => return None,
@@ -453,6 +472,7 @@ mod tests {
         offload: 0x10,
         reject: 0x20,
         offload_ends: OffloadEnds::Events,
+        ha: None,
     };
 
     fn offloading() -> Decision {
@@ -499,6 +519,40 @@ mod tests {
         assert_eq!(
             kernel_verdict(&offloading(), 0, inspect_all),
             Some((KernelVerdict::Accept, None))
+        );
+    }
+
+    #[test]
+    fn with_ha_an_accept_marks_the_connection_admitted_until_the_kernel_says_it_is() {
+        let ha = VerdictMarks {
+            ha: Some(HaMarks {
+                admitted: 0x40,
+                synced: 0x80,
+            }),
+            ..MARKS
+        };
+        assert_eq!(
+            kernel_verdict(&Decision::accept(None), 0x1, ha),
+            Some((KernelVerdict::Repeat, Some(0x41)))
+        );
+        assert_eq!(
+            kernel_verdict(&offloading(), 0, ha),
+            Some((KernelVerdict::Repeat, Some(0x50)))
+        );
+        // The kernel's entry already carries the admitted mark.
+        assert_eq!(
+            kernel_verdict(&Decision::accept(None), 0x80, ha),
+            Some((KernelVerdict::Accept, None))
+        );
+        // A drop marks nothing; a reject repeats with the reject bit only (its rule clears
+        // the admitted mark).
+        assert_eq!(
+            kernel_verdict(&Decision::drop(Reason::DefaultDeny, None), 0, ha),
+            Some((KernelVerdict::Drop, None))
+        );
+        assert_eq!(
+            kernel_verdict(&Decision::reject(Reason::FtpBounce, None), 0, ha),
+            Some((KernelVerdict::Repeat, Some(0x20)))
         );
     }
 }

@@ -30,6 +30,20 @@ enum Refusal {
     Table(PinholeError),
 }
 
+/// A new flow admitted without a pinhole: the flow, the rule's name, its inspector, and
+/// whether it was taken over (see [`crate::PacketInfo::synced`]).
+type Admitted = (Flow, Option<Arc<str>>, Option<Alg>, bool);
+
+/// What the rules say of a new flow they allow.
+struct RuleAdmission {
+    /// The allowing rule's name.
+    rule: Arc<str>,
+    /// Its inspector's state for the flow.
+    alg: Option<AlgState>,
+    /// Which inspector.
+    kind: Option<Alg>,
+}
+
 impl Engine {
     /// The first packet of a new flow: a pinhole admits it, or the rules decide. `first` is
     /// its payload (a datagram's, or data in a SYN), which the flow's inspector reads before
@@ -59,7 +73,7 @@ impl Engine {
             dport,
             now,
         );
-        let (mut flow, pinhole, rule, alg) = match found {
+        let (mut flow, pinhole, rule, alg, takeover) = match found {
             PinholeMatch::Hit(pinhole) => {
                 let alg = pinhole
                     .spec
@@ -73,10 +87,10 @@ impl Engine {
                     alg,
                     now,
                 );
-                (flow, Some(pinhole), None, None)
+                (flow, Some(pinhole), None, None, false)
             }
-            miss => match self.admit_by_rules(now, info, tuple, state, &miss) {
-                Ok((flow, rule, alg)) => (flow, None, Some(rule), alg),
+            miss => match self.admit_without_pinhole(now, info, tuple, state, &miss) {
+                Ok((flow, rule, alg, takeover)) => (flow, None, rule, alg, takeover),
                 Err(refused) => return refused,
             },
         };
@@ -120,7 +134,11 @@ impl Engine {
                     alg,
                     via_pinhole: pinhole.is_some(),
                     pickup: false,
+                    takeover,
                 });
+                if takeover {
+                    self.counters.flows_taken_over += 1;
+                }
                 let mut decision = match outcome {
                     Some(outcome) => {
                         self.apply_inspection(now, handle, tuple, Direction::Original, outcome)
@@ -180,14 +198,39 @@ impl Engine {
 
     /// A new flow no pinhole admitted: refused before the rules (TFTP transfer IDs), or the
     /// rules decide. Returns the flow to keep, the rule's name and its inspector.
-    fn admit_by_rules(
+    /// A new flow no pinhole admitted: by the rules, or taken over when the kernel knows it as
+    /// admitted (a failover pair's standby: the router that admitted it checked it, and the
+    /// pinhole it used, the kernel FTP helper's expectation carried over by conntrackd, is
+    /// spent now). Returns the flow, the rule's name, its inspector and whether it was taken
+    /// over.
+    fn admit_without_pinhole(
         &self,
         now: Instant,
         info: &PacketInfo,
         tuple: FlowTuple,
         state: FlowState,
         miss: &PinholeMatch,
-    ) -> Result<(Flow, Arc<str>, Option<Alg>), Decision> {
+    ) -> Result<Admitted, Decision> {
+        match self.admit_by_rules(info, tuple, miss) {
+            Ok(RuleAdmission { rule, alg, kind }) => {
+                let origin = FlowOrigin::Rule(rule.clone());
+                let flow = Flow::new(tuple, state, origin, alg, now);
+                Ok((flow, Some(rule), kind, false))
+            }
+            Err(_) if info.synced => {
+                let flow = Flow::new(tuple, state, FlowOrigin::TakenOver(None), None, now);
+                Ok((flow, None, None, true))
+            }
+            Err(refused) => Err(refused),
+        }
+    }
+
+    fn admit_by_rules(
+        &self,
+        info: &PacketInfo,
+        tuple: FlowTuple,
+        miss: &PinholeMatch,
+    ) -> Result<RuleAdmission, Decision> {
         let tftp_violation = |(reason, detail): (Reason, String)| {
             let events = vec![Event::Violation {
                 alg: Alg::Tftp,
@@ -231,8 +274,11 @@ impl Engine {
                     .as_ref()
                     .map(|inspect| AlgState::for_new_flow(inspect, &name, tuple));
                 let kind = verdict.inspect.as_ref().map(crate::alg::Inspect::alg);
-                let flow = Flow::new(tuple, state, FlowOrigin::Rule(name.clone()), alg, now);
-                Ok((flow, name, kind))
+                Ok(RuleAdmission {
+                    rule: name,
+                    alg,
+                    kind,
+                })
             }
         }
     }

@@ -60,6 +60,13 @@ pub struct PacketInfo {
     /// What the kernel's connection tracking knows about the packet's connection: its
     /// translation and TCP sequence adjustments (inline only, on a router that translates).
     pub kernel: Option<KernelConn>,
+    /// The kernel's connection tracking already knows this packet's connection as admitted
+    /// by a pinhole (on a router of a failover pair, `run --ha`: the rules set a packet mark
+    /// when the kernel's entry carries the admitted connection mark and existed before this
+    /// packet, or was created from an expectation of such a connection; see
+    /// [`crate::io::iptables::HaMarks`]). A flow the engine does not track is then taken over
+    /// instead of refused: conntrackd carried it from the router that admitted it.
+    pub synced: bool,
 }
 
 impl PacketInfo {
@@ -73,6 +80,17 @@ impl PacketInfo {
             verify_checksums: true,
             offloaded: false,
             kernel: None,
+            synced: false,
+        }
+    }
+
+    /// The same packet as its reply would arrive: the interfaces swapped.
+    #[must_use]
+    pub fn reversed(&self) -> PacketInfo {
+        PacketInfo {
+            ingress: self.egress,
+            egress: self.ingress,
+            ..*self
         }
     }
 }

@@ -84,6 +84,8 @@ impl Engine {
                 FlowState::Tcp(TcpTracker::from_syn(seg)),
                 syn_data,
             )
+        } else if info.synced && !flags.syn() {
+            self.take_over(now, info, packet, seg)
         } else if self.policy.tcp.midstream_pickup && !flags.rst() && !flags.syn() {
             self.pick_up(now, info, packet, seg)
         } else {
@@ -170,22 +172,6 @@ impl Engine {
         packet: Packet,
         seg: &TcpSegment<'_>,
     ) -> Decision {
-        let ctx = FlowContext {
-            ingress: info.ingress,
-            egress: info.egress,
-            src: packet.src,
-            dst: packet.dst,
-            proto: packet.proto,
-            dport: seg.dport,
-        };
-        let verdict = self.policy.evaluate(&ctx);
-        if verdict.action != Action::Allow {
-            return Decision::drop(Reason::TcpNoHandshake, None);
-        }
-        let rule = verdict
-            .rule
-            .and_then(|id| self.policy.rule(id))
-            .map_or_else(|| Arc::from("default"), |r| r.name.clone());
         let tuple = FlowTuple {
             proto: packet.proto,
             src: packet.src,
@@ -193,32 +179,119 @@ impl Engine {
             dst: packet.dst,
             dport: seg.dport,
         };
-        let alg = verdict
-            .inspect
-            .as_ref()
-            .map(|inspect| AlgState::for_pickup(inspect, &rule, tuple));
+        let Some((rule, inspect)) = self.allowing_rule(info, &tuple) else {
+            return Decision::drop(Reason::TcpNoHandshake, None);
+        };
+        let alg = inspect.map(|inspect| AlgState::for_pickup(&inspect, &rule, tuple));
+        let origin = FlowOrigin::Pickup(rule.clone());
+        self.join_midstream(now, packet, seg, tuple, Direction::Original, origin, alg)
+    }
+
+    /// A segment of a connection the engine does not track but the kernel knows as admitted
+    /// by a pinhole ([`PacketInfo::synced`]): on a failover pair's standby, a connection the
+    /// other router admitted, carried over by conntrackd. It is joined mid-stream, whatever
+    /// the rules say of new connections, the way the kernel's FTP helper resynchronises after
+    /// a failover: the control connection's inspector starts at the next line
+    /// (`NF_CT_FTP_SEQ_PICKUP` in `net/netfilter/nf_conntrack_ftp.c`). Its initiator is the
+    /// end the rules allow to open it (a control connection's client), else the sender. A
+    /// reset is let through without tracking anything: it ends the kernel's entry.
+    fn take_over(
+        &mut self,
+        now: Instant,
+        info: &PacketInfo,
+        packet: Packet,
+        seg: &TcpSegment<'_>,
+    ) -> Decision {
+        if seg.flags.rst() {
+            return Decision::accept(None);
+        }
+        let sent = FlowTuple {
+            proto: packet.proto,
+            src: packet.src,
+            sport: seg.sport,
+            dst: packet.dst,
+            dport: seg.dport,
+        };
+        let (tuple, dir, allowed) = match self.allowing_rule(info, &sent) {
+            Some(allowed) => (sent, Direction::Original, Some(allowed)),
+            None => match self.allowing_rule(&info.reversed(), &sent.reversed()) {
+                Some(allowed) => (sent.reversed(), Direction::Reply, Some(allowed)),
+                None => (sent, Direction::Original, None),
+            },
+        };
+        let (rule, alg) = match allowed {
+            Some((rule, inspect)) => {
+                let alg = inspect.map(|inspect| AlgState::for_pickup(&inspect, &rule, tuple));
+                (Some(rule), alg)
+            }
+            None => (None, None),
+        };
+        self.counters.flows_taken_over += 1;
+        let origin = FlowOrigin::TakenOver(rule);
+        self.join_midstream(now, packet, seg, tuple, dir, origin, alg)
+    }
+
+    /// The rule that allows a new connection `tuple` (arriving as `info` says), with its
+    /// inspector, if one does.
+    fn allowing_rule(
+        &self,
+        info: &PacketInfo,
+        tuple: &FlowTuple,
+    ) -> Option<(Arc<str>, Option<crate::alg::Inspect>)> {
+        let ctx = FlowContext {
+            ingress: info.ingress,
+            egress: info.egress,
+            src: tuple.src,
+            dst: tuple.dst,
+            proto: tuple.proto,
+            dport: tuple.dport,
+        };
+        let verdict = self.policy.evaluate(&ctx);
+        if verdict.action != Action::Allow {
+            return None;
+        }
+        let rule = verdict
+            .rule
+            .and_then(|id| self.policy.rule(id))
+            .map_or_else(|| Arc::from("default"), |r| r.name.clone());
+        Some((rule, verdict.inspect.clone()))
+    }
+
+    /// Tracks a connection joined mid-stream at segment `seg`, sent in direction `dir` of
+    /// `tuple`, and inspects that segment.
+    #[allow(clippy::too_many_arguments)]
+    fn join_midstream(
+        &mut self,
+        now: Instant,
+        packet: Packet,
+        seg: &TcpSegment<'_>,
+        tuple: FlowTuple,
+        dir: Direction,
+        origin: FlowOrigin,
+        alg: Option<AlgState>,
+    ) -> Decision {
         let alg_kind = alg.as_ref().map(AlgState::alg);
-        let tracker = TcpTracker::picked_up(Direction::Original, seg);
-        let mut flow = Flow::new(
-            tuple,
-            FlowState::Tcp(tracker),
-            FlowOrigin::Pickup(rule.clone()),
-            alg,
-            now,
-        );
-        flow.account(Direction::Original, packet.len, now);
+        let (rule, takeover) = match &origin {
+            FlowOrigin::Pickup(rule) => (Some(rule.clone()), false),
+            FlowOrigin::TakenOver(rule) => (rule.clone(), true),
+            FlowOrigin::Rule(_) | FlowOrigin::Pinhole(_) => (None, false),
+        };
+        let tracker = TcpTracker::picked_up(dir, seg);
+        let mut flow = Flow::new(tuple, FlowState::Tcp(tracker), origin, alg, now);
+        flow.account(dir, packet.len, now);
         let mut events = Vec::new();
         match self.insert_flow(flow, &mut events) {
             Ok(handle) => {
                 events.push(Event::FlowOpened {
                     flow: tuple,
-                    rule: Some(rule),
+                    rule,
                     alg: alg_kind,
                     via_pinhole: false,
                     pickup: true,
+                    takeover,
                 });
                 // The first segment is inspected like any other.
-                let decision = self.inspect_first_segment(now, handle, seg);
+                let decision = self.inspect_first_segment(now, handle, dir, seg);
                 with_events(decision, events)
             }
             Err(reason) => with_events(Decision::drop(reason, None), events),
@@ -230,6 +303,7 @@ impl Engine {
         &mut self,
         now: Instant,
         handle: FlowHandle,
+        dir: Direction,
         seg: &TcpSegment<'_>,
     ) -> Decision {
         let Some(flow) = self.flows.get_mut(handle) else {
@@ -237,19 +311,19 @@ impl Engine {
         };
         let tuple = flow.tuple;
         let start = match &flow.state {
-            FlowState::Tcp(tracker) => tracker.stream_start(Direction::Original),
+            FlowState::Tcp(tracker) => tracker.stream_start(dir),
             FlowState::Datagram { .. } => None,
         };
         let outcome = match (&mut flow.alg, start) {
             (Some(AlgState::Ftp(ftp)), Some(start)) => {
                 let before = ftp.buffered();
-                let outcome = ftp.on_segment(Direction::Original, seg, start);
+                let outcome = ftp.on_segment(dir, seg, start);
                 self.stream_bytes = self.stream_bytes - before + ftp.buffered();
                 outcome
             }
             _ => return Decision::accept(Some(tuple)),
         };
-        self.apply_inspection(now, handle, tuple, Direction::Original, outcome)
+        self.apply_inspection(now, handle, tuple, dir, outcome)
     }
 }
 

@@ -88,6 +88,30 @@ impl Flavour {
     }
 }
 
+/// The two mark bits of a router in a failover pair (`run --ha`), where conntrackd carries
+/// the kernel's connection tracking entries, their connection marks included, to the peer.
+///
+/// * `admitted`: a connection mark. pinhole sets it on every connection it admits (an accept
+///   verdict `NF_REPEAT` with this packet mark bit, which the rules save on the connection),
+///   and clears it on a connection it rejects.
+/// * `synced`: a packet mark. The rules set it on a queued packet whose kernel entry carries
+///   `admitted` and either existed before this packet (`--ctstatus CONFIRMED`: committed by
+///   conntrackd at a takeover, or admitted here earlier) or was created from an expectation
+///   of such a connection (`--ctstate RELATED`: the kernel's FTP helper expected it, and a
+///   connection created from an expectation starts with its master's mark, `init_conntrack`
+///   in `net/netfilter/nf_conntrack_core.c`). It is the evidence a standby takes a connection
+///   over by (see `crate::engine` on takeover).
+///
+/// The queue cannot attach the entry itself on every kernel (`NFQA_CT` needs
+/// `CONFIG_NETFILTER_NETLINK_GLUE_CT`), and a mark always travels with the packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HaMarks {
+    /// Connection mark bit: admitted by a pinhole.
+    pub admitted: u32,
+    /// Packet mark bit: the kernel's entry says admitted.
+    pub synced: u32,
+}
+
 /// How pinhole learns that an offloaded connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OffloadEnds {
@@ -115,6 +139,9 @@ pub struct RulesConfig {
     pub helpers: KernelHelpers,
     /// How an offloaded connection's end reaches pinhole (offload mode).
     pub offload_ends: OffloadEnds,
+    /// A router of a failover pair: the marks that carry admissions over (`None`: a single
+    /// router).
+    pub ha: Option<HaMarks>,
 }
 
 impl RulesConfig {
@@ -141,6 +168,14 @@ impl RulesConfig {
         s.push_str("*filter\n");
         let _ = writeln!(s, ":{CHAIN} - [0:0]");
         let _ = writeln!(s, "-I FORWARD 1 -j {CHAIN}");
+        if let Some(ha) = self.ha {
+            // A rejected connection is not admitted: the peer must not take it over.
+            let admitted = ha.admitted;
+            let _ = writeln!(
+                s,
+                "-A {CHAIN} -m mark --mark {r:#x}/{r:#x} -j CONNMARK --set-xmark 0x0/{admitted:#x}"
+            );
+        }
         let _ = writeln!(
             s,
             "-A {CHAIN} -p tcp -m mark --mark {r:#x}/{r:#x} -j REJECT --reject-with tcp-reset"
@@ -151,6 +186,15 @@ impl RulesConfig {
                 s,
                 "-A {CHAIN} -m mark --mark {o:#x}/{o:#x} -m connmark ! --mark {o:#x}/{o:#x} -j CONNMARK --set-xmark {o:#x}/{o:#x}"
             );
+        }
+        if let Some(ha) = self.ha {
+            let admitted = ha.admitted;
+            let _ = writeln!(
+                s,
+                "-A {CHAIN} -m mark --mark {admitted:#x}/{admitted:#x} -m connmark ! --mark {admitted:#x}/{admitted:#x} -j CONNMARK --set-xmark {admitted:#x}/{admitted:#x}"
+            );
+        }
+        if self.mode == Mode::Offload {
             match self.offload_ends {
                 OffloadEnds::Events => {
                     let _ = writeln!(s, "-A {CHAIN} -m connmark --mark {o:#x}/{o:#x} -j ACCEPT");
@@ -169,6 +213,21 @@ impl RulesConfig {
                         "-A {CHAIN} -m connmark --mark {o:#x}/{o:#x} -j MARK --set-xmark {o:#x}/{o:#x}"
                     );
                 }
+            }
+        }
+        if let Some(ha) = self.ha {
+            let (admitted, synced) = (ha.admitted, ha.synced);
+            // The packet pinhole just admitted (after the offload rules: an offloaded one is
+            // the kernel's from here).
+            let _ = writeln!(
+                s,
+                "-A {CHAIN} -m mark --mark {admitted:#x}/{admitted:#x} -j ACCEPT"
+            );
+            for evidence in ["--ctstatus CONFIRMED", "--ctstate RELATED"] {
+                let _ = writeln!(
+                    s,
+                    "-A {CHAIN} -m connmark --mark {admitted:#x}/{admitted:#x} -m conntrack {evidence} -j MARK --set-xmark {synced:#x}/{synced:#x}"
+                );
             }
         }
         let queue = if self.queues.start() == self.queues.end() {
@@ -352,6 +411,7 @@ mod tests {
             reject_mark: 0x2000_0000,
             helpers: KernelHelpers::default(),
             offload_ends: OffloadEnds::Events,
+            ha: None,
         }
     }
 
@@ -434,6 +494,31 @@ mod tests {
         assert_eq!(
             rules[6],
             "-A PINHOLE -j NFQUEUE --queue-num 0 --queue-bypass"
+        );
+    }
+
+    #[test]
+    fn a_failover_pair_marks_admitted_connections_and_tells_pinhole_which_the_kernel_knows() {
+        let mut config = config(Mode::Offload, 0..=0, false);
+        config.ha = Some(HaMarks {
+            admitted: 0x4000_0000,
+            synced: 0x0800_0000,
+        });
+        let script = config.script();
+        assert_eq!(
+            rules(&script),
+            [
+                "-A PINHOLE -m mark --mark 0x20000000/0x20000000 -j CONNMARK --set-xmark 0x0/0x40000000",
+                "-A PINHOLE -p tcp -m mark --mark 0x20000000/0x20000000 -j REJECT --reject-with tcp-reset",
+                "-A PINHOLE -m mark --mark 0x20000000/0x20000000 -j REJECT",
+                "-A PINHOLE -m mark --mark 0x10000000/0x10000000 -m connmark ! --mark 0x10000000/0x10000000 -j CONNMARK --set-xmark 0x10000000/0x10000000",
+                "-A PINHOLE -m mark --mark 0x40000000/0x40000000 -m connmark ! --mark 0x40000000/0x40000000 -j CONNMARK --set-xmark 0x40000000/0x40000000",
+                "-A PINHOLE -m connmark --mark 0x10000000/0x10000000 -j ACCEPT",
+                "-A PINHOLE -m mark --mark 0x40000000/0x40000000 -j ACCEPT",
+                "-A PINHOLE -m connmark --mark 0x40000000/0x40000000 -m conntrack --ctstatus CONFIRMED -j MARK --set-xmark 0x8000000/0x8000000",
+                "-A PINHOLE -m connmark --mark 0x40000000/0x40000000 -m conntrack --ctstate RELATED -j MARK --set-xmark 0x8000000/0x8000000",
+                "-A PINHOLE -j NFQUEUE --queue-num 0",
+            ]
         );
     }
 }

@@ -259,6 +259,11 @@ fn flow_metrics(out: &mut Exposition, total: &Counters) {
             total.flows_ended_in_kernel,
         ),
         (
+            "pinhole_flows_taken_over_total",
+            "Flows taken over from the kernel's entries of connections a pinhole admitted (HA).",
+            total.flows_taken_over,
+        ),
+        (
             "pinhole_datagrams_reassembled_total",
             "IP datagrams reassembled from fragments.",
             total.datagrams_reassembled,

@@ -66,6 +66,16 @@ impl Harness {
         self.engine.process(self.now, &info, frame)
     }
 
+    /// Processes a frame whose kernel entry says a pinhole admitted its connection (the
+    /// synced mark of a failover pair's rules).
+    pub fn send_synced(&mut self, frame: &[u8]) -> Decision {
+        self.now = self.now + Duration::from_millis(1);
+        let mut info = PacketInfo::new(self.next, LinkType::Ethernet);
+        info.synced = true;
+        self.next += 1;
+        self.engine.process(self.now, &info, frame)
+    }
+
     /// Processes a frame the kernel marked as part of an offloaded connection.
     pub fn send_offloaded(&mut self, frame: &[u8]) -> Decision {
         self.now = self.now + Duration::from_millis(1);
