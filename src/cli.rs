@@ -372,7 +372,7 @@ impl KernelRulesArgs {
     pub fn config_for(&self, policy: &crate::policy::Policy) -> Result<RulesConfig, String> {
         let mut config = self.config()?;
         if !self.no_kernel_helpers {
-            config.helpers = crate::policy::KernelHelpers::of(policy);
+            config.helpers = crate::policy::KernelHelpers::for_router(policy, self.ha);
         }
         Ok(config)
     }

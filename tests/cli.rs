@@ -329,6 +329,10 @@ fn rules_for_a_failover_pair_carry_the_admitted_mark() {
     assert!(script.contains(
         "-A PINHOLE -m connmark --mark 0x40000000/0x40000000 -m conntrack --ctstatus CONFIRMED -j MARK --set-xmark 0x8000000/0x8000000\n"
     ));
+    // The FTP helper (its expectations carry pending pinholes over), not the TFTP helper
+    // (a transfer tied to its request's entry could not be carried over once that is gone).
+    assert!(script.contains("-A PINHOLE_HELPERS -p tcp --dport 21 -j CT --helper ftp\n"));
+    assert!(!script.contains("--helper tftp"), "{script}");
     let single = String::from_utf8(pinhole(&["rules"]).stdout).unwrap();
     assert!(!single.contains("0x40000000"), "{single}");
 }

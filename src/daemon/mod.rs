@@ -221,7 +221,7 @@ impl Shared {
         if !self.options.install_rules || !self.options.kernel_helpers {
             return;
         }
-        let wanted = KernelHelpers::of(policy);
+        let wanted = KernelHelpers::for_router(policy, self.options.kernel.ha.is_some());
         let mut attached = self.helpers.lock().unwrap_or_else(PoisonError::into_inner);
         if *attached == wanted {
             return;
@@ -513,7 +513,7 @@ pub fn run(options: &RunOptions) -> Result<(), RunError> {
     let policy = load_policy(&options.rules, options.no_inspect).map_err(RunError::Policy)?;
     let mut options = options.clone();
     if options.kernel_helpers {
-        options.kernel.helpers = KernelHelpers::of(&policy);
+        options.kernel.helpers = KernelHelpers::for_router(&policy, options.kernel.ha.is_some());
         kernel_ct::warn_missing_nat_modules(&options.kernel.helpers);
     }
     if options.kernel.mode == Mode::Offload && options.kernel.offload_ends == OffloadEnds::Events {

@@ -14,7 +14,7 @@ use crate::conntrack::{
 use crate::counters::PinholeOutcome;
 use crate::decision::{Decision, Reason};
 use crate::event::{CloseCause, Event, PinholeAction};
-use crate::policy::{Action, FlowContext};
+use crate::policy::Action;
 use crate::time::Instant;
 
 use super::datagram::datagram_timeout;
@@ -243,15 +243,7 @@ impl Engine {
         if let Some(refusal) = self.refused_before_rules(&tuple, miss) {
             return Err(tftp_violation(refusal));
         }
-        let ctx = FlowContext {
-            ingress: info.ingress,
-            egress: info.egress,
-            src: tuple.src,
-            dst: tuple.dst,
-            proto: tuple.proto,
-            dport: tuple.dport,
-        };
-        let verdict = self.policy.evaluate(&ctx);
+        let verdict = self.policy.evaluate(&info.flow_context(&tuple));
         let rule = verdict
             .rule
             .and_then(|id| self.policy.rule(id))

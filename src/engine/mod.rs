@@ -84,6 +84,18 @@ impl PacketInfo {
         }
     }
 
+    /// What the rules look at for a new flow `tuple` whose first packet this is.
+    pub fn flow_context(&self, tuple: &FlowTuple) -> crate::policy::FlowContext {
+        crate::policy::FlowContext {
+            ingress: self.ingress,
+            egress: self.egress,
+            src: tuple.src,
+            dst: tuple.dst,
+            proto: tuple.proto,
+            dport: tuple.dport,
+        }
+    }
+
     /// The same packet as its reply would arrive: the interfaces swapped.
     #[must_use]
     pub fn reversed(&self) -> PacketInfo {

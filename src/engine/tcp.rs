@@ -9,7 +9,7 @@ use crate::conntrack::{
 };
 use crate::decision::{Decision, Reason};
 use crate::event::{CloseCause, Event};
-use crate::policy::{Action, FlowContext};
+use crate::policy::Action;
 use crate::time::Instant;
 use crate::wire::{TcpFlags, TcpSegment, transport};
 
@@ -238,15 +238,7 @@ impl Engine {
         info: &PacketInfo,
         tuple: &FlowTuple,
     ) -> Option<(Arc<str>, Option<crate::alg::Inspect>)> {
-        let ctx = FlowContext {
-            ingress: info.ingress,
-            egress: info.egress,
-            src: tuple.src,
-            dst: tuple.dst,
-            proto: tuple.proto,
-            dport: tuple.dport,
-        };
-        let verdict = self.policy.evaluate(&ctx);
+        let verdict = self.policy.evaluate(&info.flow_context(&tuple));
         if verdict.action != Action::Allow {
             return None;
         }

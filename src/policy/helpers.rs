@@ -23,6 +23,23 @@ pub struct KernelHelpers {
 }
 
 impl KernelHelpers {
+    /// The helpers a router needs: all of [`KernelHelpers::of`], or on a router of a
+    /// failover pair (`run --ha`) the FTP helper only. The FTP helper's expectations are how a
+    /// pending pinhole reaches the peer (conntrackd's `ExpectationSync`). The TFTP helper's
+    /// would tie each transfer to its request's entry, and conntrackd commits an entry with a
+    /// master only while the master exists (`ctnetlink_create_conntrack` answers ENOENT): a
+    /// request's entry, never answered from port 69, leaves 30 s after it came, so a longer
+    /// transfer could not be carried over. Without the helper a transfer is an entry of its
+    /// own, which carries pinhole's admitted mark whatever its age. The price: on a pair that
+    /// translates addresses, TFTP is not translated.
+    pub fn for_router(policy: &Policy, failover_pair: bool) -> Self {
+        let mut helpers = KernelHelpers::of(policy);
+        if failover_pair {
+            helpers.tftp.clear();
+        }
+        helpers
+    }
+
     /// The helpers `policy` needs: its allowing rules with an inspector, by port (an
     /// inspected rule always has ports: its protocol's well-known one when it names none).
     pub fn of(policy: &Policy) -> Self {
