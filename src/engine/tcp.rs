@@ -238,7 +238,7 @@ impl Engine {
         info: &PacketInfo,
         tuple: &FlowTuple,
     ) -> Option<(Arc<str>, Option<crate::alg::Inspect>)> {
-        let verdict = self.policy.evaluate(&info.flow_context(&tuple));
+        let verdict = self.policy.evaluate(&info.flow_context(tuple));
         if verdict.action != Action::Allow {
             return None;
         }
