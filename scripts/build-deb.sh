@@ -89,6 +89,9 @@ gzip -9nf "$GEN/changelog.Debian"
 put 0644 "$GEN/changelog.Debian.gz" $DOC/changelog.Debian.gz
 put 0644 rules/edge-router.toml $DOC/examples/edge-router.toml
 put 0644 rules/default.toml $DOC/examples/default.toml
+for f in conntrackd.conf keepalived.conf pinhole-ha-notify.sh; do
+    put 0644 "examples/ha/$f" "$DOC/examples/ha/$f"
+done
 put 0644 packaging/debian/lintian-overrides /usr/share/lintian/overrides/pinhole
 
 # Maintainer scripts and conffiles.

@@ -19,8 +19,9 @@
 #   fuzz      build + the C++ compiler libFuzzer needs: scripts/fuzz-smoke.sh
 #   testbed   python + build + network namespaces with real servers and clients: demo.sh, tests/e2e,
 #             the benches
+#   ha        testbed + keepalived and conntrackd: tests/e2e/ha.sh
 #   package   build + what scripts/build-deb.sh calls to build the Debian package
-#   test      testbed + package + fuzz + what scripts/test.sh itself runs: the dependency check,
+#   test      testbed + ha + package + fuzz + what scripts/test.sh itself runs: the dependency check,
 #             the systemd unit, man page and package checks
 #   record    testbed + Wireshark's tools and atftp: scripts/record-pcaps.sh
 #   bench     testbed + kmod (the kernel helpers' modules): benches/live.sh
@@ -83,6 +84,7 @@ group_packages() {
             ;;
         test)
             group_packages testbed
+            group_packages ha
             group_packages package
             group_packages fuzz
             # shfmt: parses the scripts for scripts/check-deps.py
@@ -107,13 +109,20 @@ group_packages() {
             # atftp: a second TFTP client for the captures
             echo atftp
             ;;
+        ha)
+            group_packages testbed
+            # keepalived (VRRP) and conntrackd (connection tracking sync): the failover pair of
+            # tests/e2e/ha.sh
+            echo keepalived
+            echo conntrackd
+            ;;
         bench)
             group_packages testbed
             # modprobe: loads the kernel's FTP/TFTP helpers for the comparison
             echo kmod
             ;;
         *)
-            echo "install-deps.sh: unknown group '$1' (python, build, fuzz, testbed, package, test, record, bench)" >&2
+            echo "install-deps.sh: unknown group '$1' (python, build, fuzz, testbed, ha, package, test, record, bench)" >&2
             return 1
             ;;
     esac
@@ -146,7 +155,7 @@ case ${1:-} in
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 if [ $# -eq 0 ]; then
-    echo "usage: install-deps.sh [--update|--list|--missing] GROUP... (python, build, fuzz, testbed, package, test, record, bench)" >&2
+    echo "usage: install-deps.sh [--update|--list|--missing] GROUP... (python, build, fuzz, testbed, ha, package, test, record, bench)" >&2
     exit 2
 fi
 for group in "$@"; do
@@ -192,7 +201,7 @@ if [ $rc = 0 ]; then
 fi
 [ "$made_prc" = 1 ] && rm -f "$prc"
 if [ -d /run/systemd/system ]; then
-    for svc in vsftpd tftpd-hpa; do
+    for svc in vsftpd tftpd-hpa keepalived conntrackd; do
         if [[ " ${missing[*]} " == *" $svc "* ]]; then
             systemctl disable --now "$svc" >/dev/null 2>&1 || true  # check-deps: optional (only under systemd)
         fi

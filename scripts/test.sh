@@ -51,6 +51,8 @@ if [ $ROOT = 1 ]; then
     tests/e2e/nfqueue.sh
     echo "== end-to-end: a NAT router (DNAT'd server, masqueraded inside device): the kernel's helpers alone, then pinhole in both modes"
     tests/e2e/nat.sh
+    echo "== end-to-end: a failover pair (keepalived, conntrackd): transfers and sessions survive the active router's failure and the failback"
+    tests/e2e/ha.sh
     echo "== end-to-end: pinhole monitor on a live interface (event log, drop capture, metrics)"
     tests/e2e/monitor.sh
     echo "== end-to-end: scripts/demo.sh as a user without root and without cargo"

@@ -64,6 +64,9 @@ pub struct Tracked {
     pinhole_base: u64,
     /// Print every decision to stderr (`PINHOLE_FUZZ_TRACE=1`).
     pub trace: bool,
+    /// Every packet comes with the synced mark, as on a failover pair's standby
+    /// (`PacketInfo::synced`).
+    pub synced: bool,
 }
 
 impl Tracked {
@@ -77,6 +80,7 @@ impl Tracked {
             flow_base: 0,
             pinhole_base: 0,
             trace: false,
+            synced: false,
         }
     }
 
@@ -92,6 +96,7 @@ impl Tracked {
             flow_base,
             pinhole_base,
             trace: false,
+            synced: false,
         }
     }
 
@@ -118,6 +123,7 @@ impl Tracked {
         let mut info = PacketInfo::new(handle, link);
         info.verify_checksums = verify;
         info.offloaded = offloaded;
+        info.synced = self.synced;
         let decision = self.engine.process(self.now, &info, frame);
         if self.trace {
             eprintln!(

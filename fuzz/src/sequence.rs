@@ -36,6 +36,11 @@ pub struct Sequence {
     pub offload: bool,
     /// Run due timers before each packet, as the replay and the daemon do.
     pub auto_expire: bool,
+    /// Every packet comes with the synced mark of a failover pair (`run --ha`): flows the
+    /// engine does not track are taken over instead of refused. (Absent in older regression
+    /// files: false.)
+    #[serde(default)]
+    pub synced: bool,
     /// What happens, in order.
     pub ops: Vec<Op>,
 }
@@ -953,6 +958,7 @@ impl Harness {
         let policy = sequence.policy.policy();
         let mut t = Tracked::new(policy.clone(), Instant::from_secs(1_000));
         t.engine.set_offload(sequence.offload);
+        t.synced = sequence.synced;
         Harness {
             t,
             policy,
@@ -1342,7 +1348,9 @@ impl Harness {
         );
         assert_eq!(engine.flows().len(), flows);
         assert_eq!(engine.pinholes().len(), summary.pinholes);
+        let synced = self.t.synced;
         self.t = Tracked::restored(engine, self.t.now);
+        self.t.synced = synced;
         self.note_slack();
     }
 

@@ -6,7 +6,7 @@ namespaces), prints what happened, one line per step, and exits 0 when the outco
 asked for. They are run inside a network namespace (`ip netns exec NS python3 ftp_probe.py ...`)
 and only ever talk to the addresses they are given.
 
-  connect HOST PORT [--timeout S] [--expect timeout|refused|connected]
+  connect HOST PORT [--timeout S] [--expect timeout|refused|connected] [--source ADDR]
       One TCP connection attempt. A SYN that reaches a host where nothing listens is answered
       with a RST at once ("refused"); only a firewall that drops it makes it time out.
   abort HOST BIGFILE SMALLFILE EXPECTED [--style ftplib|rfc959]
@@ -28,9 +28,15 @@ and only ever talk to the addresses they are given.
       the login: "0 ok connected LOCALPORT"). Commands:
         get REMOTE LOCAL [pasv|port]   download on this control connection
         pasv                           send PASV only and report the announced port
+        pasv-hold                      send PASV, keep the announced address for retr-held
+        retr-held REMOTE LOCAL         connect to the held address, RETR REMOTE into LOCAL
+        connect-held [TIMEOUT]         one more connection attempt to the held address:
+                                       "ok connected|refused|timeout" (the outcome is the text)
+        port ADDR PORT                 send PORT naming ADDR:PORT, report the reply
         noop                           NOOP
         quit                           QUIT and exit
-      Used to keep a session open across a rules reload and while `pinhole sessions` runs.
+      Used to keep a session open across a rules reload, while `pinhole sessions` runs, and
+      across a failover (tests/e2e/ha.sh).
 """
 
 import argparse
@@ -80,7 +86,7 @@ def login(host, timeout=15, source=None):
 
 # --------------------------------------------------------------------------------------------
 def cmd_connect(a):
-    outcome, s = connect_outcome(a.host, a.port, a.timeout)
+    outcome, s = connect_outcome(a.host, a.port, a.timeout, a.source)
     if s:
         s.close()
     log("connect %s port %d: %s" % (a.host, a.port, outcome))
@@ -236,6 +242,7 @@ def cmd_session(a):
         return 1
     result(0, True, "connected %d" % ftp.sock.getsockname()[1])
     done = 0
+    held = None
     while time.monotonic() < deadline:
         try:
             with open(a.cmdfile) as f:
@@ -259,6 +266,35 @@ def cmd_session(a):
             elif words[0] == "pasv":
                 reply = ftp.sendcmd("PASV")
                 result(done, True, "%d %s" % (ftplib.parse227(reply)[1], reply))
+            elif words[0] == "pasv-hold":
+                reply = ftp.sendcmd("PASV")
+                held = ftplib.parse227(reply)
+                result(done, True, "%d %s" % (held[1], reply))
+            elif words[0] == "retr-held":
+                remote, local = words[1], words[2]
+                conn = socket.create_connection(held, timeout=15)
+                try:
+                    ftp.sendcmd("RETR " + remote)
+                    with open(local, "wb") as out:
+                        while True:
+                            chunk = conn.recv(65536)
+                            if not chunk:
+                                break
+                            out.write(chunk)
+                finally:
+                    conn.close()
+                reply = ftp.voidresp()
+                result(done, True, "%d %s" % (os.path.getsize(local), reply))
+            elif words[0] == "connect-held":
+                timeout = float(words[1]) if len(words) > 1 else 3
+                outcome, s = connect_outcome(held[0], held[1], timeout)
+                if s:
+                    s.close()
+                result(done, True, outcome)
+            elif words[0] == "port":
+                a, port = words[1].split("."), int(words[2])
+                line = "PORT %s,%d,%d" % (",".join(a), port >> 8, port & 0xFF)
+                result(done, True, ftp.sendcmd(line))
             elif words[0] == "noop":
                 result(done, True, ftp.sendcmd("NOOP"))
             elif words[0] == "quit":
@@ -282,6 +318,7 @@ def main():
     c.add_argument("port", type=int)
     c.add_argument("--timeout", type=float, default=3)
     c.add_argument("--expect", choices=outcomes, default="timeout")
+    c.add_argument("--source", help="bind to this local address first (a third host)")
     c.set_defaults(fn=cmd_connect)
 
     c = sub.add_parser("abort")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """TFTP probes for pinhole's end-to-end test (tests/e2e/nfqueue.sh).
 
-  read HOST FILE EXPECTED --state-dir DIR [--third ADDR] [--pause S]
+  read HOST FILE EXPECTED --state-dir DIR [--third ADDR] [--pause S] [--ack-delay S]
+       [--retries N]
       A minimal RFC 1350 client (octet mode, no options) that reads FILE from HOST and compares
       it with the local file EXPECTED. After the server's first DATA block it stops, writes
       DIR/tid.json ({"client_port": P, "server_port": T}) and waits (at most --pause seconds)
@@ -9,7 +10,9 @@
       with --third it also sends, itself, a forged ERROR from ADDR (a second address of this
       namespace) to the server's transfer port. Then it watches its own socket for a second:
       any datagram not from (HOST, T) means a forged packet reached the client. Then it
-      finishes the transfer. Exit 0 when the file is intact and nothing foreign arrived.
+      finishes the transfer, waiting --ack-delay seconds before each ACK (a slow transfer, to
+      span a failover) and re-sending an ACK up to --retries times (one a second) before it
+      gives up. Exit 0 when the file is intact and nothing foreign arrived.
   inject SRC_ADDR SRC_PORT DST_ADDR DST_PORT
       Send one forged TFTP DATA block 2 ("forged") from SRC_ADDR:SRC_PORT.
 
@@ -105,7 +108,7 @@ def cmd_read(a):
             pkt, peer = s.recvfrom(65536)
         except socket.timeout:
             tries += 1
-            if tries > 5:
+            if tries > a.retries:
                 log("FAIL: transfer stalled after block %d" % block)
                 return 1
             s.sendto(struct.pack("!HH", ACK, block), server)
@@ -122,6 +125,8 @@ def cmd_read(a):
             block += 1
             data[block] = pkt[4:]
             tries = 0
+            if a.ack_delay:
+                time.sleep(a.ack_delay)
             s.sendto(struct.pack("!HH", ACK, num), server)
     got = b"".join(data[i] for i in sorted(data))
     log("received %d bytes in %d blocks" % (len(got), block))
@@ -150,6 +155,8 @@ def main():
     c.add_argument("--state-dir", required=True)
     c.add_argument("--third")
     c.add_argument("--pause", type=float, default=5)
+    c.add_argument("--ack-delay", type=float, default=0)
+    c.add_argument("--retries", type=int, default=5)
     c.set_defaults(fn=cmd_read)
     c = sub.add_parser("inject")
     c.add_argument("src")
