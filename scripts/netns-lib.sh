@@ -125,6 +125,28 @@ ph_ensure_tools() {
     "$PH_LIB_DIR/install-deps.sh" "${@:-testbed}"
 }
 
+# ph_pinhole_bin COMMAND: the pinhole binary to test in PINHOLE_BIN, as an absolute path: the
+# environment's, or the tree's own debug build (cargo build, current; after scripts/test.sh's
+# cargo test this only links). Says "Bail out! ..." and fails when it cannot be built or has
+# no COMMAND.
+ph_pinhole_bin() {
+    local repo
+    repo=$(cd "$PH_LIB_DIR/.." && pwd)
+    if [ -z "${PINHOLE_BIN:-}" ]; then
+        if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-}/.cargo/env" ]; then
+            # shellcheck disable=SC1091
+            . "${HOME:-}/.cargo/env"
+        fi
+        echo "# cargo build --locked --bin pinhole"
+        (cd "$repo" && cargo build --locked --quiet --bin pinhole) || {
+            echo "Bail out! cargo build failed"; return 1; }
+        PINHOLE_BIN=$repo/target/debug/pinhole
+    fi
+    case $PINHOLE_BIN in /*) ;; *) PINHOLE_BIN=$PWD/$PINHOLE_BIN ;; esac
+    "$PINHOLE_BIN" "$1" --help >/dev/null 2>&1 || {
+        echo "Bail out! $PINHOLE_BIN has no '$1' command"; return 1; }
+}
+
 # ph_init: create the work dir (PH_WORKDIR) and install the cleanup trap.
 # Call once, early.  Safe to call when PH_WORKDIR is already set.
 ph_init() {

@@ -74,21 +74,7 @@ fi
 
 ph_ensure_tools || { echo "Bail out! missing tools could not be installed"; exit 1; }
 
-if [ -z "${PINHOLE_BIN:-}" ]; then
-    if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-}/.cargo/env" ]; then
-        # shellcheck disable=SC1091
-        . "${HOME:-}/.cargo/env"
-    fi
-    echo "# cargo build --locked --bin pinhole"
-    (cd "$REPO_DIR" && cargo build --locked --quiet --bin pinhole) || {
-        echo "Bail out! cargo build failed"; exit 1; }
-    PINHOLE_BIN=$REPO_DIR/target/debug/pinhole
-fi
-case $PINHOLE_BIN in /*) ;; *) PINHOLE_BIN=$PWD/$PINHOLE_BIN ;; esac
-if ! "$PINHOLE_BIN" monitor --help >/dev/null 2>&1; then
-    echo "Bail out! $PINHOLE_BIN has no 'monitor' command"
-    exit 1
-fi
+ph_pinhole_bin monitor || exit 1
 
 # --------------------------------------------------------------------------
 # Test bed

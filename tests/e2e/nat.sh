@@ -107,21 +107,7 @@ done
 ph_ensure_tools || { echo "Bail out! missing tools could not be installed"; exit 1; }
 
 if [ "$NEED_PINHOLE" = 1 ]; then
-    if [ -z "${PINHOLE_BIN:-}" ]; then
-        # The tree's own build, current (as tests/e2e/nfqueue.sh does: after scripts/test.sh's
-        # cargo test this only links).
-        PINHOLE_BIN=$REPO_DIR/target/debug/pinhole
-        if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-}/.cargo/env" ]; then
-            # shellcheck disable=SC1091
-            . "${HOME:-}/.cargo/env"
-        fi
-        echo "# cargo build --locked --bin pinhole"
-        (cd "$REPO_DIR" && cargo build --locked --quiet --bin pinhole) ||
-            { echo "Bail out! cargo build failed"; exit 1; }
-    fi
-    case $PINHOLE_BIN in /*) ;; *) PINHOLE_BIN=$PWD/$PINHOLE_BIN ;; esac
-    "$PINHOLE_BIN" run --help >/dev/null 2>&1 ||
-        { echo "Bail out! $PINHOLE_BIN has no 'run' command"; exit 1; }
+    ph_pinhole_bin run || exit 1
 fi
 
 NAT_PROBE=$E2E_DIR/nat_probe.py
