@@ -253,6 +253,7 @@ fn status(shared: &Shared) -> Value {
         "uptime_secs": shared.started.elapsed().as_secs(),
         "mode": options.kernel.mode.as_str(),
         "fail_open": options.kernel.fail_open,
+        "ha": options.kernel.ha.is_some(),
         "inspection": !options.no_inspect,
         "queues": options.kernel.queues.clone().collect::<Vec<u16>>(),
         "workers": shared.workers.len(),

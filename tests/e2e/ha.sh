@@ -251,6 +251,7 @@ router_up() {
         --queues 0 --mode "$MODE" --control "$d/pinhole.sock" --state-file "$d/state.json" \
         --events "$d/events.jsonl" -v
     ph_wait_for "pinhole of $r" 10 ctl "$r" status || { tail -n 20 "$d/pinhole.log"; return 1; }
+    ctl "$r" status | python3 "$PJ" -t "data['ha'] is True and data['mode'] == '$MODE'"
     ph_start_bg "keepalived-$r" "$ns" "$d/keepalived.out" \
         keepalived -n -l -D -P -f "$d/keepalived.conf" -p "$d/keepalived.pid" \
         -r "$d/vrrp.pid" -c "$d/checkers.pid"
