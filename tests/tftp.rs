@@ -1081,3 +1081,46 @@ fn port_69_answers_each_request_with_at_most_one_error() {
     t.request(&tftp::rrq("other.bin", "octet", &[]));
     assert_eq!(from_69(&mut t).verdict, Verdict::Accept);
 }
+
+#[test]
+fn the_uefi_size_probe_ends_with_error_8_and_the_real_read_follows() {
+    // UEFI firmware asks for the size first: RRQ with tsize=0 and blksize, reads the OACK,
+    // ends that transfer with ERROR 8 (RFC 2347: option negotiation refused / aborted by the
+    // client), then reads the file with a fresh request.
+    let mut t = Tftp::new();
+    let d = t.request(&tftp::rrq(
+        "bootx64.efi",
+        "octet",
+        &[("tsize", "0"), ("blksize", "1468")],
+    ));
+    assert_eq!(opened(&d).len(), 1, "{d:?}");
+    t.server_ok(&tftp::oack(&[("tsize", "906240"), ("blksize", "1468")]));
+    let d = t.client_ok(&tftp::error(8, "transfer aborted by user"));
+    assert!(
+        violations(&d).is_empty(),
+        "the probe's ERROR 8 is no violation: {d:?}"
+    );
+    // The real read: a new client port, a new transfer ID.
+    t.client = sock("198.51.100.10:50001");
+    t.tid = sock("192.0.2.10:41001");
+    let d = t.request(&tftp::rrq("bootx64.efi", "octet", &[("blksize", "1468")]));
+    assert_eq!(opened(&d).len(), 1, "{d:?}");
+    t.server_ok(&tftp::oack(&[("blksize", "1468")]));
+    t.client_ok(&tftp::ack(0));
+    for block in 1..=3 {
+        t.server_ok(&tftp::data(block, 1468));
+        t.client_ok(&tftp::ack(block));
+    }
+    t.server_ok(&tftp::data(4, 10));
+    t.client_ok(&tftp::ack(4));
+    // Some firmware repeats the probe from the same port it read from before: also fine.
+    t.tid = sock("192.0.2.10:41002");
+    let d = t.request(&tftp::rrq(
+        "bootx64.efi",
+        "octet",
+        &[("tsize", "0"), ("blksize", "1468")],
+    ));
+    assert_eq!(opened(&d).len(), 1, "{d:?}");
+    t.server_ok(&tftp::oack(&[("tsize", "906240"), ("blksize", "1468")]));
+    t.client_ok(&tftp::error(8, "transfer aborted by user"));
+}
