@@ -193,16 +193,8 @@ nat_topology_check() {
 
 # nat_topology_down: stop what still runs in the namespaces (by pid), delete them.
 nat_topology_down() {
-    local ns pid
     [ "$NAT_TOPOLOGY_CREATED" = 1 ] || return 0
-    for ns in "${NAT_NAMESPACES[@]}"; do
-        ph_ns_exists "$ns" || continue
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do
-            ph_debug "killing leftover pid $pid in $ns ($(cat "/proc/$pid/comm" 2>/dev/null))"
-            kill -KILL "$pid" 2>/dev/null || true
-        done
-        ip netns del "$ns" 2>/dev/null || ph_warn "could not delete $ns"
-    done
+    ph_delete_namespaces "${NAT_NAMESPACES[@]}"
     NAT_TOPOLOGY_CREATED=0
 }
 

@@ -394,6 +394,20 @@ ph_topology_check() {
     return $ok
 }
 
+# ph_delete_namespaces NS...: for a library or test that builds namespaces of its own: kill
+# what still runs in each one that exists (only in those namespaces, by pid), then delete it.
+ph_delete_namespaces() {
+    local ns pid
+    for ns in "$@"; do
+        ph_ns_exists "$ns" || continue
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do
+            ph_debug "killing leftover pid $pid in $ns ($(cat "/proc/$pid/comm" 2>/dev/null))"
+            kill -KILL "$pid" 2>/dev/null || true
+        done
+        ip netns del "$ns" 2>/dev/null || ph_warn "could not delete $ns"
+    done
+}
+
 # ph_topology_down: delete the namespaces (after killing anything that still
 # runs inside them -- only processes in *our* namespaces, by pid).
 ph_topology_down() {

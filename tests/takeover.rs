@@ -189,3 +189,28 @@ fn a_synced_reset_passes_without_creating_a_flow() {
     assert_eq!((d.verdict, d.reason), (Verdict::Accept, None));
     assert_eq!(h.engine.flows().len(), 0);
 }
+
+#[test]
+fn a_broad_rule_for_the_server_side_does_not_turn_a_control_connection_around() {
+    // The shipped edge-router policy also lets the inside (the server) open connections to
+    // anywhere: the server's reply coming first must still make the client the initiator, with
+    // the FTP inspector on the connection.
+    let rules = format!(
+        "{RULES}\n[[rule]]\nname = \"inside-out\"\naction = \"allow\"\nproto = \"any\"\nfrom = \"inside\"\n\
+         [zones.inside]\nnetworks = [\"192.0.2.0/24\"]\n"
+    );
+    let mut h = Harness::new(&rules);
+    let mut s = control();
+    let _ = s.client_data(b"PASV\r\n");
+    h.send_synced(&s.server_data(b"227 Entering Passive Mode (192,0,2,10,195,80).\r\n"));
+    let (_, flow) = h.engine.flows().iter().next().unwrap();
+    assert_eq!((flow.tuple.src, flow.tuple.dport), (s.client().ip(), 21));
+    assert_eq!(flow.origin, FlowOrigin::TakenOver(Some("ftp".into())));
+    h.accept(&s.client_data(b"PASV\r\n"));
+    let d = h.accept(&s.server_data(b"227 Entering Passive Mode (192,0,2,10,195,81).\r\n"));
+    assert_eq!(
+        opened(&d).len(),
+        1,
+        "the inspector follows the session: {d:?}"
+    );
+}

@@ -369,7 +369,7 @@ impl Worker {
         };
         match (decision.verdict, mark) {
             (Verdict::Reject, _) => self.counters.reject_verdicts += 1,
-            (Verdict::Accept, Some(mark)) if mark & self.marks.offload != 0 => {
+            (Verdict::Accept, Some(repeat)) if repeat & !packet.mark & self.marks.offload != 0 => {
                 self.counters.offload_verdicts += 1;
             }
             _ => {}

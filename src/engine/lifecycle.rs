@@ -196,8 +196,6 @@ impl Engine {
         Some(with_events(Decision::drop(reason, None), events))
     }
 
-    /// A new flow no pinhole admitted: refused before the rules (TFTP transfer IDs), or the
-    /// rules decide. Returns the flow to keep, the rule's name and its inspector.
     /// A new flow no pinhole admitted: by the rules, or taken over when the kernel knows it as
     /// admitted (a failover pair's standby: the router that admitted it checked it, and the
     /// pinhole it used, the kernel FTP helper's expectation carried over by conntrackd, is
@@ -225,6 +223,7 @@ impl Engine {
         }
     }
 
+    /// A new flow the rules decide (refused before them: TFTP transfer IDs).
     fn admit_by_rules(
         &self,
         info: &PacketInfo,

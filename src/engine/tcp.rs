@@ -193,7 +193,8 @@ impl Engine {
     /// the rules say of new connections, the way the kernel's FTP helper resynchronises after
     /// a failover: the control connection's inspector starts at the next line
     /// (`NF_CT_FTP_SEQ_PICKUP` in `net/netfilter/nf_conntrack_ftp.c`). Its initiator is the
-    /// end the rules allow to open it (a control connection's client), else the sender. A
+    /// end a rule with an inspector allows to open it (a control connection's client), else
+    /// the end any rule allows to, else the sender. A
     /// reset is let through without tracking anything: it ends the kernel's entry.
     fn take_over(
         &mut self,
@@ -212,12 +213,21 @@ impl Engine {
             dst: packet.dst,
             dport: seg.dport,
         };
-        let (tuple, dir, allowed) = match self.allowing_rule(info, &sent) {
-            Some(allowed) => (sent, Direction::Original, Some(allowed)),
-            None => match self.allowing_rule(&info.reversed(), &sent.reversed()) {
-                Some(allowed) => (sent.reversed(), Direction::Reply, Some(allowed)),
-                None => (sent, Direction::Original, None),
-            },
+        // The orientation a rule with an inspector allows wins: a server's reply may come
+        // first, and a broad rule (inside to anywhere) also allows the server to "open" it.
+        let forward = self.allowing_rule(info, &sent);
+        let backward = self.allowing_rule(&info.reversed(), &sent.reversed());
+        let inspected = |allowed: &Option<(Arc<str>, Option<crate::alg::Inspect>)>| {
+            allowed
+                .as_ref()
+                .is_some_and(|(_, inspect)| inspect.is_some())
+        };
+        let (tuple, dir, allowed) = if inspected(&backward) && !inspected(&forward)
+            || forward.is_none() && backward.is_some()
+        {
+            (sent.reversed(), Direction::Reply, backward)
+        } else {
+            (sent, Direction::Original, forward)
         };
         let (rule, alg) = match allowed {
             Some((rule, inspect)) => {
@@ -226,7 +236,6 @@ impl Engine {
             }
             None => (None, None),
         };
-        self.counters.flows_taken_over += 1;
         let origin = FlowOrigin::TakenOver(rule);
         self.join_midstream(now, packet, seg, tuple, dir, origin, alg)
     }
@@ -274,6 +283,9 @@ impl Engine {
         let mut events = Vec::new();
         match self.insert_flow(flow, &mut events) {
             Ok(handle) => {
+                if takeover {
+                    self.counters.flows_taken_over += 1;
+                }
                 events.push(Event::FlowOpened {
                     flow: tuple,
                     rule,

@@ -69,7 +69,6 @@ NS_CLIENT=$PH_NS_CLIENT NS_SERVER=$PH_NS_SERVER
 NS_R1=${PH_PREFIX}r1 NS_R2=${PH_PREFIX}r2
 NS_OUT=${PH_PREFIX}out NS_IN=${PH_PREFIX}in
 HA_NAMESPACES=("$NS_OUT" "$NS_IN" "$NS_R1" "$NS_R2" "$NS_CLIENT" "$NS_SERVER")
-PH_NS_FW=$NS_R1
 
 CV4=198.51.100.10 SV4=192.0.2.10 THIRD=$PH_THIRD_V4
 VIP_OUT=198.51.100.1 VIP_IN=192.0.2.1
@@ -91,14 +90,7 @@ CURL=(curl -sS --noproxy '*' --globoff)
 HA_CREATED=0
 ha_down() {
     [ "$HA_CREATED" = 1 ] || return 0
-    local ns pid
-    for ns in "${HA_NAMESPACES[@]}"; do
-        ph_ns_exists "$ns" || continue
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do
-            kill -KILL "$pid" 2>/dev/null || true
-        done
-        ip netns del "$ns" 2>/dev/null || ph_warn "could not delete $ns"
-    done
+    ph_delete_namespaces "${HA_NAMESPACES[@]}"
     HA_CREATED=0
 }
 
