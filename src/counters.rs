@@ -6,6 +6,7 @@ use serde::ser::SerializeMap;
 
 use crate::alg::Alg;
 use crate::decision::{Reason, Verdict};
+use crate::event::{TransferDirection, TransferResult};
 
 /// Number of distinct drop reasons.
 const REASONS: usize = Reason::ALL.len();
@@ -60,6 +61,8 @@ pub struct Counters {
     pub pinholes_by_alg: PinholeCounts,
     /// Violations by inspector and reason.
     pub violations_by_reason: ViolationCounts,
+    /// Transfer records by inspector, direction and result, and their bytes.
+    pub transfers: TransferCounts,
 }
 
 impl Default for Counters {
@@ -86,6 +89,7 @@ impl Default for Counters {
             datagrams_reassembled: 0,
             pinholes_by_alg: PinholeCounts([[0; PinholeOutcome::ALL.len()]; ALGS]),
             violations_by_reason: ViolationCounts([[0; REASONS]; ALGS]),
+            transfers: TransferCounts::default(),
         }
     }
 }
@@ -115,7 +119,9 @@ impl Counters {
             datagrams_reassembled,
             pinholes_by_alg,
             violations_by_reason,
+            transfers,
         } = other;
+        self.transfers.add(transfers);
         self.packets += packets;
         self.accepted += accepted;
         self.dropped += dropped;
@@ -165,6 +171,14 @@ impl Counters {
         };
         *total += 1;
         self.pinholes_by_alg.0[alg as usize][outcome as usize] += 1;
+    }
+
+    /// Counts a transfer record.
+    pub fn transfer(&mut self, transfer: &crate::event::Transfer) {
+        let (a, d) = (transfer.alg as usize, transfer.direction as usize);
+        self.transfers.count[a][d][transfer.result as usize] += 1;
+        self.transfers.bytes[a][d] +=
+            transfer.bytes_up.unwrap_or(0) + transfer.bytes_down.unwrap_or(0);
     }
 
     /// Counts a violation an inspector reported.
@@ -312,6 +326,96 @@ impl Serialize for ViolationCounts {
                 .map(|(r, n)| (r, n.into()))
                 .collect();
             map.serialize_entry(alg.as_str(), &counts)?;
+        }
+        map.end()
+    }
+}
+
+const DIRECTIONS: [TransferDirection; 3] = [
+    TransferDirection::Download,
+    TransferDirection::Upload,
+    TransferDirection::Listing,
+];
+const RESULTS: [TransferResult; 4] = [
+    TransferResult::Complete,
+    TransferResult::Failed,
+    TransferResult::Aborted,
+    TransferResult::Unfinished,
+];
+
+/// Transfers by inspector, direction and result, and the file bytes they moved (as counted
+/// by pinhole; see [`crate::event::BytesSource`]). Serializes as
+/// `{"ftp":{"download":{"complete":N,...,"bytes":B},...},"tftp":{...}}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransferCounts {
+    count: [[[u64; 4]; 3]; ALGS],
+    bytes: [[u64; 3]; ALGS],
+}
+
+impl TransferCounts {
+    /// Transfers of one inspector in one direction with one result.
+    pub fn get(&self, alg: Alg, direction: TransferDirection, result: TransferResult) -> u64 {
+        self.count[alg as usize][direction as usize][result as usize]
+    }
+
+    /// File bytes moved by one inspector's transfers in one direction.
+    pub fn bytes(&self, alg: Alg, direction: TransferDirection) -> u64 {
+        self.bytes[alg as usize][direction as usize]
+    }
+
+    /// Every (inspector, direction, result) with its count, in a fixed order.
+    pub fn all(&self) -> impl Iterator<Item = (Alg, TransferDirection, TransferResult, u64)> + '_ {
+        Alg::ALL.into_iter().flat_map(move |alg| {
+            DIRECTIONS.into_iter().flat_map(move |d| {
+                RESULTS
+                    .into_iter()
+                    .map(move |r| (alg, d, r, self.get(alg, d, r)))
+            })
+        })
+    }
+
+    /// Every (inspector, direction) with its bytes.
+    pub fn all_bytes(&self) -> impl Iterator<Item = (Alg, TransferDirection, u64)> + '_ {
+        Alg::ALL.into_iter().flat_map(move |alg| {
+            DIRECTIONS
+                .into_iter()
+                .map(move |d| (alg, d, self.bytes(alg, d)))
+        })
+    }
+
+    fn add(&mut self, other: &TransferCounts) {
+        for (mine, theirs) in self
+            .count
+            .iter_mut()
+            .flatten()
+            .zip(other.count.iter().flatten())
+        {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m += t;
+            }
+        }
+        for (mine, theirs) in self.bytes.iter_mut().zip(&other.bytes) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m += t;
+            }
+        }
+    }
+}
+
+impl Serialize for TransferCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(ALGS))?;
+        for alg in Alg::ALL {
+            let mut by_direction = serde_json::Map::new();
+            for d in DIRECTIONS {
+                let mut counts: serde_json::Map<String, serde_json::Value> = RESULTS
+                    .iter()
+                    .map(|r| (r.as_str().to_owned(), self.get(alg, d, *r).into()))
+                    .collect();
+                counts.insert("bytes".to_owned(), self.bytes(alg, d).into());
+                by_direction.insert(d.as_str().to_owned(), counts.into());
+            }
+            map.serialize_entry(alg.as_str(), &by_direction)?;
         }
         map.end()
     }

@@ -174,6 +174,14 @@ reasons! {
     /// A CR or LF inside a Telnet command (option code or subnegotiation): the inspector skips
     /// those bytes, a server without Telnet handling would read a line from them.
     FtpTelnetLineBreak = "ftp_telnet_line_break", "line break inside a Telnet command sequence";
+    /// A command refused by the rule's `allow_commands`/`deny_commands`: it reaches the server
+    /// defanged (its verb overwritten), so the client gets the server's error and keeps its
+    /// session.
+    FtpCommandDenied = "ftp_command_denied", "FTP command refused by policy";
+    /// A user name refused by the rule's `allow_users`/`deny_users` (USER defanged).
+    FtpUserDenied = "ftp_user_denied", "FTP user name refused by policy";
+    /// A file path refused by the rule's `allow_paths`/`deny_paths` (the command defanged).
+    FtpPathDenied = "ftp_path_denied", "FTP file path refused by policy";
     // ---- TFTP inspection (RFC 1350, 2347-2349, 7440) --------------------------------------
     /// A TFTP packet shorter than its fixed fields.
     TftpTruncated = "tftp_truncated", "TFTP packet cut short";
@@ -305,6 +313,20 @@ pub struct Decision {
     /// The flow needs no more inspection: in offload mode the adapter may let the kernel
     /// carry the rest of it (set once, on the packet that made it eligible).
     pub offload: bool,
+    /// Bytes of the TCP payload to overwrite before the packet goes on (an FTP command the
+    /// rules refused, defanged): the length never changes, so no sequence number moves. An
+    /// inline adapter sends the rewritten packet with a recomputed checksum; replay and the
+    /// monitor only report it.
+    pub rewrites: Vec<PayloadRewrite>,
+}
+
+/// An overwrite of part of a packet's TCP payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayloadRewrite {
+    /// Where it starts, from the first byte of the TCP payload.
+    pub offset: usize,
+    /// The bytes written there.
+    pub bytes: Vec<u8>,
 }
 
 impl Decision {
@@ -317,6 +339,7 @@ impl Decision {
             events: Vec::new(),
             released: Vec::new(),
             offload: false,
+            rewrites: Vec::new(),
         }
     }
 
@@ -329,6 +352,7 @@ impl Decision {
             events: Vec::new(),
             released: Vec::new(),
             offload: false,
+            rewrites: Vec::new(),
         }
     }
 
@@ -341,6 +365,7 @@ impl Decision {
             events: Vec::new(),
             released: Vec::new(),
             offload: false,
+            rewrites: Vec::new(),
         }
     }
 

@@ -69,6 +69,10 @@ pub enum Event {
         /// The addresses the ends use for each other.
         nat: Translation,
     },
+    /// A file transfer finished, failed or was given up (the transfer log): an FTP
+    /// RETR/STOR/APPE/STOU/LIST/NLST/MLSD answered by its final reply, or a TFTP transfer that
+    /// completed, ended in an ERROR or timed out.
+    Transfer(Box<Transfer>),
     /// Something an inspector did that is not a refusal but should be known (a session went
     /// encrypted and uninspected, an address was replaced).
     Notice {
@@ -174,6 +178,128 @@ impl PinholeInfo {
                 .as_ref()
                 .map(|ChildInit::Tftp(init)| init.kind),
             parent_nat,
+        }
+    }
+}
+
+/// One transfer, as the transfer log records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    /// The inspector.
+    pub alg: Alg,
+    /// The session: the FTP control connection, or the TFTP request's flow (client first).
+    pub session: FlowTuple,
+    /// FTP: the user name the client gave (USER), never the password.
+    pub user: Option<String>,
+    /// FTP: the command (`RETR`, `STOR`, `APPE`, `STOU`, `LIST`, `NLST`, `MLSD`); TFTP:
+    /// `RRQ` or `WRQ`.
+    pub command: &'static str,
+    /// FTP: the path as the server sees it, followed through CWD/CDUP (see
+    /// [`Transfer::path_guessed`]); none for a listing of the working directory. TFTP: the
+    /// file name of the request.
+    pub path: Option<String>,
+    /// FTP: the working directory was never confirmed (by a 257 reply to PWD or an absolute
+    /// CWD), so `path` takes the login directory as `/`.
+    pub path_guessed: bool,
+    /// Which way the file went.
+    pub direction: TransferDirection,
+    /// FTP: the preliminary reply that opened the data transfer (150 or 125).
+    pub opened: Option<u16>,
+    /// FTP: the final reply (226/250 when it worked, else the error).
+    pub closed: Option<u16>,
+    /// TFTP: the transfer mode (`octet`, `netascii`, `mail`).
+    pub mode: Option<&'static str>,
+    /// TFTP: the options the server acknowledged (OACK), `name=value`.
+    pub options: Vec<String>,
+    /// TFTP: blocks acknowledged.
+    pub blocks: Option<u64>,
+    /// The data connection (FTP) or the transfer flow (TFTP), as pinhole saw it.
+    pub data: Option<FlowTuple>,
+    /// The data flow in the engine's table, for the engine to count its bytes.
+    pub data_handle: Option<crate::conntrack::FlowHandle>,
+    /// File bytes the client sent (upload direction), if known.
+    pub bytes_up: Option<u64>,
+    /// File bytes the client received (download direction), if known.
+    pub bytes_down: Option<u64>,
+    /// Where the byte counts come from.
+    pub bytes_source: BytesSource,
+    /// When the transfer started (the command, the request).
+    pub started: Instant,
+    /// When it ended.
+    pub ended: Instant,
+    /// How it ended.
+    pub result: TransferResult,
+    /// Specifics: the final reply's text, the TFTP ERROR's code name and message.
+    pub detail: String,
+}
+
+/// Which way a transfer moved data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferDirection {
+    /// From the server to the client (RETR, RRQ).
+    Download,
+    /// From the client to the server (STOR, APPE, STOU, WRQ).
+    Upload,
+    /// A directory listing (LIST, NLST, MLSD).
+    Listing,
+}
+
+impl TransferDirection {
+    /// Stable lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TransferDirection::Download => "download",
+            TransferDirection::Upload => "upload",
+            TransferDirection::Listing => "listing",
+        }
+    }
+}
+
+/// How a transfer ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferResult {
+    /// It completed: a 2xx final reply, or the last TFTP block acknowledged.
+    Complete,
+    /// The server refused or failed it (an FTP 4xx/5xx other than 426, a TFTP ERROR).
+    Failed,
+    /// It was aborted while moving data (FTP 426, after ABOR or a broken data connection).
+    Aborted,
+    /// It never finished: the session or transfer flow ended or timed out first.
+    Unfinished,
+}
+
+impl TransferResult {
+    /// Stable lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TransferResult::Complete => "complete",
+            TransferResult::Failed => "failed",
+            TransferResult::Aborted => "aborted",
+            TransferResult::Unfinished => "unfinished",
+        }
+    }
+}
+
+/// Where a transfer's byte counts come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BytesSource {
+    /// pinhole followed the data itself: TCP sequence numbers of the data connection (file
+    /// bytes, retransmissions counted once), TFTP block numbers and sizes.
+    Pinhole,
+    /// The kernel carried the data connection (offload mode): the conntrack accounting of
+    /// its entry, read by the adapter.
+    Kernel,
+    /// Unknown: no data connection was seen, or the kernel had no accounting for it.
+    None,
+}
+
+impl BytesSource {
+    /// Stable lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BytesSource::Pinhole => "pinhole",
+            BytesSource::Kernel => "kernel",
+            BytesSource::None => "none",
         }
     }
 }

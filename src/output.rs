@@ -43,6 +43,10 @@ pub enum Record<'a> {
         /// Present (true) when the drop also reset the sender's connection.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         reset: bool,
+        /// Present (true) when the packet was accepted with part of its payload overwritten
+        /// (an FTP command the rules refused, defanged); inline only, replay just reports it.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        rewritten: bool,
         /// The packet went from the flow's responder to its initiator (text output only: it
         /// draws the flow with `<-`); false when unknown.
         #[serde(skip)]
@@ -124,6 +128,60 @@ pub enum Record<'a> {
         /// The flow.
         flow: Option<FlowTuple>,
         /// Specifics.
+        detail: &'a str,
+    },
+    /// One per finished, failed or unfinished transfer (the transfer log).
+    Transfer {
+        /// Capture file (live: the queue, `nfqueue:N`).
+        file: &'a str,
+        /// The packet that ended it (the final reply, the last ACK), or whose time did.
+        packet: u64,
+        /// `ftp` or `tftp`.
+        alg: Alg,
+        /// The FTP control connection, or the TFTP request's flow.
+        session: FlowTuple,
+        /// FTP: the user name given with USER (never the password).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
+        /// `RETR`, `STOR`, `APPE`, `STOU`, `LIST`, `NLST`, `MLSD`, `RRQ` or `WRQ`.
+        command: &'static str,
+        /// The file (FTP: resolved through CWD/CDUP; a listing: the directory), if named.
+        path: Option<&'a str>,
+        /// FTP: true when the working directory was never confirmed, so `path` assumes the
+        /// login directory is `/`.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        path_guessed: bool,
+        /// `download`, `upload` or `listing`.
+        direction: &'static str,
+        /// FTP: the reply that opened the data transfer (150, 125).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        opened: Option<u16>,
+        /// FTP: the final reply.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        closed: Option<u16>,
+        /// TFTP: the mode.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mode: Option<&'static str>,
+        /// TFTP: the options the server acknowledged, `name=value`.
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        options: &'a [String],
+        /// TFTP: blocks acknowledged.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        blocks: Option<u64>,
+        /// The data connection (FTP) or transfer flow (TFTP), or null if none was seen.
+        data: Option<FlowTuple>,
+        /// File bytes from the client (null when unknown).
+        bytes_up: Option<u64>,
+        /// File bytes to the client (null when unknown).
+        bytes_down: Option<u64>,
+        /// `pinhole` (counted from sequence or block numbers), `kernel` (the kernel's
+        /// accounting of an offloaded data connection) or `none`.
+        bytes_source: &'static str,
+        /// Seconds from the command (or request) to the end.
+        duration: f64,
+        /// `complete`, `failed`, `aborted` or `unfinished`.
+        result: &'static str,
+        /// The final reply's text, the TFTP ERROR, or why it is unfinished.
         detail: &'a str,
     },
     /// A flow opened or closed (only with `--flows`).
@@ -284,6 +342,7 @@ pub fn event_record<'a>(file: &'a str, packet: u64, event: &'a Event) -> Record<
             packets: None,
             bytes: None,
         },
+        Event::Transfer(t) => transfer_record(file, packet, t),
         Event::FlowClosed {
             flow,
             cause,
@@ -303,6 +362,33 @@ pub fn event_record<'a>(file: &'a str, packet: u64, event: &'a Event) -> Record<
     }
 }
 
+/// The record of a transfer.
+fn transfer_record<'a>(file: &'a str, packet: u64, t: &'a crate::event::Transfer) -> Record<'a> {
+    Record::Transfer {
+        file,
+        packet,
+        alg: t.alg,
+        session: t.session,
+        user: t.user.as_deref(),
+        command: t.command,
+        path: t.path.as_deref(),
+        path_guessed: t.path_guessed,
+        direction: t.direction.as_str(),
+        opened: t.opened,
+        closed: t.closed,
+        mode: t.mode,
+        options: &t.options,
+        blocks: t.blocks,
+        data: t.data,
+        bytes_up: t.bytes_up,
+        bytes_down: t.bytes_down,
+        bytes_source: t.bytes_source.as_str(),
+        duration: (t.ended.saturating_since(t.started).as_secs_f64() * 1000.0).round() / 1000.0,
+        result: t.result.as_str(),
+        detail: &t.detail,
+    }
+}
+
 /// True for events shown without `--flows`.
 pub fn is_contract_event(event: &Event) -> bool {
     matches!(
@@ -311,6 +397,7 @@ pub fn is_contract_event(event: &Event) -> bool {
             | Event::Violation { .. }
             | Event::Notice { .. }
             | Event::Translated { .. }
+            | Event::Transfer(_)
     )
 }
 
@@ -330,9 +417,11 @@ pub fn write_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
             flow,
             reset,
             reply,
+            rewritten,
             ..
         } => {
             let verdict = match (*verdict, *reset) {
+                ("accept", _) if *rewritten => "DEFANG",
                 ("accept", _) => "accept",
                 (_, true) => "RESET",
                 _ => "DROP",
@@ -391,6 +480,9 @@ pub fn write_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
             detail,
             ..
         } => writeln!(out, "#{packet:<6} notice {alg} {event}: {detail}"),
+        Record::Transfer { packet, .. } => {
+            writeln!(out, "#{packet:<6} transfer {}", transfer_line(record))
+        }
         Record::Flow {
             event,
             flow,
@@ -453,6 +545,52 @@ fn write_summary_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()
         )?;
     }
     Ok(())
+}
+
+/// A transfer record for people: `ftp alice RETR /pub/ios.bin download 1048576 B complete
+/// (150, 226) 0.42 s`.
+pub fn transfer_line(record: &Record<'_>) -> String {
+    let Record::Transfer {
+        alg,
+        user,
+        command,
+        path,
+        path_guessed,
+        direction,
+        opened,
+        closed,
+        bytes_up,
+        bytes_down,
+        duration,
+        result,
+        detail,
+        session,
+        ..
+    } = record
+    else {
+        return String::new();
+    };
+    let bytes = match (*direction, bytes_up, bytes_down) {
+        ("upload", Some(b), _) | ("download" | "listing", _, Some(b)) => format!("{b} B"),
+        _ => "? B".to_owned(),
+    };
+    let codes = match (opened, closed) {
+        (Some(o), Some(c)) => format!(" ({o}, {c})"),
+        (None, Some(c)) => format!(" ({c})"),
+        _ => String::new(),
+    };
+    let guess = if *path_guessed { " (path guessed)" } else { "" };
+    let why = if *result == "complete" || detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    };
+    format!(
+        "{alg} {} {} {command} {}{guess} {direction} {bytes} {result}{codes} {duration:.2} s{why}",
+        session.src,
+        user.unwrap_or("-"),
+        path.unwrap_or("-"),
+    )
 }
 
 /// `1 packet`, `2 packets`.

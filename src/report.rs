@@ -89,6 +89,11 @@ enum Line {
         kind: &'static str,
         detail: String,
     },
+    /// A transfer record, already put in words (`output::transfer_line`).
+    Transfer {
+        packet: u64,
+        text: String,
+    },
 }
 
 /// An FTP control connection or a TFTP request flow.
@@ -292,6 +297,15 @@ impl SessionReport {
                         packet,
                         reason: *reason,
                         detail: detail.clone(),
+                    });
+                }
+            }
+            Event::Transfer(transfer) => {
+                let record = crate::output::event_record("", packet, event);
+                if let Some(s) = self.session_of(transfer.alg, Some(transfer.session), packet) {
+                    self.sessions[s].lines.push(Line::Transfer {
+                        packet,
+                        text: crate::output::transfer_line(&record),
                     });
                 }
             }
@@ -532,6 +546,9 @@ fn render_session(session: &Session) -> String {
                 detail,
             } => {
                 let _ = writeln!(text, "  notice #{packet}  {kind}: {detail}");
+            }
+            Line::Transfer { packet, text: line } => {
+                let _ = writeln!(text, "  transfer #{packet}  {line}");
             }
         }
     }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conntrack::Opening;
 use crate::conntrack::key::FlowTuple;
+pub use crate::decision::PayloadRewrite;
 use crate::decision::Reason;
 use crate::event::Event;
 
@@ -92,9 +93,11 @@ impl AlgState {
     /// The state for a new flow admitted by `rule` with this inspector.
     pub fn for_new_flow(inspect: &Inspect, rule: &Arc<str>, flow: FlowTuple) -> AlgState {
         match inspect {
-            Inspect::Ftp(options) => {
-                AlgState::Ftp(Box::new(FtpControl::new(Arc::clone(options), flow)))
-            }
+            Inspect::Ftp(options) => AlgState::Ftp(Box::new(FtpControl::for_rule(
+                Arc::clone(options),
+                Arc::clone(rule),
+                flow,
+            ))),
             Inspect::Tftp(options) => AlgState::TftpRequests(Box::new(TftpRequests::new(
                 Arc::clone(options),
                 Arc::clone(rule),
@@ -106,9 +109,11 @@ impl AlgState {
     /// The state for a flow picked up mid-stream: the FTP inspector starts at the next line.
     pub fn for_pickup(inspect: &Inspect, rule: &Arc<str>, flow: FlowTuple) -> AlgState {
         match inspect {
-            Inspect::Ftp(options) => {
-                AlgState::Ftp(Box::new(FtpControl::midstream(Arc::clone(options), flow)))
-            }
+            Inspect::Ftp(options) => AlgState::Ftp(Box::new(FtpControl::midstream(
+                Arc::clone(options),
+                Arc::clone(rule),
+                flow,
+            ))),
             Inspect::Tftp(_) => AlgState::for_new_flow(inspect, rule, flow),
         }
     }
@@ -211,4 +216,6 @@ pub struct AlgOutcome {
     pub close_all: bool,
     /// Violations and notices.
     pub events: Vec<Event>,
+    /// Overwrites of the packet's payload (refused FTP commands, defanged).
+    pub rewrites: Vec<PayloadRewrite>,
 }

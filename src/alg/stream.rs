@@ -87,6 +87,16 @@ impl HalfStream {
         self.unacked.len() + self.held_bytes
     }
 
+    /// The stream offset of sequence number `seq` (negative before the stream began).
+    pub fn offset_of(&self, seq: u32) -> i128 {
+        self.offset(seq)
+    }
+
+    /// Stream offset up to which the receiver acknowledged the bytes.
+    pub fn acknowledged_offset(&self) -> u64 {
+        self.next - self.unacked.len() as u64
+    }
+
     fn offset(&self, seq: u32) -> i128 {
         i128::from(self.next) + i128::from(seq.wrapping_sub(self.next_seq).cast_signed())
     }

@@ -20,7 +20,8 @@ use crate::alg::{Alg, AlgOutcome, AlgVerdict, ChildInit, PinholeRequest};
 use crate::conntrack::key::{Direction, FlowTuple};
 use crate::conntrack::{Opening, PortMatch};
 use crate::decision::Reason;
-use crate::event::Event;
+use crate::event::{BytesSource, Event, Transfer, TransferDirection, TransferResult};
+use crate::time::Instant;
 use crate::wire::tftp::{self, KnownOptions, Options, RequestKind, TftpError, TftpPacket};
 use crate::wire::transport::proto;
 
@@ -144,6 +145,20 @@ pub struct TransferInit {
     pub requested_unknown: Vec<Box<[u8]>>,
     /// The rule's options.
     pub options: Arc<TftpOptions>,
+    /// What the transfer log says of the request (boxed: every pinhole carries this type).
+    #[serde(default)]
+    pub request: Box<RequestLog>,
+}
+
+/// The request as the transfer log names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestLog {
+    /// The file name, as sent (lossy UTF-8, at most 255 characters).
+    pub filename: String,
+    /// The transfer mode.
+    pub mode: Option<tftp::Mode>,
+    /// The server port the request went to (the session's; 0 when unknown, read as 69).
+    pub port: u16,
 }
 
 /// State of a request flow: a client port talking to the TFTP port.
@@ -208,7 +223,7 @@ impl TftpRequests {
             kind,
             filename,
             options,
-            ..
+            mode,
         } = packet
         else {
             return violation(
@@ -260,6 +275,14 @@ impl TftpRequests {
                     .map(|(name, _)| Box::from(*name))
                     .collect(),
                 options: Arc::clone(&self.options),
+                request: Box::new(RequestLog {
+                    filename: String::from_utf8_lossy(filename)
+                        .chars()
+                        .take(255)
+                        .collect(),
+                    mode: Some(mode),
+                    port: flow.dport,
+                }),
             })),
         });
         out
@@ -354,6 +377,12 @@ pub struct TftpTransfer {
     final_block: Option<u64>,
     /// The options the server's OACK acknowledged.
     acknowledged: Option<KnownOptions>,
+    /// Bytes in the final (short) block.
+    #[serde(default)]
+    final_len: u64,
+    /// The transfer record was emitted.
+    #[serde(default)]
+    logged: bool,
 }
 
 /// tftpd-hpa's `blksize2` option: a power of two from 8 to 32768, the block size.
@@ -390,7 +419,97 @@ impl TftpTransfer {
             highest_ack: 0,
             final_block: None,
             acknowledged: None,
+            final_len: 0,
+            logged: false,
         }
+    }
+
+    /// The transfer record, once: `result` with `detail`. Its times are the engine's to fill
+    /// in (the transfer flow's start, the packet's time).
+    fn record(&mut self, result: TransferResult, detail: String) -> Option<Event> {
+        if self.logged {
+            return None;
+        }
+        self.logged = true;
+        let bytes = if result == TransferResult::Complete {
+            self.final_block
+                .map_or(0, |f| (f.saturating_sub(1)) * self.blksize + self.final_len)
+        } else {
+            self.highest_ack * self.blksize
+        };
+        let (up, down, direction) = match self.init.kind {
+            RequestKind::Read => (0, bytes, TransferDirection::Download),
+            RequestKind::Write => (bytes, 0, TransferDirection::Upload),
+        };
+        let mut options = Vec::new();
+        if let Some(a) = self.acknowledged {
+            let known = [
+                ("blksize", a.blksize.map(u64::from)),
+                ("timeout", a.timeout.map(u64::from)),
+                ("tsize", a.tsize),
+                ("windowsize", a.windowsize.map(u64::from)),
+            ];
+            for (name, value) in known {
+                if let Some(value) = value {
+                    options.push(format!("{name}={value}"));
+                }
+            }
+            if a.blksize.is_none() && self.blksize != 512 {
+                options.push(format!("blksize2={}", self.blksize));
+            }
+        }
+        let session = FlowTuple {
+            proto: proto::UDP,
+            src: self.flow.dst,
+            sport: self.flow.dport,
+            dst: self.flow.src,
+            dport: if self.init.request.port == 0 {
+                69
+            } else {
+                self.init.request.port
+            },
+        };
+        Some(Event::Transfer(Box::new(Transfer {
+            alg: Alg::Tftp,
+            session,
+            user: None,
+            command: self.init.kind.name(),
+            path: Some(self.init.request.filename.clone()),
+            path_guessed: false,
+            direction,
+            opened: None,
+            closed: None,
+            mode: self.init.request.mode.map(tftp::Mode::name),
+            options,
+            blocks: Some(self.highest_ack),
+            data: Some(self.flow),
+            data_handle: None,
+            bytes_up: Some(up),
+            bytes_down: Some(down),
+            bytes_source: BytesSource::Pinhole,
+            started: Instant::default(),
+            ended: Instant::default(),
+            result,
+            detail,
+        })))
+    }
+
+    /// The record of a transfer that neither completed nor failed before its flow ended (it
+    /// timed out), with `created` and `last_seen` as its times.
+    pub fn unfinished(&self, created: Instant, last_seen: Instant) -> Option<Event> {
+        if self.is_finished() {
+            return None;
+        }
+        let mut copy = self.clone();
+        let mut event = copy.record(
+            TransferResult::Unfinished,
+            "the transfer stopped before its last block was acknowledged".to_owned(),
+        )?;
+        if let Event::Transfer(t) = &mut event {
+            t.started = created;
+            t.ended = last_seen;
+        }
+        Some(event)
     }
 
     /// How long the flow may be idle: the rule's transfer timeout, then its dally once the
@@ -452,16 +571,14 @@ impl TftpTransfer {
         match packet {
             TftpPacket::Error { code, message } => {
                 self.phase = Phase::Failed;
-                notice(
-                    &mut out,
-                    flow,
-                    "transfer_error",
-                    format!(
-                        "{from} sent error {code} ({}): {}",
-                        tftp::error_name(code),
-                        shown(message)
-                    ),
+                let detail = format!(
+                    "{from} sent error {code} ({}): {}",
+                    tftp::error_name(code),
+                    shown(message)
                 );
+                notice(&mut out, flow, "transfer_error", detail.clone());
+                out.events
+                    .extend(self.record(TransferResult::Failed, detail));
             }
             TftpPacket::Request { kind, .. } => {
                 return violation(
@@ -617,6 +734,7 @@ impl TftpTransfer {
                 );
             }
             self.final_block = Some(x);
+            self.final_len = len as u64;
         }
         self.highest_data = self.highest_data.max(x);
         if self.phase != Phase::Done {
@@ -658,12 +776,15 @@ impl TftpTransfer {
             );
         }
         self.highest_ack = self.highest_ack.max(y);
+        let mut out = AlgOutcome::default();
         if self.final_block.is_some_and(|f| self.highest_ack >= f) {
             self.phase = Phase::Done;
+            out.events
+                .extend(self.record(TransferResult::Complete, String::new()));
         } else if self.phase != Phase::Done {
             self.phase = Phase::Running;
         }
-        AlgOutcome::default()
+        out
     }
 }
 

@@ -223,6 +223,20 @@ impl TcpTracker {
         }
     }
 
+    /// Payload bytes `dir` sent: from its first data byte to the highest sequence number it
+    /// sent, its FIN not counted, so retransmissions count once. `None` for a picked-up or
+    /// handed-over connection (its start is a guess) or a side never seen.
+    pub fn payload_sent(&self, dir: Direction) -> Option<u64> {
+        let peer = &self.peers[dir.index()];
+        if self.loose || !peer.seen {
+            return None;
+        }
+        let start = peer.isn.wrapping_add(1);
+        // `fin_seq` is the FIN's own sequence number: one past the last data byte.
+        let end = peer.fin_seq.unwrap_or(peer.seqlo);
+        Some(u64::from(end.wrapping_sub(start)))
+    }
+
     /// Hands a connection to the kernel from its opening SYN on (offload mode: a data
     /// connection a pinhole admitted). The kernel's connection tracking checks the handshake
     /// and the windows from here, so the connection counts as established (the established

@@ -32,6 +32,11 @@ pub struct QueueCounters {
     pub offload_verdicts: u64,
     /// Rejects carried out by the kernel's REJECT rule.
     pub reject_verdicts: u64,
+    /// Accepts sent with a rewritten payload (refused FTP commands, defanged).
+    pub rewrite_verdicts: u64,
+    /// Packets that should have been rewritten but could not be (not a plain TCP segment):
+    /// dropped instead, so a refused command never reaches the server intact.
+    pub rewrite_errors: u64,
     /// Packets that came back with pinhole's reject mark: the kernel rules lack the mark rules.
     pub mark_loops: u64,
     /// Packets held for reassembly right now.
@@ -62,6 +67,8 @@ impl QueueCounters {
             verdict_errors,
             offload_verdicts,
             reject_verdicts,
+            rewrite_verdicts,
+            rewrite_errors,
             mark_loops,
             held,
             recv_errors,
@@ -78,6 +85,8 @@ impl QueueCounters {
         self.verdict_errors += verdict_errors;
         self.offload_verdicts += offload_verdicts;
         self.reject_verdicts += reject_verdicts;
+        self.rewrite_verdicts += rewrite_verdicts;
+        self.rewrite_errors += rewrite_errors;
         self.mark_loops += mark_loops;
         self.held += held;
         self.recv_errors += recv_errors;

@@ -374,6 +374,41 @@ impl Worker {
             }
             _ => {}
         }
+        if decision.verdict == Verdict::Accept && !decision.rewrites.is_empty() {
+            let rewrites = decision
+                .rewrites
+                .iter()
+                .map(|r| (r.offset, r.bytes.as_slice()));
+            let rewritten = if packet.is_truncated() {
+                Err("only part of the packet was queued")
+            } else {
+                crate::wire::transport::rewrite_tcp_payload(packet.payload, rewrites)
+            };
+            match rewritten {
+                Ok(rewritten) => {
+                    self.counters.rewrite_verdicts += 1;
+                    self.batch.push_with_payload(
+                        packet.queue,
+                        packet.id,
+                        verdict,
+                        mark,
+                        Some(&rewritten),
+                    );
+                }
+                Err(why) => {
+                    // Fail closed: the refused command must not reach the server as it is.
+                    self.counters.rewrite_errors += 1;
+                    tracing::warn!(
+                        queue = packet.queue,
+                        why,
+                        "a packet to rewrite could not be; dropped"
+                    );
+                    self.batch
+                        .push(packet.queue, packet.id, KernelVerdict::Drop, None);
+                }
+            }
+            return;
+        }
         self.batch.push(packet.queue, packet.id, verdict, mark);
     }
 

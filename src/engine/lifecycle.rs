@@ -351,7 +351,14 @@ impl Engine {
             close,
             close_all,
             mut events,
+            rewrites,
         } = outcome;
+        self.complete_transfer_records(now, handle, &mut events);
+        for event in &events {
+            if let Event::Transfer(transfer) = event {
+                self.counters.transfer(transfer);
+            }
+        }
         if close_all {
             self.close_pinholes_of(handle, &mut events);
         }
@@ -407,7 +414,10 @@ impl Engine {
             }
         }
         let decision = match verdict {
-            AlgVerdict::Pass => Decision::accept(Some(tuple)),
+            AlgVerdict::Pass => Decision {
+                rewrites,
+                ..Decision::accept(Some(tuple))
+            },
             AlgVerdict::Drop(reason) => Decision::drop(reason, Some(tuple)),
             AlgVerdict::Reject(reason) => {
                 // The connection is over: later segments are dropped as after a RST.
@@ -502,6 +512,32 @@ impl Engine {
         (reason, detail)
     }
 
+    /// Fills in transfer records what the inspector cannot know: a TFTP transfer's times
+    /// (its flow's start, now), an FTP data connection's tuple and bytes while it is still in
+    /// the table.
+    fn complete_transfer_records(&self, now: Instant, handle: FlowHandle, events: &mut [Event]) {
+        for event in events {
+            let Event::Transfer(transfer) = event else {
+                continue;
+            };
+            if transfer.alg == Alg::Tftp
+                && let Some(flow) = self.flows.get(handle)
+            {
+                transfer.started = flow.created;
+                transfer.ended = now;
+            }
+            let Some(flow) = transfer.data_handle.and_then(|h| self.flows.get(h)) else {
+                continue;
+            };
+            transfer.data = Some(flow.tuple);
+            if let Some((up, down)) = data_bytes(flow, transfer.session.src) {
+                transfer.bytes_up = Some(up);
+                transfer.bytes_down = Some(down);
+                transfer.bytes_source = crate::event::BytesSource::Pinhole;
+            }
+        }
+    }
+
     /// Closes the pending pinholes of `parent`.
     pub(super) fn close_pinholes_of(&mut self, parent: FlowHandle, events: &mut Vec<Event>) {
         let mut orphans: Vec<Pinhole> = Vec::new();
@@ -529,13 +565,27 @@ impl Engine {
     ) {
         self.counters.flows_closed += 1;
         self.close_pinholes_of(handle, events);
-        // A data connection leaves its control connection's list of children.
+        // A data connection leaves its control connection's list of children, which keeps
+        // what its transfer record needs.
         if let Some(parent) = flow.parent
             && let Some(Some(AlgState::Ftp(ftp))) =
                 self.flows.get_mut(parent).map(|f| f.alg.as_mut())
         {
-            ftp.forget_child(handle);
+            let bytes = data_bytes(flow, ftp.client());
+            ftp.forget_child(handle, flow.tuple, bytes);
         }
+        // A transfer the flow's end leaves unfinished is logged as such.
+        let unfinished = match &flow.alg {
+            Some(AlgState::Ftp(ftp)) => ftp.unfinished_transfer(flow.last_seen),
+            Some(AlgState::TftpTransfer(transfer)) => {
+                transfer.unfinished(flow.created, flow.last_seen)
+            }
+            _ => None,
+        };
+        if let Some(Event::Transfer(transfer)) = &unfinished {
+            self.counters.transfer(transfer);
+        }
+        events.extend(unfinished);
         events.push(Event::FlowClosed {
             flow: flow.tuple,
             cause,
@@ -562,4 +612,23 @@ impl Engine {
             _ => {}
         }
     }
+}
+
+/// The payload bytes a data connection carried from the session's `client` (up) and to it
+/// (down), from its TCP sequence numbers; `None` when pinhole did not follow them (the kernel
+/// carried the connection, or it was picked up mid-stream).
+fn data_bytes(flow: &Flow, client: IpAddr) -> Option<(u64, u64)> {
+    let FlowState::Tcp(tracker) = &flow.state else {
+        return None;
+    };
+    if flow.offloaded {
+        return None;
+    }
+    let orig = tracker.payload_sent(Direction::Original)?;
+    let reply = tracker.payload_sent(Direction::Reply).unwrap_or(0);
+    Some(if flow.tuple.src == client {
+        (orig, reply)
+    } else {
+        (reply, orig)
+    })
 }

@@ -136,7 +136,7 @@ impl Engine {
                     // acknowledgements free room (the sender retransmits).
                     return Some(Decision::drop(Reason::FtpReassemblyLimit, Some(tuple)));
                 }
-                let outcome = ftp.on_segment(dir, seg, start);
+                let outcome = ftp.on_segment(now, dir, seg, start);
                 self.stream_bytes = self.stream_bytes - before + ftp.buffered();
                 Some(outcome)
             }
@@ -321,7 +321,7 @@ impl Engine {
         let outcome = match (&mut flow.alg, start) {
             (Some(AlgState::Ftp(ftp)), Some(start)) => {
                 let before = ftp.buffered();
-                let outcome = ftp.on_segment(dir, seg, start);
+                let outcome = ftp.on_segment(now, dir, seg, start);
                 self.stream_bytes = self.stream_bytes - before + ftp.buffered();
                 outcome
             }

@@ -318,6 +318,21 @@ impl Default for VerdictBatch {
 impl VerdictBatch {
     /// Adds the verdict for packet `id` of `queue`, optionally setting its mark.
     pub fn push(&mut self, queue: u16, id: u32, verdict: KernelVerdict, mark: Option<u32>) {
+        self.push_with_payload(queue, id, verdict, mark, None);
+    }
+
+    /// Adds the verdict for packet `id` of `queue`, optionally setting its mark and replacing
+    /// the packet with `payload` (`NFQA_PAYLOAD`: the whole IP packet; the kernel copies it
+    /// over the queued one in `nfqnl_mangle`, `net/netfilter/nfnetlink_queue.c`, and marks its
+    /// checksum as not computed, so the packet must carry a right one).
+    pub fn push_with_payload(
+        &mut self,
+        queue: u16,
+        id: u32,
+        verdict: KernelVerdict,
+        mark: Option<u32>,
+        payload: Option<&[u8]>,
+    ) {
         let start = self
             .writer
             .begin(NFQNL_MSG_VERDICT, NLM_F_REQUEST, 0, queue);
@@ -327,6 +342,9 @@ impl VerdictBatch {
         self.writer.attr(NFQA_VERDICT_HDR, &header);
         if let Some(mark) = mark {
             self.writer.attr(NFQA_MARK, &mark.to_be_bytes());
+        }
+        if let Some(payload) = payload {
+            self.writer.attr(NFQA_PAYLOAD, payload);
         }
         self.writer.finish(start);
         self.count += 1;

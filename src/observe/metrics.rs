@@ -223,6 +223,34 @@ fn engine_metrics(out: &mut Exposition, input: &MetricsInput<'_>, total: &Counte
             count,
         );
     }
+    out.family(
+        "pinhole_transfers_total",
+        "counter",
+        "Transfer records by inspector, direction and result.",
+    );
+    for (alg, direction, result, count) in total.transfers.all() {
+        out.sample(
+            "pinhole_transfers_total",
+            &[
+                ("alg", alg.as_str()),
+                ("direction", direction.as_str()),
+                ("result", result.as_str()),
+            ],
+            count,
+        );
+    }
+    out.family(
+        "pinhole_transfer_bytes_total",
+        "counter",
+        "File bytes of the transfer records pinhole counted itself, by inspector and direction.",
+    );
+    for (alg, direction, bytes) in total.transfers.all_bytes() {
+        out.sample(
+            "pinhole_transfer_bytes_total",
+            &[("alg", alg.as_str()), ("direction", direction.as_str())],
+            bytes,
+        );
+    }
 }
 
 /// The flow counters' totals.

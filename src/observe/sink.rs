@@ -457,6 +457,7 @@ impl Writer {
                         reason,
                         flow,
                         reset,
+                        rewritten: false,
                         // The text line names the packet itself (`tuple`) instead.
                         reply: false,
                     };

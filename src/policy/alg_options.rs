@@ -28,6 +28,12 @@ pub(super) const FTP: Shape = Shape {
         "ftps",
         "on_violation",
         "data_outlives_control",
+        "allow_commands",
+        "deny_commands",
+        "allow_users",
+        "deny_users",
+        "allow_paths",
+        "deny_paths",
     ],
 };
 
@@ -229,6 +235,7 @@ pub(super) fn ftp(
     options.on_violation = raw
         .choice(check, "on_violation", &choices)
         .unwrap_or(options.on_violation);
+    session_lists(check, &raw, &mut options);
     if !options.active && !options.passive {
         check.error(
             span,
@@ -241,10 +248,59 @@ pub(super) fn ftp(
     (check.error_count() == errors_before).then_some(options)
 }
 
-/// Filename patterns: non-empty, without NUL.
+/// The command, user and path lists of `[rule.ftp]`.
+fn session_lists(check: &mut Checker<'_>, raw: &Options<'_, '_>, options: &mut FtpOptions) {
+    if let Some(verbs) = verbs(check, raw, "allow_commands") {
+        options.allow_commands = verbs;
+    }
+    if let Some(verbs) = verbs(check, raw, "deny_commands") {
+        options.deny_commands = verbs;
+    }
+    for (key, list) in [
+        ("allow_users", &mut options.allow_users),
+        ("deny_users", &mut options.deny_users),
+        ("allow_paths", &mut options.allow_paths),
+        ("deny_paths", &mut options.deny_paths),
+    ] {
+        if let Some(patterns) = patterns(check, raw, key) {
+            *list = patterns;
+        }
+    }
+}
+
+/// FTP verbs: 1 to 8 letters, kept upper case with RFC 775's X-aliases folded (`XMKD` is
+/// `MKD`), as the inspector compares them.
+fn verbs(check: &mut Checker<'_>, raw: &Options<'_, '_>, key: &str) -> Option<Vec<String>> {
+    let value: &Value<'_> = raw.table.get(key)?;
+    let help = "write FTP verbs, for example deny_commands = [\"STOR\", \"APPE\", \"DELE\"]";
+    let items = check.strings(value, &raw.what(key), key, help)?;
+    let mut out = Vec::new();
+    for (word, span) in items {
+        match crate::alg::ftp::Verb::parse(word.trim().as_bytes()) {
+            Some(verb) => out.push(verb.as_str().to_owned()),
+            None => check.error(
+                span,
+                format!(
+                    "{}: ftp.{key} \"{word}\" is not an FTP verb (1 to 8 letters)",
+                    raw.label
+                ),
+                help,
+            ),
+        }
+    }
+    Some(out)
+}
+
+/// Name or path patterns: non-empty, without NUL.
 fn patterns(check: &mut Checker<'_>, raw: &Options<'_, '_>, key: &str) -> Option<Vec<String>> {
     let value: &Value<'_> = raw.table.get(key)?;
-    let help = "patterns are filenames with * (any run of characters) and ? (one character)";
+    let help = if key.ends_with("users") {
+        "patterns are user names with * (any run of characters) and ? (one character), compared without case"
+    } else if key.ends_with("paths") {
+        "patterns are absolute paths with * (any run of characters, / included) and ? (one character), for example \"/pub/*\""
+    } else {
+        "patterns are filenames with * (any run of characters) and ? (one character)"
+    };
     let items = check.strings(value, &raw.what(key), key, help)?;
     let mut out = Vec::new();
     for (pattern, span) in items {
@@ -252,8 +308,8 @@ fn patterns(check: &mut Checker<'_>, raw: &Options<'_, '_>, key: &str) -> Option
             check.error(
                 span,
                 format!(
-                    "{}: tftp.{key} pattern \"{pattern}\" is empty or has a NUL",
-                    raw.label
+                    "{}: {}.{key} pattern \"{pattern}\" is empty or has a NUL",
+                    raw.label, raw.alg
                 ),
                 help,
             );
@@ -434,7 +490,7 @@ mod tests {
                 "r.toml:8:12: error: rule \"f\": ftp.max_line = 4k is not a number\n  help: ftp.max_line is a bare whole number of bytes: max_line = 4096",
                 "r.toml:9:10: error: rule \"f\": ftp.active must be true or false, not yes\n  help: write active = true or active = false, without quotes",
                 "r.toml:10:8: error: rule \"f\": ftps \"allow\" is not one of \"deny\", \"allow-uninspected\"\n  help: write ftps = \"deny\" or \"allow-uninspected\"",
-                "r.toml:11:1: error: rule \"f\": unknown key \"data_timout\" in [rule.ftp]\n  help: did you mean \"data_timeout\"? [rule.ftp] takes: data_timeout, max_pending, max_line, min_data_port, active, passive, active_from_port_20, open_active_on, passive_address, ftps, on_violation, data_outlives_control",
+                "r.toml:11:1: error: rule \"f\": unknown key \"data_timout\" in [rule.ftp]\n  help: did you mean \"data_timeout\"? [rule.ftp] takes: data_timeout, max_pending, max_line, min_data_port, active, passive, active_from_port_20, open_active_on, passive_address, ftps, on_violation, data_outlives_control, allow_commands, deny_commands, allow_users, deny_users, allow_paths, deny_paths",
             ]
         );
         assert_eq!(
@@ -443,5 +499,32 @@ mod tests {
                 "r.toml:5:1: error: rule \"f\": ftp.active and ftp.passive are both false, so no transfer could ever work\n  help: allow at least one mode, or do not inspect (and do not allow) FTP at all"
             ]
         );
+    }
+
+    #[test]
+    fn command_user_and_path_lists_are_checked_and_normalised() {
+        use crate::alg::Inspect;
+        use crate::policy::Policy;
+        let rule = "[[rule]]\nname = \"f\"\naction = \"allow\"\ninspect = \"ftp\"\n[rule.ftp]\n";
+        assert_eq!(
+            errors(&format!(
+                "{rule}deny_commands = [\"STOR\", \"ST0R\"]\nallow_users = [\"\"]\ndeny_paths = \"/etc\"\n"
+            )),
+            vec![
+                "r.toml:6:26: error: rule \"f\": ftp.deny_commands \"ST0R\" is not an FTP verb (1 to 8 letters)\n  help: write FTP verbs, for example deny_commands = [\"STOR\", \"APPE\", \"DELE\"]",
+                "r.toml:7:16: error: rule \"f\": ftp.allow_users pattern \"\" is empty or has a NUL\n  help: patterns are user names with * (any run of characters) and ? (one character), compared without case",
+                "r.toml:8:14: error: rule \"f\": ftp.deny_paths must be a list of strings, not string\n  help: write a list in brackets: deny_paths = [\"/etc\"]",
+            ]
+        );
+        let policy = Policy::parse(
+            &format!("{rule}deny_commands = [\"stor\", \"XMKD\"]\nallow_users = [\"anonymous\"]\n"),
+            "r.toml",
+        )
+        .unwrap();
+        let Some(Inspect::Ftp(options)) = &policy.rules[0].inspect else {
+            panic!("no ftp options");
+        };
+        assert_eq!(options.deny_commands, ["STOR", "MKD"]);
+        assert_eq!(options.allow_users, ["anonymous"]);
     }
 }

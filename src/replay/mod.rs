@@ -140,6 +140,7 @@ fn emit_released(
             reason: r.reason,
             flow: r.flow,
             reset: r.verdict == Verdict::Reject,
+            rewritten: false,
             // A held fragment's own headers are gone; its direction is not shown.
             reply: false,
         })?;
@@ -182,6 +183,7 @@ fn emit_decision(
             reason: decision.reason,
             flow: decision.flow,
             reset: decision.verdict == Verdict::Reject,
+            rewritten: !decision.rewrites.is_empty(),
             reply,
         })?;
     }

@@ -83,7 +83,7 @@ impl RequestKind {
 }
 
 /// Transfer mode (RFC 1350 section 1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Mode {
     /// Text with CRLF line ends.
     Netascii,
@@ -91,6 +91,17 @@ pub enum Mode {
     Octet,
     /// Obsolete: deliver to a user.
     Mail,
+}
+
+impl Mode {
+    /// The mode's name, lower case, as RFC 1350 spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Netascii => "netascii",
+            Mode::Octet => "octet",
+            Mode::Mail => "mail",
+        }
+    }
 }
 
 /// The options pinhole understands (RFC 2348, 2349, 7440), as requested or acknowledged.

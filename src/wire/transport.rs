@@ -165,6 +165,23 @@ pub fn checksum_valid(src: IpAddr, dst: IpAddr, ip_proto: u8, segment: &[u8]) ->
     if ip_proto == proto::UDP && segment.get(6..8) == Some(&[0, 0]) {
         return src.is_ipv4();
     }
+    ones_complement_sum(src, dst, ip_proto, segment) == Some(0xffff)
+}
+
+/// The checksum to write into a TCP or UDP `segment` (header included, its checksum field
+/// zero) from `src` to `dst`; `None` when the addresses' families differ.
+pub fn checksum(src: IpAddr, dst: IpAddr, ip_proto: u8, segment: &[u8]) -> Option<u16> {
+    let sum = !ones_complement_sum(src, dst, ip_proto, segment)?;
+    // RFC 768: a computed UDP checksum of zero is sent as all ones.
+    Some(if sum == 0 && ip_proto == proto::UDP {
+        0xffff
+    } else {
+        sum
+    })
+}
+
+/// The folded one's complement sum of the pseudo-header and `segment` (RFC 1071).
+fn ones_complement_sum(src: IpAddr, dst: IpAddr, ip_proto: u8, segment: &[u8]) -> Option<u16> {
     let mut sum: u64 = 0;
     let mut add = |bytes: &[u8]| {
         for chunk in bytes.chunks(2) {
@@ -180,7 +197,7 @@ pub fn checksum_valid(src: IpAddr, dst: IpAddr, ip_proto: u8, segment: &[u8]) ->
             add(&s.octets());
             add(&d.octets());
         }
-        _ => return false,
+        _ => return None,
     }
     add(&[0, ip_proto]);
     add(&u32::try_from(segment.len())
@@ -190,7 +207,49 @@ pub fn checksum_valid(src: IpAddr, dst: IpAddr, ip_proto: u8, segment: &[u8]) ->
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    sum == 0xffff
+    u16::try_from(sum).ok()
+}
+
+/// `packet` (an IP datagram carrying one unfragmented TCP segment) with `rewrites` (offset
+/// from the first payload byte, bytes) written over its TCP payload and the TCP checksum
+/// computed anew over the whole segment, so it is right whatever state the original's was in
+/// (a packet from a local socket with checksum offload carries only the pseudo-header's sum).
+/// An error says why the packet cannot be rewritten.
+pub fn rewrite_tcp_payload<'r>(
+    packet: &[u8],
+    rewrites: impl IntoIterator<Item = (usize, &'r [u8])>,
+) -> Result<Vec<u8>, &'static str> {
+    let sliced = etherparse::SlicedPacket::from_ip(packet).map_err(|_| "not a valid IP packet")?;
+    let (src, dst) = match &sliced.net {
+        Some(etherparse::NetSlice::Ipv4(v4)) if !v4.header().is_fragmenting_payload() => (
+            IpAddr::V4(v4.header().source_addr()),
+            IpAddr::V4(v4.header().destination_addr()),
+        ),
+        Some(etherparse::NetSlice::Ipv6(v6)) if !v6.is_payload_fragmented() => (
+            IpAddr::V6(v6.header().source_addr()),
+            IpAddr::V6(v6.header().destination_addr()),
+        ),
+        _ => return Err("a fragment, or not IP"),
+    };
+    let Some(etherparse::TransportSlice::Tcp(tcp)) = &sliced.transport else {
+        return Err("not TCP");
+    };
+    let segment = tcp.slice();
+    let start = segment.as_ptr() as usize - packet.as_ptr() as usize;
+    let header_len = tcp.header_len();
+    let mut out = packet.to_vec();
+    let end = start + segment.len();
+    for (offset, bytes) in rewrites {
+        let at = start + header_len + offset;
+        if at + bytes.len() > end {
+            return Err("rewrite beyond the payload");
+        }
+        out[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+    out[start + 16..start + 18].fill(0);
+    let sum = checksum(src, dst, proto::TCP, &out[start..end]).ok_or("address families differ")?;
+    out[start + 16..start + 18].copy_from_slice(&sum.to_be_bytes());
+    Ok(out)
 }
 
 /// Length of a TCP header without options.
@@ -346,6 +405,12 @@ mod tests {
             "192.0.2.10".parse().unwrap(),
         );
         assert!(checksum_valid(src, dst, proto::TCP, &out[20..]));
+        // A rewrite of the payload keeps the segment valid, with the checksum recomputed.
+        let payload_at = out.len() - 4;
+        let rewritten = rewrite_tcp_payload(&out, [(payload_at - 40, &b"XX"[..])]).unwrap();
+        assert_eq!(&rewritten[payload_at..payload_at + 2], b"XX");
+        assert!(checksum_valid(src, dst, proto::TCP, &rewritten[20..]));
+        assert!(rewrite_tcp_payload(&out, [(4, &b"XXXXX"[..])]).is_err());
         out[30] ^= 1;
         assert!(!checksum_valid(src, dst, proto::TCP, &out[20..]));
         let mut udp = Vec::new();

@@ -42,6 +42,13 @@ pub struct LineAssembler {
     resync: bool,
     /// While resynchronizing, tells whether the first bytes seen start a line after all.
     line_start: Option<LineStart>,
+    /// Stream bytes taken so far, Telnet commands and line breaks included.
+    #[serde(default)]
+    consumed: u64,
+    /// Stream offset of the first byte of the line being assembled (the byte after the
+    /// previous line break).
+    #[serde(default)]
+    raw_start: u64,
 }
 
 /// What the first bytes of a direction joined mid-stream must look like to be taken as the
@@ -73,6 +80,8 @@ impl LineAssembler {
             max,
             resync: false,
             line_start: None,
+            consumed: 0,
+            raw_start: 0,
         }
     }
 
@@ -91,6 +100,13 @@ impl LineAssembler {
         &self.line
     }
 
+    /// Stream offset (bytes since the assembler started, Telnet bytes included) of the first
+    /// byte of the line being assembled; inside `on_line`, of the line handed over. The line's
+    /// text starts there unless Telnet commands precede it.
+    pub fn line_offset(&self) -> u64 {
+        self.raw_start
+    }
+
     /// Feeds stream bytes; calls `on_line` with each complete line. Stops at the first
     /// violation (or when `on_line` returns `false`) and reports the violation.
     pub fn push(
@@ -98,10 +114,21 @@ impl LineAssembler {
         bytes: &[u8],
         mut on_line: impl FnMut(&[u8]) -> bool,
     ) -> Result<(), Reason> {
+        self.push_lines(bytes, |line, _| on_line(line))
+    }
+
+    /// As [`LineAssembler::push`], handing `on_line` each line's stream offset
+    /// ([`LineAssembler::line_offset`]) too.
+    pub fn push_lines(
+        &mut self,
+        bytes: &[u8],
+        mut on_line: impl FnMut(&[u8], u64) -> bool,
+    ) -> Result<(), Reason> {
         if let Some(line_start) = self.line_start.take() {
             self.resync = !line_start.matches(bytes);
         }
         for &b in bytes {
+            self.consumed += 1;
             let data = match self.telnet {
                 Telnet::Data if b == IAC => {
                     self.telnet = Telnet::Iac;
@@ -164,9 +191,14 @@ impl LineAssembler {
     }
 
     /// Adds one data byte; returns true when `on_line` asked to stop.
-    fn byte(&mut self, b: u8, on_line: &mut impl FnMut(&[u8]) -> bool) -> Result<bool, Reason> {
+    fn byte(
+        &mut self,
+        b: u8,
+        on_line: &mut impl FnMut(&[u8], u64) -> bool,
+    ) -> Result<bool, Reason> {
         if self.resync {
             self.resync = b != b'\n';
+            self.raw_start = self.consumed;
             return Ok(false);
         }
         if self.cr {
@@ -190,9 +222,10 @@ impl LineAssembler {
         Ok(false)
     }
 
-    fn finish(&mut self, on_line: &mut impl FnMut(&[u8]) -> bool) -> bool {
-        let stop = !on_line(&self.line);
+    fn finish(&mut self, on_line: &mut impl FnMut(&[u8], u64) -> bool) -> bool {
+        let stop = !on_line(&self.line, self.raw_start);
         self.line.clear();
+        self.raw_start = self.consumed;
         stop
     }
 }
@@ -200,6 +233,30 @@ impl LineAssembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_offsets_count_telnet_bytes_and_line_breaks() {
+        let mut a = LineAssembler::new(32);
+        let mut seen = Vec::new();
+        let input = b"USER a\r\n\xff\xf1NOOP\r\nSTOR x\r\n";
+        for chunk in [&input[..3], &input[3..12], &input[12..]] {
+            a.push_lines(chunk, |l, offset| {
+                seen.push((String::from_utf8_lossy(l).into_owned(), offset));
+                true
+            })
+            .unwrap();
+        }
+        // "USER a\r\n" is 8 bytes; the IAC NOP before NOOP belongs to its line.
+        assert_eq!(
+            seen,
+            vec![
+                ("USER a".to_owned(), 0),
+                ("NOOP".to_owned(), 8),
+                ("STOR x".to_owned(), 16)
+            ]
+        );
+        assert_eq!(a.line_offset(), 24);
+    }
 
     fn lines(input: &[u8]) -> Result<Vec<Vec<u8>>, Reason> {
         let mut a = LineAssembler::new(32);

@@ -13,6 +13,8 @@
 //! the connection, `"drop"` drops it and every later data segment in that direction.
 
 mod lines;
+pub mod policy;
+mod session;
 
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -21,6 +23,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 pub use lines::{LineAssembler, LineStart};
+pub use policy::Verb;
+use session::{Session, TransferStart};
 
 use crate::alg::stream::{HalfStream, StreamError, StreamLimits};
 use crate::alg::{Alg, AlgOutcome, AlgVerdict, PinholeRequest};
@@ -101,6 +105,25 @@ pub struct FtpOptions {
     pub on_violation: ViolationAction,
     /// Data connections stay when their control connection ends.
     pub data_outlives_control: bool,
+    /// Verbs allowed (upper case); empty allows every verb not denied.
+    #[serde(default)]
+    pub allow_commands: Vec<String>,
+    /// Verbs refused (upper case).
+    #[serde(default)]
+    pub deny_commands: Vec<String>,
+    /// User-name patterns allowed (USER); empty allows every name not denied.
+    #[serde(default)]
+    pub allow_users: Vec<String>,
+    /// User-name patterns refused.
+    #[serde(default)]
+    pub deny_users: Vec<String>,
+    /// Path patterns allowed for RETR, STOR, STOU, APPE, DELE, RNFR and RNTO; empty allows
+    /// every path not denied.
+    #[serde(default)]
+    pub allow_paths: Vec<String>,
+    /// Path patterns refused for those commands.
+    #[serde(default)]
+    pub deny_paths: Vec<String>,
 }
 
 impl Default for FtpOptions {
@@ -118,6 +141,12 @@ impl Default for FtpOptions {
             ftps: Ftps::Deny,
             on_violation: ViolationAction::Reject,
             data_outlives_control: true,
+            allow_commands: Vec::new(),
+            deny_commands: Vec::new(),
+            allow_users: Vec::new(),
+            deny_users: Vec::new(),
+            allow_paths: Vec::new(),
+            deny_paths: Vec::new(),
         }
     }
 }
@@ -140,6 +169,17 @@ enum Pending {
     EpsvAll,
     /// ABOR, QUIT, REIN: their positive reply ends the data connections being negotiated.
     Reset,
+    /// A command the rule refused: it reached the server defanged, and its (error) reply
+    /// changes nothing.
+    Refused,
+    /// CWD to this (absolute, resolved) directory, and whether the client named it absolutely.
+    Cwd(String, bool),
+    /// CDUP.
+    Cdup,
+    /// PWD: its 257 reply names the working directory.
+    Pwd,
+    /// A transfer command (RETR, STOR, LIST, ...): its final reply ends a transfer record.
+    Transfer(Box<TransferStart>),
     Other,
 }
 
@@ -189,12 +229,30 @@ pub struct FtpControl {
     /// packet after a restart, so not saved.
     #[serde(skip)]
     server_seen_by_client: Option<IpAddr>,
+    /// The rule that admitted the connection, for violation details.
+    #[serde(default)]
+    rule: std::sync::Arc<str>,
+    /// User, working directory, last data connection, refused verbs in flight.
+    #[serde(default)]
+    session: Session,
 }
 
 /// Capacity of the delivered-bytes scratch buffer kept between segments.
 const SCRATCH_KEEP: usize = 4 * 1024;
 
 impl FtpControl {
+    /// Starts inspecting the control connection `flow` (client first), admitted by `rule`.
+    pub fn for_rule(
+        options: std::sync::Arc<FtpOptions>,
+        rule: std::sync::Arc<str>,
+        flow: FlowTuple,
+    ) -> Self {
+        FtpControl {
+            rule,
+            ..FtpControl::new(options, flow)
+        }
+    }
+
     /// Starts inspecting the control connection `flow` (client first).
     pub fn new(options: std::sync::Arc<FtpOptions>, flow: FlowTuple) -> Self {
         let max_line = options.max_line;
@@ -212,12 +270,18 @@ impl FtpControl {
             midstream: false,
             epsv_all: false,
             server_seen_by_client: None,
+            rule: std::sync::Arc::from(""),
+            session: Session::default(),
         }
     }
 
     /// Starts inspecting a control connection picked up mid-stream: each direction starts at
     /// its next line, and replies to commands sent before are ignored.
-    pub fn midstream(options: std::sync::Arc<FtpOptions>, flow: FlowTuple) -> Self {
+    pub fn midstream(
+        options: std::sync::Arc<FtpOptions>,
+        rule: std::sync::Arc<str>,
+        flow: FlowTuple,
+    ) -> Self {
         let max_line = options.max_line;
         FtpControl {
             lines: [
@@ -225,7 +289,7 @@ impl FtpControl {
                 LineAssembler::resynchronizing(max_line, LineStart::Reply),
             ],
             midstream: true,
-            ..FtpControl::new(options, flow)
+            ..FtpControl::for_rule(options, rule, flow)
         }
     }
 
@@ -233,6 +297,11 @@ impl FtpControl {
     /// front of a DNAT'd server), from the kernel's connection tracking.
     pub fn set_server_seen_by_client(&mut self, addr: IpAddr) {
         self.server_seen_by_client = (addr != self.flow.dst).then_some(addr);
+    }
+
+    /// The client's address.
+    pub fn client(&self) -> IpAddr {
+        self.flow.src
     }
 
     /// The options in force for this connection.
@@ -250,11 +319,30 @@ impl FtpControl {
     /// table's cap bounds it.
     pub fn add_child(&mut self, child: crate::conntrack::FlowHandle) {
         self.children.push(child);
+        self.session.data_admitted(child);
     }
 
-    /// Forgets a data connection that ended.
-    pub fn forget_child(&mut self, child: crate::conntrack::FlowHandle) {
+    /// Forgets a data connection that ended, keeping what the transfer log needs of it: its
+    /// tuple and the file bytes it carried up (client to server) and down.
+    pub fn forget_child(
+        &mut self,
+        child: crate::conntrack::FlowHandle,
+        tuple: FlowTuple,
+        bytes: Option<(u64, u64)>,
+    ) {
         self.children.retain(|&c| c != child);
+        self.session.data_ended(child, tuple, bytes);
+    }
+
+    /// The transfer in progress when the connection ends (timed out, reset, closed), as an
+    /// unfinished transfer record.
+    pub fn unfinished_transfer(&self, now: crate::time::Instant) -> Option<Event> {
+        let start = self.pending.iter().find_map(|p| match p {
+            Pending::Transfer(start) => Some(start.as_ref().clone()),
+            _ => None,
+        })?;
+        let mut session = self.session.clone();
+        Some(session.finish(&self.flow, start, None, now, b"the session ended first"))
     }
 
     /// Data connections admitted through this connection's pinholes.
@@ -297,13 +385,20 @@ impl FtpControl {
     /// `stream_start` is the sequence number of the first data byte in that direction.
     pub fn on_segment(
         &mut self,
+        now: crate::time::Instant,
         dir: Direction,
         seg: &TcpSegment<'_>,
         stream_start: u32,
     ) -> AlgOutcome {
         let mut out = AlgOutcome::default();
+        self.session.now = now;
         if seg.flags.ack() {
-            self.streams[dir.opposite().index()].acknowledge(seg.ack);
+            let other = &mut self.streams[dir.opposite().index()];
+            other.acknowledge(seg.ack);
+            if dir == Direction::Reply {
+                self.session
+                    .defanged_acknowledged(other.acknowledged_offset());
+            }
         }
         if seg.payload.is_empty() || self.tls {
             return out;
@@ -322,7 +417,13 @@ impl FtpControl {
             delivered.extend_from_slice(bytes);
         });
         match pushed {
-            Ok(()) => self.read_lines(dir, &delivered, &mut out),
+            Ok(()) => {
+                self.read_lines(dir, &delivered, &mut out);
+                if dir == Direction::Original {
+                    let start = self.streams[d].offset_of(seg.seq);
+                    self.defang(start, seg.payload, &mut out);
+                }
+            }
             Err(StreamError::Full) => out.verdict = AlgVerdict::Drop(Reason::FtpReassemblyLimit),
             Err(StreamError::Conflict) => {
                 let detail = format!(
@@ -344,9 +445,9 @@ impl FtpControl {
     fn read_lines(&mut self, dir: Direction, bytes: &[u8], out: &mut AlgOutcome) {
         let d = dir.index();
         let mut assembler = std::mem::replace(&mut self.lines[d], LineAssembler::new(0));
-        let result = assembler.push(bytes, |line| {
+        let result = assembler.push_lines(bytes, |line, offset| {
             match dir {
-                Direction::Original => self.client_line(line, out),
+                Direction::Original => self.client_line(line, offset, out),
                 Direction::Reply => self.server_line(line, out),
             }
             // Stop at a violation, or when TLS starts (the rest is ciphertext).
@@ -391,7 +492,62 @@ impl FtpControl {
         };
     }
 
-    fn client_line(&mut self, line: &[u8], out: &mut AlgOutcome) {
+    /// Overwrites, in the client's segment at stream offset `start`, the verbs of refused
+    /// commands it carries (the first time, or again in a retransmission). A verb wholly in
+    /// segments already forwarded cannot be defanged any more: the connection is refused
+    /// instead.
+    fn defang(&mut self, start: i128, payload: &[u8], out: &mut AlgOutcome) {
+        match self.session.rewrites_for(start, payload) {
+            Ok(rewrites) => out.rewrites.extend(rewrites),
+            Err(detail) => {
+                out.rewrites.clear();
+                self.violate(Direction::Original, Reason::FtpCommandDenied, detail, out);
+            }
+        }
+    }
+
+    /// The rule's answer to a command: `true` when it may go on as it is. A refused one is
+    /// defanged (see [`policy`]) and its reply expected.
+    fn allowed_by_policy(&mut self, line: &[u8], offset: u64, out: &mut AlgOutcome) -> bool {
+        let Some(verb) = Verb::of_line(line) else {
+            return true;
+        };
+        let (_, arg) = ftp::split_command(line);
+        let path = verb.takes_file_path().then(|| {
+            self.session
+                .resolve(&String::from_utf8_lossy(arg.trim_ascii()))
+        });
+        let Some(refusal) = policy::check(&self.options, &verb, arg, path.as_deref()) else {
+            return true;
+        };
+        let what = if verb.as_str() == "PASS" {
+            "PASS".to_owned() // never the password
+        } else {
+            shown(line)
+        };
+        let detail = format!(
+            "{what:?} refused by rule \"{}\" ({})",
+            self.rule, refusal.setting
+        );
+        if let Err(detail) = self.session.refuse(offset, verb.as_str().len(), &detail) {
+            self.violate(Direction::Original, refusal.reason, detail, out);
+            return false;
+        }
+        out.events.push(Event::Violation {
+            alg: Alg::Ftp,
+            reason: refusal.reason,
+            flow: Some(self.flow),
+            detail: format!(
+                "{what:?} refused by rule \"{}\" ({}): sent to the server as an unknown command",
+                self.rule, refusal.setting
+            ),
+        });
+        self.midstream = false;
+        self.pending.push_back(Pending::Refused);
+        false
+    }
+
+    fn client_line(&mut self, line: &[u8], offset: u64, out: &mut AlgOutcome) {
         let client = Direction::Original;
         if ftp::parse_reply_line(line).is_some() {
             return self.violate(
@@ -408,6 +564,9 @@ impl FtpControl {
                 format!("{MAX_PENDING_COMMANDS} commands without a reply"),
                 out,
             );
+        }
+        if !self.allowed_by_policy(line, offset, out) {
+            return;
         }
         let command = ftp::parse_command(line);
         if self.epsv_all
@@ -454,7 +613,7 @@ impl FtpControl {
             Command::Auth => Pending::Auth,
             Command::EpsvAll => Pending::EpsvAll,
             Command::Abor | Command::Quit | Command::Rein => Pending::Reset,
-            Command::Other => Pending::Other,
+            Command::Other => self.session.pending_for(line),
         };
         self.midstream = false;
         self.pending.push_back(pending);
@@ -537,7 +696,12 @@ impl FtpControl {
     /// A complete reply with its (joined) text.
     fn final_reply(&mut self, code: u16, text: &[u8], out: &mut AlgOutcome) {
         if code < 200 {
-            return; // 1yz: preliminary, the command is still pending (RFC 959 section 4.2)
+            // 1yz: preliminary, the command is still pending (RFC 959 section 4.2); for a
+            // transfer, the data connection opens (150) or was open (125).
+            if let Some(Pending::Transfer(start)) = self.pending.front_mut() {
+                start.opened.get_or_insert(code);
+            }
+            return;
         }
         let passive_code = matches!(code, 227..=229);
         match self.pending.pop_front() {
@@ -572,6 +736,24 @@ impl FtpControl {
                 });
             }
             Some(Pending::EpsvAll) if (200..300).contains(&code) => self.epsv_all = true,
+            Some(Pending::Transfer(start)) => {
+                let record =
+                    self.session
+                        .finish(&self.flow, *start, Some(code), self.session.now, text);
+                out.events.push(record);
+            }
+            Some(Pending::Cwd(dir, absolute)) if (200..300).contains(&code) => {
+                self.session.changed_directory(dir, absolute);
+            }
+            Some(Pending::Cdup) if (200..300).contains(&code) => {
+                let parent = self.session.resolve("..");
+                self.session.changed_directory(parent, false);
+            }
+            Some(Pending::Pwd) if code == 257 => {
+                if let Some(dir) = policy::quoted_directory(text) {
+                    self.session.changed_directory(dir, true);
+                }
+            }
             // After ABOR (RFC 959 4.1.3), QUIT or REIN (4.1.1: "flushing all I/O") no data
             // connection negotiated before may still be made.
             Some(Pending::Reset) if (200..300).contains(&code) => out.close_all = true,
