@@ -173,10 +173,16 @@ impl Counters {
         self.pinholes_by_alg.0[alg as usize][outcome as usize] += 1;
     }
 
-    /// Counts a transfer record.
+    /// Counts a transfer record, and its bytes.
     pub fn transfer(&mut self, transfer: &crate::event::Transfer) {
         let (a, d) = (transfer.alg as usize, transfer.direction as usize);
         self.transfers.count[a][d][transfer.result as usize] += 1;
+        self.transfer_bytes(transfer);
+    }
+
+    /// Counts a transfer record's bytes only.
+    pub fn transfer_bytes(&mut self, transfer: &crate::event::Transfer) {
+        let (a, d) = (transfer.alg as usize, transfer.direction as usize);
         self.transfers.bytes[a][d] +=
             transfer.bytes_up.unwrap_or(0) + transfer.bytes_down.unwrap_or(0);
     }

@@ -217,6 +217,12 @@ pub struct Transfer {
     pub data: Option<FlowTuple>,
     /// The data flow in the engine's table, for the engine to count its bytes.
     pub data_handle: Option<crate::conntrack::FlowHandle>,
+    /// The shape of the FTP data connection's SYN headers, to turn the kernel's IP byte
+    /// counts into file bytes.
+    pub data_headers: Option<crate::wire::transport::SynHeaders>,
+    /// The kernel carries the data connection (offload mode): pinhole did not count its
+    /// bytes, an inline adapter reads them from the kernel's conntrack accounting.
+    pub data_offloaded: bool,
     /// File bytes the client sent (upload direction), if known.
     pub bytes_up: Option<u64>,
     /// File bytes the client received (download direction), if known.

@@ -484,6 +484,8 @@ impl TftpTransfer {
             blocks: Some(self.highest_ack),
             data: Some(self.flow),
             data_handle: None,
+            data_headers: None,
+            data_offloaded: false,
             bytes_up: Some(up),
             bytes_down: Some(down),
             bytes_source: BytesSource::Pinhole,

@@ -394,6 +394,7 @@ mod tests {
             original: tuple(client, public),
             reply: tuple(server, client),
             seq_adjust: [SeqAdjust::default(); 2],
+            counters: None,
         };
         let kernel = Arc::new(Mutex::new((facts, 0)));
         let lookups = || kernel.lock().unwrap().1;
@@ -495,6 +496,7 @@ mod tests {
             original,
             reply: original.reversed(),
             seq_adjust: [SeqAdjust::default(); 2],
+            counters: None,
         };
         assert!(!facts.is_translated());
         (original, Arc::new(Mutex::new((facts, 0))))

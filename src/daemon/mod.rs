@@ -17,6 +17,7 @@ pub mod notify;
 pub mod overflow_log;
 pub mod snapshot;
 pub mod state_file;
+pub mod transfer_bytes;
 pub mod worker;
 
 use std::os::unix::net::UnixListener;
@@ -518,6 +519,9 @@ pub fn run(options: &RunOptions) -> Result<(), RunError> {
     }
     if options.kernel.mode == Mode::Offload && options.kernel.offload_ends == OffloadEnds::Events {
         follow_ends_by_segments_unless_events_work(&mut options);
+    }
+    if options.kernel.mode == Mode::Offload {
+        transfer_bytes::enable_accounting();
     }
     let options = &options;
     let signals = Signals::new([SIGHUP, SIGINT, SIGTERM]).map_err(RunError::Signals)?;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::kernel_ct::KernelConntrack;
 use crate::decision::{Decision, Verdict};
 use crate::engine::{Engine, EngineState, PacketInfo, RestoreSummary};
-use crate::event::Event;
+use crate::event::{BytesSource, Event};
 use crate::io::ct_events::{DestroyEvents, DestroyedConn};
 use crate::io::iptables::{HaMarks, Mode, OffloadEnds, RulesConfig};
 use crate::io::nfqueue::{KernelVerdict, Message, QueueSocket, QueuedPacket, VerdictBatch};
@@ -26,6 +26,7 @@ use super::Shared;
 use super::ifnames::IfNames;
 use super::overflow_log::OverflowLog;
 use super::snapshot::{self, PinholeRow, QueueCounters, SessionRow, WorkerStats};
+use super::transfer_bytes::KernelTransferBytes;
 
 /// Longest wait between two looks at queries, reloads and the stop flag.
 const TICK: Duration = Duration::from_millis(100);
@@ -96,6 +97,9 @@ pub struct Worker {
     ends: Option<DestroyEvents>,
     /// Destroyed connections read and not yet handed to the engine.
     destroyed: Vec<DestroyedConn>,
+    /// The kernel's byte counts for transfer records of offloaded data connections (offload
+    /// mode).
+    transfer_bytes: Option<KernelTransferBytes>,
 }
 
 /// Counts one more overrun; true when it should be logged: at the 1st, 2nd, 4th, 8th...,
@@ -143,6 +147,7 @@ impl Worker {
             conntrack,
             ends: open_destroy_events(marks),
             destroyed: Vec::new(),
+            transfer_bytes: (marks.mode == Mode::Offload).then(KernelTransferBytes::default),
         }
     }
 
@@ -342,7 +347,17 @@ impl Worker {
             },
             synced: self.marks.ha.is_some_and(|ha| packet.mark & ha.synced != 0),
         };
-        let decision = self.engine.process(now, &info, packet.payload);
+        let mut decision = self.engine.process(now, &info, packet.payload);
+        if let Some(reader) = self.transfer_bytes.as_mut() {
+            reader.fill(&mut decision.events);
+            for event in &decision.events {
+                if let Event::Transfer(t) = event
+                    && t.bytes_source == BytesSource::Kernel
+                {
+                    self.engine.count_kernel_transfer_bytes(t);
+                }
+            }
+        }
         self.last_packet = u64::from(packet.id);
         self.tap
             .decision(self.last_packet, packet.payload, &decision);

@@ -530,6 +530,7 @@ impl Engine {
                 continue;
             };
             transfer.data = Some(flow.tuple);
+            transfer.data_offloaded = flow.offloaded;
             if let Some((up, down)) = data_bytes(flow, transfer.session.src) {
                 transfer.bytes_up = Some(up);
                 transfer.bytes_down = Some(down);

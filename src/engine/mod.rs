@@ -185,6 +185,12 @@ impl Engine {
         &self.policy
     }
 
+    /// Adds to the transfer byte counters what an adapter learned of a transfer pinhole did
+    /// not count itself (an offloaded data connection, from the kernel's accounting).
+    pub fn count_kernel_transfer_bytes(&mut self, transfer: &crate::event::Transfer) {
+        self.counters.transfer_bytes(transfer);
+    }
+
     /// Counters so far.
     pub fn counters(&self) -> &Counters {
         &self.counters

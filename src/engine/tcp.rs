@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use crate::alg::{AlgState, AlgVerdict};
+use crate::alg::{Alg, AlgState, AlgVerdict};
 use crate::conntrack::{
     Direction, Flow, FlowHandle, FlowKey, FlowOrigin, FlowState, FlowTuple, TcpState, TcpTracker,
     TcpVerdict,
 };
 use crate::decision::{Decision, Reason};
-use crate::event::{CloseCause, Event};
+use crate::event::{CloseCause, Event, PinholeAction};
 use crate::policy::Action;
 use crate::time::Instant;
 use crate::wire::{TcpFlags, TcpSegment, transport};
@@ -76,14 +76,21 @@ impl Engine {
         let decision = if flags.syn() && !flags.ack() {
             // Data in a SYN (TCP Fast Open) goes to the inspector like a datagram's payload.
             let syn_data = (!seg.payload.is_empty()).then_some(seg.payload);
-            self.open_flow(
+            let decision = self.open_flow(
                 now,
                 info,
                 packet,
                 (seg.sport, seg.dport),
                 FlowState::Tcp(TcpTracker::from_syn(seg)),
                 syn_data,
-            )
+            );
+            let via_pinhole = decision.events.iter().any(|e| {
+                matches!(e, Event::Pinhole { action: PinholeAction::Use, pinhole, .. } if pinhole.opening.alg == Alg::Ftp)
+            });
+            if via_pinhole {
+                self.note_data_syn(packet, seg);
+            }
+            decision
         } else if info.synced && !flags.syn() {
             self.take_over(now, info, packet, seg)
         } else if self.policy.tcp.midstream_pickup && !flags.rst() && !flags.syn() {
@@ -161,6 +168,28 @@ impl Engine {
             self.close_pinholes_of(handle, &mut decision.events);
         }
         Some(decision)
+    }
+
+    /// Tells the control connection of an FTP data connection that just opened the shape of
+    /// its SYN's header, from which the transfer log sizes the headers of an offloaded data
+    /// connection the kernel counted ([`crate::event::DataHeaders`]).
+    fn note_data_syn(&mut self, packet: Packet, seg: &TcpSegment<'_>) {
+        let key = FlowKey::new(
+            packet.proto,
+            (packet.src, seg.sport),
+            (packet.dst, seg.dport),
+        );
+        let Some(parent) = self
+            .flows
+            .lookup(&key)
+            .and_then(|h| self.flows.get(h))
+            .and_then(|f| f.parent)
+        else {
+            return;
+        };
+        if let Some(Some(AlgState::Ftp(ftp))) = self.flows.get_mut(parent).map(|f| f.alg.as_mut()) {
+            ftp.data_syn(transport::syn_headers(packet.src.is_ipv6(), seg));
+        }
     }
 
     /// Mid-stream pickup: the rules decide as if the sender had opened the connection. The

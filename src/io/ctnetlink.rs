@@ -27,7 +27,7 @@ use nix::sys::socket::{
 
 use super::netlink::{
     NFGEN_HDRLEN, NLA_F_NESTED, NLA_HDRLEN, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_HDRLEN, align4,
-    attributes, be16, be32,
+    attributes, be16, be32, be64,
 };
 use crate::conntrack::{FlowTuple, KernelConn, SeqAdjust};
 
@@ -38,6 +38,10 @@ const IPCTNL_MSG_CT_GET: u16 = 1;
 // enum ctattr_type
 pub(super) const CTA_TUPLE_ORIG: u16 = 1;
 pub(super) const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_COUNTERS_ORIG: u16 = 9;
+const CTA_COUNTERS_REPLY: u16 = 10;
+const CTA_COUNTERS_PACKETS: u16 = 1;
+const CTA_COUNTERS_BYTES: u16 = 2;
 const CTA_SEQ_ADJ_ORIG: u16 = 15;
 const CTA_SEQ_ADJ_REPLY: u16 = 16;
 // enum ctattr_tuple
@@ -71,6 +75,30 @@ pub struct ConnFacts {
     pub reply: FlowTuple,
     /// `CTA_SEQ_ADJ_ORIG`, `CTA_SEQ_ADJ_REPLY` (zero when absent).
     pub seq_adjust: [SeqAdjust; 2],
+    /// `CTA_COUNTERS_ORIG`, `CTA_COUNTERS_REPLY`: packets and IP bytes each way, when the
+    /// kernel keeps accounting (`net.netfilter.nf_conntrack_acct`, from the entry's creation).
+    pub counters: Option<[Counter; 2]>,
+}
+
+/// One direction's conntrack accounting (`ctattr_counters`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// Packets.
+    pub packets: u64,
+    /// IP bytes, headers included.
+    pub bytes: u64,
+}
+
+fn parse_counter(attrs: &[u8]) -> Counter {
+    let mut counter = Counter::default();
+    for (kind, value) in attributes(attrs, None) {
+        match kind {
+            CTA_COUNTERS_PACKETS => counter.packets = be64(value).unwrap_or(0),
+            CTA_COUNTERS_BYTES => counter.bytes = be64(value).unwrap_or(0),
+            _ => {}
+        }
+    }
+    counter
 }
 
 impl ConnFacts {
@@ -117,8 +145,11 @@ pub fn parse_entry(attrs: &[u8]) -> Option<ConnFacts> {
     let mut original = None;
     let mut reply = None;
     let mut seq_adjust = [SeqAdjust::default(); 2];
+    let mut counters: Option<[Counter; 2]> = None;
     for (kind, value) in attributes(attrs, None) {
         match kind {
+            CTA_COUNTERS_ORIG => counters.get_or_insert_default()[0] = parse_counter(value),
+            CTA_COUNTERS_REPLY => counters.get_or_insert_default()[1] = parse_counter(value),
             CTA_TUPLE_ORIG => original = parse_tuple(value),
             CTA_TUPLE_REPLY => reply = parse_tuple(value),
             CTA_SEQ_ADJ_ORIG => seq_adjust[0] = parse_seq_adjust(value),
@@ -130,6 +161,7 @@ pub fn parse_entry(attrs: &[u8]) -> Option<ConnFacts> {
         original: original?,
         reply: reply?,
         seq_adjust,
+        counters,
     })
 }
 
@@ -403,6 +435,10 @@ mod tests {
         w.nested(CTA_TUPLE_ORIG, |w| w.buf.extend(tuple_attrs(original)));
         w.nested(CTA_TUPLE_REPLY, |w| w.buf.extend(tuple_attrs(reply)));
         w.attr(3, &0x188u32.to_be_bytes()); // CTA_STATUS, ignored
+        w.nested(CTA_COUNTERS_REPLY, |w| {
+            w.attr(CTA_COUNTERS_PACKETS, &7u64.to_be_bytes());
+            w.attr(CTA_COUNTERS_BYTES, &4242u64.to_be_bytes());
+        });
         if let Some(a) = adjust {
             w.nested(CTA_SEQ_ADJ_REPLY, |w| {
                 w.attr(CTA_SEQADJ_CORRECTION_POS, &a.correction_pos.to_be_bytes());
@@ -426,6 +462,11 @@ mod tests {
         assert_eq!(facts.original, original);
         assert_eq!(facts.reply, reply);
         assert_eq!(facts.seq_adjust, [SeqAdjust::default(), adjust]);
+        let counter = Counter {
+            packets: 7,
+            bytes: 4242,
+        };
+        assert_eq!(facts.counters, Some([Counter::default(), counter]));
         // Direction from the packet's own tuple (FORWARD: before SNAT, after DNAT).
         let from_server = tuple("203.0.113.20", 21, "10.0.2.10", 5000);
         assert!(facts.for_packet(&from_server).unwrap().packet_is_reply);

@@ -42,6 +42,11 @@ pub fn be16(b: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes(b.get(..2)?.try_into().ok()?))
 }
 
+/// A big-endian `u64` at the start of `b`, if it has 8 bytes.
+pub fn be64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?))
+}
+
 /// A big-endian `u32` at the start of `b`, if it has 4 bytes.
 pub fn be32(b: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))

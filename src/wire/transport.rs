@@ -252,6 +252,67 @@ pub fn rewrite_tcp_payload<'r>(
     Ok(out)
 }
 
+/// What the header of a connection's SYN says about the size of its packets' headers: the
+/// IP header (without options or extension headers), the SYN's TCP header, and whether it
+/// offers timestamps (RFC 7323 section 3), which every later segment then carries when the
+/// peer agrees.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SynHeaders {
+    /// 20 (IPv4) or 40 (IPv6).
+    pub ip: u8,
+    /// The SYN's TCP header, options included.
+    pub syn_tcp: u8,
+    /// The SYN offers the timestamp option.
+    pub timestamps: bool,
+}
+
+impl SynHeaders {
+    /// The TCP header of the connection's other segments: 20 bytes, plus 12 for timestamps
+    /// (the option padded with two NOPs).
+    pub fn tcp(&self) -> u64 {
+        if self.timestamps { 32 } else { 20 }
+    }
+
+    /// Payload bytes in `bytes` IP bytes of `packets` packets sent one way (SYN or SYN-ACK
+    /// included, taken to carry the SYN's options): exact when every other segment carries
+    /// just the timestamps, an overestimate by the size of other options (SACK blocks on
+    /// acknowledgements).
+    pub fn payload(&self, packets: u64, bytes: u64) -> u64 {
+        let headers = packets * (u64::from(self.ip) + self.tcp());
+        let syn_extra = u64::from(self.syn_tcp).saturating_sub(self.tcp());
+        bytes.saturating_sub(headers + syn_extra)
+    }
+}
+
+/// The [`SynHeaders`] of `seg`, a SYN sent over IPv6 when `ipv6`.
+pub fn syn_headers(ipv6: bool, seg: &TcpSegment<'_>) -> SynHeaders {
+    let header_len = seg.bytes.len() - seg.payload.len();
+    let options = seg.bytes.get(TCP_MIN_HEADER_LEN..header_len).unwrap_or(&[]);
+    let mut timestamps = false;
+    let mut i = 0;
+    while i < options.len() {
+        match options[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let len = usize::from(*options.get(i + 1).unwrap_or(&0));
+                if kind == 8 {
+                    timestamps = true;
+                }
+                if len < 2 {
+                    break;
+                }
+                i += len;
+            }
+        }
+    }
+    SynHeaders {
+        ip: if ipv6 { 40 } else { 20 },
+        syn_tcp: u8::try_from(header_len).unwrap_or(u8::MAX),
+        timestamps,
+    }
+}
+
 /// Length of a TCP header without options.
 const TCP_MIN_HEADER_LEN: usize = 20;
 /// Length of the fixed ICMP header: type, code, checksum, and four type-specific bytes.

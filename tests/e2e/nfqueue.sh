@@ -86,6 +86,8 @@ BLOCKED_WAIT=5
 # --------------------------------------------------------------------------
 # shellcheck source=tests/e2e/tap.sh
 . "$E2E_DIR/tap.sh"
+# shellcheck source=tests/e2e/nfqueue-policy.sh
+. "$E2E_DIR/nfqueue-policy.sh"
 MODE=setup
 tap_label() { echo "$MODE"; }
 tap_on_failure() { snapshot_stats "$1"; }
@@ -1249,6 +1251,19 @@ run_mode() {
     check "SIGHUP back to the shipped rules" reload_with "$RULES_SHIPPED"
     restart_tftpd --port-range 30000:30009 >/dev/null 2>&1
 
+    # Command, user and path policy; the transfer log.
+    check "SIGHUP to the variant with a command, user and path policy" reload_with "$RULES_POLICY"
+    check "lftp: mkdir, rm and put *.key refused with 500; get and put on the same session work" \
+        check_policy_lftp
+    check "ftplib: DELE and MKD refused with 500, then RETR on the same session; USER root refused at once" \
+        check_policy_ftplib
+    check "curl: a quoted DELE and a login as root fail at once; vsftpd saw XXXX; violations name the rule" \
+        check_policy_curl
+    check "transfer log: download, upload, TFTP read with their exact sizes; 550, TFTP error and ABOR logged as failed/aborted" \
+        check_transfer_log
+    check "metrics count the transfers and their bytes" check_transfer_metrics
+    check "SIGHUP back to the shipped rules" reload_with "$RULES_SHIPPED"
+
     # Inside to outside.
     check "TFTP backup from inside to a server outside, IPv4 (inside-tftp-out)" \
         check_backup_out "$CV4"
@@ -1445,6 +1460,7 @@ setup_rules() {
     grep -q '^server_ports = ' "$RULES_WRITE" || rc=1
     "$PINHOLE_BIN" check-rules "$RULES_SHIPPED" "$RULES_ANY_PORT" "$RULES_WRITE" \
         "$RULES_ANY_PORT_WRITE" || rc=1
+    setup_policy_rules "$d" || rc=1
     if "$PINHOLE_BIN" check-rules "$RULES_BROKEN"; then
         echo "the broken variant passes check-rules"
         rc=1

@@ -322,6 +322,11 @@ impl FtpControl {
         self.session.data_admitted(child);
     }
 
+    /// The data connection admitted last opened with a SYN of this shape.
+    pub fn data_syn(&mut self, headers: crate::wire::transport::SynHeaders) {
+        self.session.data_syn(headers);
+    }
+
     /// Forgets a data connection that ended, keeping what the transfer log needs of it: its
     /// tuple and the file bytes it carried up (client to server) and down.
     pub fn forget_child(
@@ -529,7 +534,9 @@ impl FtpControl {
             "{what:?} refused by rule \"{}\" ({})",
             self.rule, refusal.setting
         );
-        if let Err(detail) = self.session.refuse(offset, verb.as_str().len(), &detail) {
+        // The verb as sent (`XMKD` is 4 bytes, though it counts as `MKD`).
+        let sent = line.iter().take_while(|b| **b != b' ').count();
+        if let Err(detail) = self.session.refuse(offset, sent, &detail) {
             self.violate(Direction::Original, refusal.reason, detail, out);
             return false;
         }

@@ -11,6 +11,7 @@ use crate::conntrack::FlowHandle;
 use crate::conntrack::key::FlowTuple;
 use crate::event::{BytesSource, Event, Transfer, TransferDirection, TransferResult};
 use crate::time::Instant;
+use crate::wire::transport::SynHeaders;
 
 /// Refused commands whose verbs may still need overwriting in a retransmission.
 const MAX_DEFANGED: usize = 16;
@@ -38,6 +39,9 @@ pub(super) struct TransferStart {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct DataConn {
     handle: Option<FlowHandle>,
+    /// The shape of its SYN's headers.
+    #[serde(default)]
+    headers: Option<SynHeaders>,
     /// Once it ended: its tuple and the file bytes it carried (up, down). Not saved.
     #[serde(skip)]
     ended: Option<(FlowTuple, Option<(u64, u64)>)>,
@@ -134,8 +138,16 @@ impl Session {
     pub(super) fn data_admitted(&mut self, handle: FlowHandle) {
         self.data = Some(DataConn {
             handle: Some(handle),
+            headers: None,
             ended: None,
         });
+    }
+
+    /// The latest data connection's SYN had these headers.
+    pub(super) fn data_syn(&mut self, headers: SynHeaders) {
+        if let Some(data) = self.data.as_mut() {
+            data.headers = Some(headers);
+        }
     }
 
     /// A data connection ended with `bytes` (up, down) carried.
@@ -202,6 +214,8 @@ impl Session {
             blocks: None,
             data: tuple,
             data_handle: data.handle.filter(|_| data.ended.is_none()),
+            data_headers: data.headers,
+            data_offloaded: false,
             bytes_up: bytes.map(|b| b.0),
             bytes_down: bytes.map(|b| b.1),
             bytes_source: if bytes.is_some() {
