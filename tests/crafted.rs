@@ -828,6 +828,139 @@ fn tftp_tid_range() -> Timeline {
     t
 }
 
+/// A lock-step read: DATA `first..=last` from `tid`, each acknowledged; the last carries
+/// `last_len` bytes, the others `blksize`.
+fn tftp_read_blocks(
+    t: &mut Timeline,
+    client: &str,
+    tid: &str,
+    blocks: (u16, u16),
+    blksize: usize,
+    last_len: usize,
+) {
+    let (first, last) = blocks;
+    for block in first..=last {
+        let len = if block == last { last_len } else { blksize };
+        t.push(1, tftp_packet(tid, client, &tftp::data(block, len)));
+        t.push(1, tftp_packet(client, tid, &tftp::ack(block)));
+    }
+}
+
+/// UEFI firmware's size probe (RFC 2349 tsize): an RRQ with `tsize=0` and `blksize`, the
+/// server's OACK with the size, the client's ERROR 8 ("terminate due to option negotiation",
+/// RFC 2347), then the real read of the same file from a new port. The probe is logged as a
+/// failed transfer, the read as a complete one of 3000 bytes.
+fn tftp_uefi_probe() -> Timeline {
+    let mut t = timeline();
+    let (probe, tid) = ("198.51.100.10:50010", "192.0.2.10:41000");
+    let rrq = |options: &[(&str, &str)]| tftp::rrq("grubx64.efi", "octet", options);
+    t.push(
+        1,
+        tftp_packet(
+            probe,
+            TFTP_SERVER,
+            &rrq(&[("tsize", "0"), ("blksize", "1468")]),
+        ),
+    );
+    t.push(
+        1,
+        tftp_packet(
+            tid,
+            probe,
+            &tftp::oack(&[("tsize", "3000"), ("blksize", "1468")]),
+        ),
+    );
+    t.push(
+        1,
+        tftp_packet(probe, tid, &tftp::error(8, "User aborted the transfer")),
+    );
+    let (read, tid) = ("198.51.100.10:50011", "192.0.2.10:41001");
+    t.push(
+        1,
+        tftp_packet(read, TFTP_SERVER, &rrq(&[("blksize", "1468")])),
+    );
+    t.push(
+        1,
+        tftp_packet(tid, read, &tftp::oack(&[("blksize", "1468")])),
+    );
+    t.push(1, tftp_packet(read, tid, &tftp::ack(0)));
+    tftp_read_blocks(&mut t, read, tid, (1, 3), 1468, 64);
+    t
+}
+
+/// A read request retransmitted after its first reply was lost: the server (one process per
+/// request, as tftpd-hpa) answers both, from two transfer IDs. The first reply to arrive takes
+/// the pinhole; the late one from the other ID is an unknown TID; the transfer completes.
+fn tftp_retransmitted_rrq() -> Timeline {
+    let mut t = timeline();
+    let client = "198.51.100.10:50020";
+    let rrq = tftp::rrq("router-confg", "netascii", &[]);
+    t.push(1, tftp_packet(client, TFTP_SERVER, &rrq));
+    t.push(1000, tftp_packet(client, TFTP_SERVER, &rrq));
+    let (second, first) = ("192.0.2.10:41011", "192.0.2.10:41010");
+    t.push(1, tftp_packet(second, client, &tftp::data(1, 512)));
+    t.push(1, tftp_packet(client, second, &tftp::ack(1)));
+    t.push(1, tftp_packet(first, client, &tftp::data(1, 512)));
+    t.push(1, tftp_packet(second, client, &tftp::data(2, 100)));
+    t.push(1, tftp_packet(client, second, &tftp::ack(2)));
+    t
+}
+
+/// RFC 7440 windowsize 4: blocks reordered inside a window (1, 3, 2, 4), a block lost (7: the
+/// client acknowledges 6 and the server resends from 7), the end in a short block 9.
+fn tftp_windowsize() -> Timeline {
+    let mut t = timeline();
+    let (client, tid) = ("198.51.100.10:50030", "192.0.2.10:41020");
+    let options = [("blksize", "512"), ("windowsize", "4")];
+    t.push(
+        1,
+        tftp_packet(
+            client,
+            TFTP_SERVER,
+            &tftp::rrq("image.bin", "octet", &options),
+        ),
+    );
+    t.push(1, tftp_packet(tid, client, &tftp::oack(&options)));
+    t.push(1, tftp_packet(client, tid, &tftp::ack(0)));
+    for block in [1, 3, 2, 4] {
+        t.push(1, tftp_packet(tid, client, &tftp::data(block, 512)));
+    }
+    t.push(1, tftp_packet(client, tid, &tftp::ack(4)));
+    for block in [5, 6, 8] {
+        t.push(1, tftp_packet(tid, client, &tftp::data(block, 512)));
+    }
+    t.push(1, tftp_packet(client, tid, &tftp::ack(6)));
+    t.push(1, tftp_packet(tid, client, &tftp::data(7, 512)));
+    t.push(1, tftp_packet(tid, client, &tftp::data(8, 512)));
+    t.push(1, tftp_packet(tid, client, &tftp::data(9, 200)));
+    t.push(1, tftp_packet(client, tid, &tftp::ack(9)));
+    t
+}
+
+/// A request to a virtual address (192.0.2.100) answered from the server's own address
+/// (192.0.2.10): refused by default (no pinhole expects that peer), admitted with
+/// `reply_addresses` (tests/rules/tftp-vip.toml), and a third host is refused either way.
+fn tftp_reply_address() -> Timeline {
+    let mut t = timeline();
+    let client = "198.51.100.10:50040";
+    t.push(
+        1,
+        tftp_packet(
+            client,
+            "192.0.2.100:69",
+            &tftp::rrq("router.cfg", "octet", &[]),
+        ),
+    );
+    t.push(
+        1,
+        tftp_packet("203.0.113.9:41030", client, &tftp::data(1, 300)),
+    );
+    let tid = "192.0.2.10:41030";
+    t.push(1, tftp_packet(tid, client, &tftp::data(1, 300)));
+    t.push(1, tftp_packet(client, tid, &tftp::ack(1)));
+    t
+}
+
 /// TFTP packets nobody asked for: DATA, ACK, OACK and ERROR to a client port with no request,
 /// and DATA and ACK sent to the TFTP port itself.
 fn tftp_unsolicited() -> Timeline {
@@ -1004,6 +1137,10 @@ fn scenarios() -> Vec<(&'static str, Timeline)> {
         ("tftp-malformed", tftp_malformed()),
         ("tftp-write-refused", tftp_write_refused()),
         ("tftp-transfer-violations", tftp_transfer_violations()),
+        ("tftp-uefi-probe", tftp_uefi_probe()),
+        ("tftp-retransmitted-rrq", tftp_retransmitted_rrq()),
+        ("tftp-windowsize", tftp_windowsize()),
+        ("tftp-reply-address", tftp_reply_address()),
     ]
 }
 

@@ -78,6 +78,16 @@ pub enum ChildInit {
     Tftp(TransferInit),
 }
 
+impl ChildInit {
+    /// True when the connection this pinhole expects may also come from `src`, another
+    /// address of the pinhole's peer (a TFTP server's `reply_addresses`).
+    pub fn answers_from(&self, src: std::net::IpAddr) -> bool {
+        match self {
+            ChildInit::Tftp(init) => init.options.reply_addresses.contains(&src),
+        }
+    }
+}
+
 /// An inspector's state for one flow.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum AlgState {

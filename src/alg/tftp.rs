@@ -46,6 +46,12 @@ pub struct TftpOptions {
     pub dally: Duration,
     /// Requests awaiting a reply per client address.
     pub max_pending_per_client: usize,
+    /// Other addresses of the server that may answer a request (its own addresses behind a
+    /// virtual address that keepalived moves, or a multi-homed host that answers from its
+    /// primary address): the transfer may start from any of them. Empty: only the address the
+    /// request went to (RFC 1350 section 4).
+    #[serde(default)]
+    pub reply_addresses: Vec<std::net::IpAddr>,
 }
 
 impl Default for TftpOptions {
@@ -60,6 +66,7 @@ impl Default for TftpOptions {
             transfer_timeout: Duration::from_secs(30),
             dally: Duration::from_secs(10),
             max_pending_per_client: 8,
+            reply_addresses: Vec::new(),
         }
     }
 }
@@ -159,6 +166,10 @@ pub struct RequestLog {
     pub mode: Option<tftp::Mode>,
     /// The server port the request went to (the session's; 0 when unknown, read as 69).
     pub port: u16,
+    /// The server address the request went to (the transfer may come from another of the
+    /// server's addresses; `None` when unknown: the transfer's).
+    #[serde(default)]
+    pub server: Option<std::net::IpAddr>,
 }
 
 /// State of a request flow: a client port talking to the TFTP port.
@@ -282,6 +293,7 @@ impl TftpRequests {
                         .collect(),
                     mode: Some(mode),
                     port: flow.dport,
+                    server: Some(flow.dst),
                 }),
             })),
         });
@@ -462,7 +474,7 @@ impl TftpTransfer {
             proto: proto::UDP,
             src: self.flow.dst,
             sport: self.flow.dport,
-            dst: self.flow.src,
+            dst: self.init.request.server.unwrap_or(self.flow.src),
             dport: if self.init.request.port == 0 {
                 69
             } else {

@@ -387,12 +387,15 @@ impl PinholeTable {
             if p.spec.expires <= now {
                 continue;
             }
-            let address_matched = p.spec.opening.src == src;
+            // The peer's own address, or one it may also answer from (a TFTP server's
+            // `reply_addresses`).
+            let address_matched = p.spec.opening.src == src
+                || p.spec.child.as_ref().is_some_and(|c| c.answers_from(src));
             match &mut expected {
                 None => expected = Some((p.spec.opening.alg, address_matched)),
                 Some((_, matched)) => *matched |= address_matched,
             }
-            if p.spec.opening.src == src && p.spec.opening.sport.matches(sport) {
+            if address_matched && p.spec.opening.sport.matches(sport) {
                 hit = Some(*id);
                 break;
             }

@@ -126,6 +126,7 @@ impl Engine {
                         pinhole,
                         Some(tuple),
                     ));
+                    events.extend(other_address_notice(pinhole, tuple));
                     self.adopt(pinhole, handle, tuple);
                 }
                 events.push(Event::FlowOpened {
@@ -631,5 +632,19 @@ fn data_bytes(flow: &Flow, client: IpAddr) -> Option<(u64, u64)> {
         (orig, reply)
     } else {
         (reply, orig)
+    })
+}
+
+/// The notice of a connection a pinhole admitted from another address of its peer (a TFTP
+/// server's `reply_addresses`).
+fn other_address_notice(pinhole: &Pinhole, tuple: FlowTuple) -> Option<Event> {
+    (pinhole.spec.opening.src != tuple.src).then(|| Event::Notice {
+        alg: pinhole.spec.opening.alg,
+        flow: Some(tuple),
+        kind: "reply_from_other_address",
+        detail: format!(
+            "the server answered the request to {} from {}, one of its reply_addresses",
+            pinhole.spec.opening.src, tuple.src
+        ),
     })
 }

@@ -52,6 +52,7 @@ pub(super) const TFTP: Shape = Shape {
         "transfer_timeout",
         "dally",
         "max_pending_per_client",
+        "reply_addresses",
     ],
 };
 
@@ -374,6 +375,23 @@ pub(super) fn tftp(
     if let Some(dally) = raw.seconds(check, "dally", 300, options.dally) {
         options.dally = dally;
     }
+    if let Some(value) = table.get("reply_addresses") {
+        let help = "write the server's other addresses: reply_addresses = [\"192.0.2.10\", \"2001:db8::10\"]";
+        if let Some(items) =
+            check.strings(value, &raw.what("reply_addresses"), "reply_addresses", help)
+        {
+            for (text, span) in items {
+                match text.trim().parse::<std::net::IpAddr>() {
+                    Ok(addr) => options.reply_addresses.push(addr),
+                    Err(_) => check.error(
+                        span,
+                        format!("{label}: tftp.reply_addresses \"{text}\" is not an IP address"),
+                        help,
+                    ),
+                }
+            }
+        }
+    }
     let max_pending = u64::try_from(options.max_pending_per_client).unwrap_or(4096);
     if let Some(n) = raw.number(
         check,
@@ -453,8 +471,8 @@ mod tests {
         assert_eq!(
             errors(&format!("{TFTP_RULE}blksize = 1428\nwrit = true\n")),
             vec![
-                "r.toml:6:1: error: rule \"t\": unknown key \"blksize\" in [rule.tftp]\n  help: [rule.tftp] takes: read, write, allow_files, deny_files, server_ports, request_timeout, transfer_timeout, dally, max_pending_per_client",
-                "r.toml:7:1: error: rule \"t\": unknown key \"writ\" in [rule.tftp]\n  help: did you mean \"write\"? [rule.tftp] takes: read, write, allow_files, deny_files, server_ports, request_timeout, transfer_timeout, dally, max_pending_per_client",
+                "r.toml:6:1: error: rule \"t\": unknown key \"blksize\" in [rule.tftp]\n  help: [rule.tftp] takes: read, write, allow_files, deny_files, server_ports, request_timeout, transfer_timeout, dally, max_pending_per_client, reply_addresses",
+                "r.toml:7:1: error: rule \"t\": unknown key \"writ\" in [rule.tftp]\n  help: did you mean \"write\"? [rule.tftp] takes: read, write, allow_files, deny_files, server_ports, request_timeout, transfer_timeout, dally, max_pending_per_client, reply_addresses",
             ]
         );
         assert_eq!(
@@ -466,6 +484,14 @@ mod tests {
                 "r.toml:7:15: error: rule \"t\": tftp.deny_files pattern \"\" is empty or has a NUL\n  help: patterns are filenames with * (any run of characters) and ? (one character)",
                 "r.toml:7:19: error: rule \"t\": tftp.deny_files: each item must be a string in double quotes, not integer\n  help: patterns are filenames with * (any run of characters) and ? (one character)",
                 "r.toml:8:8: error: rule \"t\": tftp.read must be true or false, not string\n  help: write read = true or read = false, without quotes",
+            ]
+        );
+        assert_eq!(
+            errors(&format!(
+                "{TFTP_RULE}reply_addresses = [\"192.0.2.10\", \"vip\"]\n"
+            )),
+            vec![
+                "r.toml:6:34: error: rule \"t\": tftp.reply_addresses \"vip\" is not an IP address\n  help: write the server's other addresses: reply_addresses = [\"192.0.2.10\", \"2001:db8::10\"]",
             ]
         );
         let wrong_inspector = errors(
