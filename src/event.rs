@@ -223,6 +223,9 @@ pub struct Transfer {
     /// The kernel carries the data connection (offload mode): pinhole did not count its
     /// bytes, an inline adapter reads them from the kernel's conntrack accounting.
     pub data_offloaded: bool,
+    /// How the kernel translates the data connection (inline on a NAT router): the addresses
+    /// its ends use for each other, from its conntrack entry, which the adapter reads.
+    pub data_nat: Option<Translation>,
     /// File bytes the client sent (upload direction), if known.
     pub bytes_up: Option<u64>,
     /// File bytes the client received (download direction), if known.

@@ -170,6 +170,10 @@ pub enum Record<'a> {
         blocks: Option<u64>,
         /// The data connection (FTP) or transfer flow (TFTP), or null if none was seen.
         data: Option<FlowTuple>,
+        /// How the kernel translates the data connection (inline on a NAT router): `client`
+        /// (its initiator as the other end sees it) and `server`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data_nat: Option<Translation>,
         /// File bytes from the client (null when unknown).
         bytes_up: Option<u64>,
         /// File bytes to the client (null when unknown).
@@ -380,6 +384,7 @@ fn transfer_record<'a>(file: &'a str, packet: u64, t: &'a crate::event::Transfer
         options: &t.options,
         blocks: t.blocks,
         data: t.data,
+        data_nat: t.data_nat,
         bytes_up: t.bytes_up,
         bytes_down: t.bytes_down,
         bytes_source: t.bytes_source.as_str(),

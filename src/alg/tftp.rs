@@ -498,6 +498,7 @@ impl TftpTransfer {
             data_handle: None,
             data_headers: None,
             data_offloaded: false,
+            data_nat: None,
             bytes_up: Some(up),
             bytes_down: Some(down),
             bytes_source: BytesSource::Pinhole,

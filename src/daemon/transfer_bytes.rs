@@ -1,7 +1,7 @@
-//! The file bytes of FTP transfers whose data connection the kernel carried (offload mode):
-//! pinhole saw only its SYN, so the transfer record's counts come from the kernel's conntrack
-//! accounting, read with a ctnetlink GET when the record is made (the final reply: the data
-//! has passed the router by then, and the entry lingers in `TIME_WAIT`).
+//! What the kernel knows of an FTP transfer's data connection, read with a ctnetlink GET when
+//! the transfer record is made (the final reply: the data has passed the router by then, and
+//! the entry lingers in `TIME_WAIT`): how it is translated (NAT), and, when the kernel carried
+//! it (offload mode: pinhole saw only its SYN), its byte counts from the conntrack accounting.
 //!
 //! The kernel counts IP bytes and packets each way (`nf_conntrack_acct.c`); the record wants
 //! file bytes. [`SynHeaders::payload`](crate::wire::transport::SynHeaders::payload) takes the
@@ -37,46 +37,52 @@ pub fn enable_accounting() {
     }
 }
 
-/// A worker's reader of the kernel's counts for transfer records.
+/// A worker's reader of the kernel's entries of transfers' data connections.
 #[derive(Default)]
 pub struct KernelTransferBytes {
     query: Option<CtQuery>,
     /// Opening the socket failed: not tried again.
     unavailable: bool,
-    /// Records filled from the kernel's counts.
+    /// Records whose bytes came from the kernel's counts.
     pub filled: u64,
     /// Records whose data connection the kernel had no counts for (gone, or accounting off).
     pub missing: u64,
 }
 
 impl KernelTransferBytes {
-    /// Fills in the transfer records among `events` whose data connection was offloaded.
+    /// Fills in the FTP transfer records among `events`: the data connection's translation,
+    /// and its bytes when the kernel carried it.
     pub fn fill(&mut self, events: &mut [Event]) {
         for event in events {
             let Event::Transfer(transfer) = event else {
                 continue;
             };
-            let (Some(data), Some(headers), true) = (
-                transfer.data,
+            let Some(data) = transfer.data.filter(|d| d.proto == proto::TCP) else {
+                continue;
+            };
+            let Some(query) = self.socket() else {
+                return;
+            };
+            // In FORWARD the data tuple pinhole sees is the entry's original tuple or the
+            // inverse of its reply tuple (after DNAT, before SNAT): `lookup` tries both.
+            let facts = match query.lookup(&data) {
+                Ok(facts) => facts,
+                Err(err) => {
+                    tracing::debug!(%err, flow = %data, "ctnetlink GET for a transfer's data connection failed");
+                    None
+                }
+            };
+            transfer.data_nat = facts.and_then(|f| {
+                f.with_direction(false)
+                    .translation((data.src, data.sport), (data.dst, data.dport))
+            });
+            let (Some(headers), true) = (
                 transfer.data_headers,
                 transfer.data_offloaded && transfer.bytes_source == BytesSource::None,
             ) else {
                 continue;
             };
-            if data.proto != proto::TCP {
-                continue;
-            }
-            let Some(query) = self.socket() else {
-                return;
-            };
-            let counters = match query.get(&data) {
-                Ok(facts) => facts.and_then(|f| f.counters),
-                Err(err) => {
-                    tracing::debug!(%err, flow = %data, "ctnetlink GET for a transfer's counts failed");
-                    None
-                }
-            };
-            let Some([orig, reply]) = counters else {
+            let Some([orig, reply]) = facts.and_then(|f| f.counters) else {
                 self.missing += 1;
                 continue;
             };

@@ -97,8 +97,8 @@ pub struct Worker {
     ends: Option<DestroyEvents>,
     /// Destroyed connections read and not yet handed to the engine.
     destroyed: Vec<DestroyedConn>,
-    /// The kernel's byte counts for transfer records of offloaded data connections (offload
-    /// mode).
+    /// The kernel's entries of transfers' data connections: translations, and the byte counts
+    /// of offloaded ones.
     transfer_bytes: Option<KernelTransferBytes>,
 }
 
@@ -147,7 +147,7 @@ impl Worker {
             conntrack,
             ends: open_destroy_events(marks),
             destroyed: Vec::new(),
-            transfer_bytes: (marks.mode == Mode::Offload).then(KernelTransferBytes::default),
+            transfer_bytes: Some(KernelTransferBytes::default()),
         }
     }
 

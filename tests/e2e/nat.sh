@@ -771,6 +771,11 @@ checks_translation_views() {
             and r.get('parent_nat', {}).get('server') == '$PUB4:21'"
     check "pinhole sessions --json mid-session: the control session to $SRV4:21 with nat.server $PUB4:21" \
         sessions_show_nat
+    check "transfer records carry the data connection's translation: a passive download from $SRV4 seen by the client at $PUB4, complete" \
+        events_match 0 "r['type'] == 'transfer' and r['command'] == 'RETR' and r['result'] == 'complete' \
+            and (r['data'] or '').startswith('tcp $OCLI4:') and ' -> $SRV4:' in r['data'] \
+            and r.get('data_nat', {}).get('server', '').startswith('$PUB4:') \
+            and r['session'].endswith('-> $SRV4:21')"
 }
 
 sessions_show_nat() {

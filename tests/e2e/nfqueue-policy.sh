@@ -166,6 +166,20 @@ ftp.quit()' "$SV4" || return 1
         and r['closed'] == 426 and 0 < r['bytes_down'] < 8388608"
 }
 
+# UEFI's size probe, live (tftp_probe.py size-probe against tftpd-hpa): the probe
+# ended by the client's ERROR 8 is a failed record of 0 bytes, the real read that
+# follows from a new port a complete one of the file's size.
+check_tftp_size_probe() {
+    client timeout 30 python3 "$TFTP_PROBE" size-probe "$SV4" image.bin \
+        "$PH_WORKDIR/tftp/image.bin" || return 1
+    events_has "r['type'] == 'transfer' and r['alg'] == 'tftp' and r['path'] == 'image.bin' \
+        and r['result'] == 'failed' and 'error 8' in r['detail'] and r['bytes_down'] == 0 \
+        and 'tsize=102400' in r.get('options', [])" &&
+    events_has "r['type'] == 'transfer' and r['alg'] == 'tftp' and r['path'] == 'image.bin' \
+        and r['result'] == 'complete' and r['bytes_down'] == 102400 \
+        and r.get('options') == ['blksize=1428']"
+}
+
 # The transfer metrics count what the log holds.
 check_transfer_metrics() {
     ph_in_fw curl -sS --max-time 5 -o "$PH_WORKDIR/metrics.txt" "http://$METRICS_ADDR/metrics" ||

@@ -1261,6 +1261,8 @@ run_mode() {
         check_policy_curl
     check "transfer log: download, upload, TFTP read with their exact sizes; 550, TFTP error and ABOR logged as failed/aborted" \
         check_transfer_log
+    check "TFTP size probe as UEFI does it (tsize=0, ERROR 8), then the read: logged failed, then complete" \
+        check_tftp_size_probe
     check "metrics count the transfers and their bytes" check_transfer_metrics
     check "SIGHUP back to the shipped rules" reload_with "$RULES_SHIPPED"
 

@@ -15,6 +15,12 @@
       gives up. Exit 0 when the file is intact and nothing foreign arrived.
   inject SRC_ADDR SRC_PORT DST_ADDR DST_PORT
       Send one forged TFTP DATA block 2 ("forged") from SRC_ADDR:SRC_PORT.
+  size-probe HOST FILE EXPECTED [--blksize N]
+      What UEFI firmware does before it loads a file: an RRQ with tsize=0 and blksize, the
+      server's OACK with the size, an ERROR 8 ("terminate due to option negotiation", RFC
+      2347) from the client; then the real read of FILE with blksize from a new port (OACK,
+      ACK 0, the blocks), compared with EXPECTED. Exit 0 when the OACK's tsize is the file's
+      size and the file is intact.
 
 Run inside a network namespace; talks only to the addresses it is given.
 """
@@ -136,6 +142,81 @@ def cmd_read(a):
     return 1 if foreign else 0
 
 
+OACK = 6
+
+
+def options(**kv):
+    return b"".join(k.encode() + b"\0" + str(v).encode() + b"\0" for k, v in kv.items())
+
+
+def parse_oack(pkt):
+    fields = pkt[2:].split(b"\0")
+    return {fields[i].decode().lower(): fields[i + 1].decode() for i in range(0, len(fields) - 1, 2)}
+
+
+def request(host, file, opts):
+    """A new socket, an RRQ with `opts` (retransmitted), the first reply and its sender."""
+    fam = family_of(host)
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", 0))
+    s.settimeout(1)
+    rrq = struct.pack("!H", RRQ) + file.encode() + b"\0octet\0" + opts
+    for _ in range(5):
+        s.sendto(rrq, (host, 69))
+        try:
+            pkt, peer = s.recvfrom(65536)
+            return s, pkt, peer[:2]
+        except socket.timeout:
+            continue
+    raise RuntimeError("no reply to the RRQ")
+
+
+def cmd_size_probe(a):
+    with open(a.expected, "rb") as f:
+        expected = f.read()
+    s, pkt, server = request(a.host, a.file, options(tsize=0, blksize=a.blksize))
+    if struct.unpack("!H", pkt[:2])[0] != OACK:
+        log("FAIL: the probe's reply is not an OACK: %r" % pkt[:40])
+        return 1
+    acked = parse_oack(pkt)
+    log("probe: OACK %s from port %d" % (acked, server[1]))
+    s.sendto(struct.pack("!HH", ERROR, 8) + b"User aborted the transfer\0", server)
+    s.close()
+    if int(acked.get("tsize", -1)) != len(expected):
+        log("FAIL: tsize %s, the file has %d bytes" % (acked.get("tsize"), len(expected)))
+        return 1
+    s, pkt, server = request(a.host, a.file, options(blksize=a.blksize))
+    if struct.unpack("!H", pkt[:2])[0] != OACK:
+        log("FAIL: the read's reply is not an OACK: %r" % pkt[:40])
+        return 1
+    blksize = int(parse_oack(pkt).get("blksize", 512))
+    s.sendto(struct.pack("!HH", ACK, 0), server)
+    got, block, tries = [], 0, 0
+    while True:
+        try:
+            pkt, peer = s.recvfrom(65536)
+        except socket.timeout:
+            tries += 1
+            if tries > 5:
+                log("FAIL: the read stalled after block %d" % block)
+                return 1
+            s.sendto(struct.pack("!HH", ACK, block), server)
+            continue
+        opcode, num = struct.unpack("!HH", pkt[:4])
+        if peer[:2] != server or opcode != DATA:
+            continue
+        if num == (block + 1) & 0xFFFF:
+            block += 1
+            got.append(pkt[4:])
+            tries = 0
+        s.sendto(struct.pack("!HH", ACK, num), server)
+        if num == block and len(pkt) - 4 < blksize:
+            break
+    data = b"".join(got)
+    log("read: %d bytes in %d blocks of %d" % (len(data), block, blksize))
+    return 0 if data == expected else 1
+
+
 def cmd_inject(a):
     fam = family_of(a.dst)
     s = socket.socket(fam, socket.SOCK_DGRAM)
@@ -164,6 +245,12 @@ def main():
     c.add_argument("dst")
     c.add_argument("dport", type=int)
     c.set_defaults(fn=cmd_inject)
+    c = sub.add_parser("size-probe")
+    c.add_argument("host")
+    c.add_argument("file")
+    c.add_argument("expected")
+    c.add_argument("--blksize", type=int, default=1428)
+    c.set_defaults(fn=cmd_size_probe)
     a = p.parse_args()
     try:
         return a.fn(a)

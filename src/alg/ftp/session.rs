@@ -216,6 +216,7 @@ impl Session {
             data_handle: data.handle.filter(|_| data.ended.is_none()),
             data_headers: data.headers,
             data_offloaded: false,
+            data_nat: None,
             bytes_up: bytes.map(|b| b.0),
             bytes_down: bytes.map(|b| b.1),
             bytes_source: if bytes.is_some() {
