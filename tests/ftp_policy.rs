@@ -328,3 +328,30 @@ fn failed_aborted_and_unfinished_transfers_are_logged_as_such() {
         ("LIST", TransferResult::Unfinished, Some("/"))
     );
 }
+
+#[test]
+fn spaces_before_a_verb_and_words_that_are_no_verb_do_not_slip_past() {
+    // A server that skips spaces before the verb would read DELE: spaces and verb go.
+    let mut f = Ftp::new("deny_commands = [\"DELE\"]");
+    let d = f.client("  dele config.txt");
+    assert_eq!(violations(&d), vec![Reason::FtpCommandDenied], "{d:?}");
+    assert_eq!(d.rewrites.len(), 1);
+    assert_eq!((d.rewrites[0].offset, d.rewrites[0].bytes.len()), (0, 6));
+    f.server("500 Unknown command.");
+    // An allow list admits only verbs it names: a digit in the verb, a verb too long.
+    let mut f = Ftp::new("allow_commands = [\"USER\", \"PASS\", \"RETR\"]");
+    for line in ["ST0R x", "SITEXCHMOD 777 x"] {
+        let d = f.client(line);
+        assert_eq!(
+            violations(&d),
+            vec![Reason::FtpCommandDenied],
+            "{line}: {d:?}"
+        );
+        let verb = line.split(' ').next().unwrap();
+        assert_eq!(d.rewrites[0].bytes, vec![b'X'; verb.len()], "{line}");
+        f.server("500 Unknown command.");
+    }
+    // Without an allow list, a word that is no verb is the server's to refuse.
+    let mut f = Ftp::new("deny_commands = [\"DELE\"]");
+    assert!(violations(&f.client("ST0R x")).is_empty());
+}

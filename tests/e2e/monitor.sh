@@ -379,6 +379,16 @@ check_bounce() {
          and fl(r['flow'], proto='tcp', src='$CV4', dst='$SV4', dport=21)"
 }
 
+# The monitor logs each transfer it watched, with the bytes it counted itself.
+check_transfer_records() {
+    wait_events "FTP transfer records" --min 5 \
+        "r['type'] == 'transfer' and r['alg'] == 'ftp' and r['command'] == 'RETR' \
+         and r['path'] == '/medium.bin' and r['bytes_down'] == 204800 and r['result'] == 'complete'" &&
+    wait_events "TFTP transfer records" --min 2 \
+        "r['type'] == 'transfer' and r['alg'] == 'tftp' and r['path'] == 'image.bin' \
+         and r['bytes_down'] == 102400 and r['result'] == 'complete'"
+}
+
 # A TFTP write under the shipped read-only policy: the monitor lets it through (the file
 # arrives intact) and reports tftp_write_denied (a violation and/or a drop record).
 check_tftp_write_denied() {
@@ -1085,6 +1095,8 @@ run_monitor() {
     check "FTP EPSV download over IPv6 passes" ftp_xfer EPSV-v6 "[$SV6]" medium.bin "${FLAGS[@]}"
     check "TFTP read over IPv4 passes" tftp_xfer tftp-v4 "$SV4" image.bin
     check "TFTP read over IPv6 passes" tftp_xfer tftp-v6 -6 "$SV6" image.bin
+    check "events: transfer records of the downloads with the files' sizes (5 FTP medium.bin, 2 TFTP image.bin)" \
+        check_transfer_records
 
     local pasv=(--alg ftp --proto tcp --src "$CV4" --dst "$SV4" --dport "$PH_PASV_MIN-$PH_PASV_MAX")
     local port=(--alg ftp --proto tcp --src "$SV4" --dst "$CV4" --child-sport 20)

@@ -64,8 +64,10 @@ import struct
 import sys
 import time
 
-KNOWN_TYPES = {"pinhole", "violation", "notice", "verdict", "flow", "suppressed", "summary"}
-PER_PACKET = {"pinhole", "violation", "notice", "verdict", "flow"}
+KNOWN_TYPES = {"pinhole", "violation", "notice", "verdict", "flow", "suppressed", "summary",
+               "transfer"}
+PER_PACKET = {"pinhole", "violation", "notice", "verdict", "flow", "transfer"}
+TRANSFER_RESULTS = {"complete", "failed", "aborted", "unfinished"}
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
 FLOW_RE = re.compile(r"^(\w+) (\[[^\]]+\]|[^ :\[\]]+):(\d+) -> (\[[^\]]+\]|[^ :\[\]]+):(\d+)$")
 
@@ -283,6 +285,10 @@ def cmd_format(a):
             why.append("a verdict record that is not a drop")
         if t == "flow" and a.no_flows:
             why.append("a flow record without --events-flows")
+        if t == "transfer" and (r.get("result") not in TRANSFER_RESULTS
+                                or r.get("bytes_source") not in ("pinhole", "none")):
+            # (The monitor has no kernel to ask: its counts are its own or none.)
+            why.append("a transfer record without a result, or counted by a kernel")
         if why:
             bad.append("line %d: %s: %s" % (n, "; ".join(why), dump(r)[:300]))
     print("%d records: %s" % (len(recs), ", ".join("%s %d" % kv for kv in sorted(
@@ -622,6 +628,9 @@ def event_key(r):
         return (t, r.get("alg"), r.get("event"), r.get("flow"))
     if t == "verdict":
         return (t, r.get("verdict"), r.get("reason"), r.get("flow") or r.get("tuple"))
+    if t == "transfer":
+        return (t, r.get("alg"), r.get("command"), r.get("path"), r.get("result"),
+                r.get("bytes_up"), r.get("bytes_down"), r.get("data"))
     return None
 
 

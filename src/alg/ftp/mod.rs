@@ -514,18 +514,34 @@ impl FtpControl {
     /// The rule's answer to a command: `true` when it may go on as it is. A refused one is
     /// defanged (see [`policy`]) and its reply expected.
     fn allowed_by_policy(&mut self, line: &[u8], offset: u64, out: &mut AlgOutcome) -> bool {
-        let Some(verb) = Verb::of_line(line) else {
+        // Servers read the verb up to the first space; some skip spaces before it, so the
+        // verb after them is the one checked (and the spaces are overwritten with it).
+        let command = line.trim_ascii_start();
+        if command.is_empty() {
             return true;
+        }
+        let (raw_verb, arg) = ftp::split_command(command);
+        let refusal = match Verb::parse(raw_verb) {
+            Some(verb) => {
+                let path = verb.takes_file_path().then(|| {
+                    self.session
+                        .resolve(&String::from_utf8_lossy(arg.trim_ascii()))
+                });
+                match policy::check(&self.options, &verb, arg, path.as_deref()) {
+                    Some(refusal) => refusal,
+                    None => return true,
+                }
+            }
+            // Not a verb at all: a server answers it "unknown" anyway, but an allow list
+            // admits only what it names.
+            None if !self.options.allow_commands.is_empty() => policy::Refusal {
+                reason: Reason::FtpCommandDenied,
+                setting: "not in allow_commands".to_owned(),
+            },
+            None => return true,
         };
-        let (_, arg) = ftp::split_command(line);
-        let path = verb.takes_file_path().then(|| {
-            self.session
-                .resolve(&String::from_utf8_lossy(arg.trim_ascii()))
-        });
-        let Some(refusal) = policy::check(&self.options, &verb, arg, path.as_deref()) else {
-            return true;
-        };
-        let what = if verb.as_str() == "PASS" {
+        let verb = Verb::parse(raw_verb);
+        let what = if verb.is_some_and(|v| v.as_str() == "PASS") {
             "PASS".to_owned() // never the password
         } else {
             shown(line)
@@ -534,8 +550,9 @@ impl FtpControl {
             "{what:?} refused by rule \"{}\" ({})",
             self.rule, refusal.setting
         );
-        // The verb as sent (`XMKD` is 4 bytes, though it counts as `MKD`).
-        let sent = line.iter().take_while(|b| **b != b' ').count();
+        // The verb as sent (`XMKD` is 4 bytes, though it counts as `MKD`), with any spaces
+        // before it.
+        let sent = line.len() - command.len() + raw_verb.len();
         if let Err(detail) = self.session.refuse(offset, sent, &detail) {
             self.violate(Direction::Original, refusal.reason, detail, out);
             return false;

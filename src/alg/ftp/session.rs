@@ -269,7 +269,11 @@ impl Session {
             }
             let at = usize::try_from(from - start).unwrap_or(0);
             let len = usize::try_from(to - from).unwrap_or(0);
-            if !payload[at..at + len].iter().all(u8::is_ascii_alphabetic) {
+            // Letters and the spaces before them; anything else (Telnet bytes) would not be the
+            // verb the server reads.
+            if !payload[at..at + len].iter().all(|b| {
+                b.is_ascii_alphanumeric() || b.is_ascii_punctuation() || *b == b' ' || *b == b'\t'
+            }) {
                 failed = Some(*verb);
                 continue;
             }
