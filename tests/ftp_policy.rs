@@ -355,3 +355,14 @@ fn spaces_before_a_verb_and_words_that_are_no_verb_do_not_slip_past() {
     let mut f = Ftp::new("deny_commands = [\"DELE\"]");
     assert!(violations(&f.client("ST0R x")).is_empty());
 }
+
+#[test]
+fn a_passive_reply_to_a_transfer_command_is_still_unexpected() {
+    let mut f = Ftp::new("");
+    f.client("RETR image.bin");
+    let frame =
+        f.s.server_data(b"227 Entering Passive Mode (192,0,2,10,156,65).\r\n");
+    let d = f.h.send(&frame);
+    assert_eq!(violations(&d), vec![Reason::FtpUnexpectedReply], "{d:?}");
+    assert!(opened(&d).is_empty() && transfers(&d).is_empty(), "{d:?}");
+}

@@ -136,6 +136,29 @@ impl Tracked {
             matches!(decision.verdict, Verdict::Drop | Verdict::Reject),
             "a reason exactly on drops: {decision:?}"
         );
+        if !decision.rewrites.is_empty() {
+            // A rewrite only on an accepted TCP segment, inside its payload, verbs to Xs, and
+            // the adapter's rewriter takes it.
+            assert_eq!(decision.verdict, Verdict::Accept, "{decision:?}");
+            for r in &decision.rewrites {
+                assert!(
+                    !r.bytes.is_empty() && r.bytes.iter().all(|b| *b == b'X'),
+                    "{r:?}"
+                );
+            }
+            // (A rewrite of a fragmented segment is refused: the inline adapter drops the
+            // packet rather than pass the command intact.)
+            if let Ok(ip_packet) = link::ip_bytes(link, frame) {
+                let rewrites = decision
+                    .rewrites
+                    .iter()
+                    .map(|r| (r.offset, r.bytes.as_slice()));
+                match transport::rewrite_tcp_payload(ip_packet, rewrites) {
+                    Ok(_) | Err("a fragment, or not IP") => {}
+                    Err(why) => panic!("a rewrite the adapter cannot apply: {why}: {decision:?}"),
+                }
+            }
+        }
         self.release(&decision.released);
         if decision.verdict == Verdict::Held {
             assert!(self.held.insert(handle), "handle {handle} held twice");

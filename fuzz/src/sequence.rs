@@ -122,6 +122,9 @@ passive_address = "control"
 ftps = "allow-uninspected"
 on_violation = "drop"
 data_outlives_control = false
+deny_commands = ["DELE", "SITE", "XMKD"]
+deny_users = ["root"]
+deny_paths = ["*.key", "/etc/*", "/upload.bin"]
 
 [[rule]]
 name = "tftp-any"
@@ -132,6 +135,7 @@ inspect = "tftp"
 write = false
 deny_files = ["*..*"]
 server_ports = "40000-40001"
+reply_addresses = ["192.0.2.11"]
 request_timeout = 2
 transfer_timeout = 3
 dally = 1

@@ -760,7 +760,7 @@ impl FtpControl {
                 });
             }
             Some(Pending::EpsvAll) if (200..300).contains(&code) => self.epsv_all = true,
-            Some(Pending::Transfer(start)) => {
+            Some(Pending::Transfer(start)) if !passive_code => {
                 let record =
                     self.session
                         .finish(&self.flow, *start, Some(code), self.session.now, text);
