@@ -7,7 +7,7 @@
 #
 # Usage: scripts/fuzz-smoke.sh [SECONDS_PER_TARGET] [TARGET...]
 #   SECONDS_PER_TARGET  default 30; the README's "Fuzzing" section shows longer runs
-#   TARGET              default all: decode ftp_command ftp_reply tftp engine_sequence
+#   TARGET              default all: decode ftp_command ftp_reply tftp tls_framing engine_sequence
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # cargo's linker and the C++ compiler libFuzzer is built with (installed as root when missing;
@@ -25,7 +25,7 @@ if ! [[ "$seconds" =~ ^[1-9][0-9]*$ ]]; then
     exit 2
 fi
 shift || true
-all_targets=(decode ftp_command ftp_reply tftp engine_sequence)
+all_targets=(decode ftp_command ftp_reply tftp tls_framing engine_sequence)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all_targets[@]}")
 for t in "${targets[@]}"; do

@@ -12,6 +12,7 @@
 #                                                 is missing (CI does, on a clean machine)
 #   scripts/install-deps.sh --list GROUP...       print the groups' packages, one per line
 #   scripts/install-deps.sh --missing GROUP...    print the packages not installed; exit 1 if any
+#   scripts/install-deps.sh --unpacked-root       print the directory the unpacked packages are in
 #
 # Groups (a group includes the groups it names first):
 #   python    python3 alone: benches/replay.sh's report
@@ -26,8 +27,17 @@
 #   record    testbed + Wireshark's tools and atftp: scripts/record-pcaps.sh
 #   bench     testbed + kmod (the kernel helpers' modules): benches/live.sh
 #
+# Unpacked packages: a group line "unpack:PACKAGE" names a package that cannot be installed beside
+# the others (every FTP server Debian packages declares Conflicts: ftp-server, so proftpd cannot be
+# installed beside vsftpd). It is fetched with `apt-get download` and its files are unpacked
+# (dpkg-deb -x: no maintainer script runs, no service starts) under UNPACKED_ROOT, with a stamp
+# naming the version in UNPACKED_ROOT/.unpacked/PACKAGE; the group installs its libraries as usual.
+# Scripts run it from there (`install-deps.sh --unpacked-root`).
+#
 # Not root: nothing is installed; what is missing is printed with the command that installs it.
 set -euo pipefail
+
+UNPACKED_ROOT=${PINHOLE_UNPACKED_ROOT:-/var/cache/pinhole-tests/unpacked}
 
 group_packages() {
     case $1 in
@@ -66,6 +76,16 @@ group_packages() {
             # the servers: vsftpd (FTP, FTPS), tftpd-hpa (in.tftpd)
             echo vsftpd
             echo tftpd-hpa
+            # proftpd with mod_tls (proftpd-mod-crypto): the FTPS server that implements CCC
+            # (RFC 4217 section 12.3), which vsftpd does not (tests/e2e/ftps.sh). It Conflicts:
+            # ftp-server like vsftpd, so it is unpacked (see above), and the libraries it links
+            # that a Debian base lacks are installed
+            echo unpack:proftpd-core
+            echo unpack:proftpd-mod-crypto
+            echo libhiredis0.14
+            echo libmemcached11
+            echo libmemcachedutil2
+            echo libpcre2-posix3
             # the clients: tftp (tftp-hpa's, whose options the tests use), curl, lftp
             echo tftp-hpa
             echo curl
@@ -136,7 +156,10 @@ packages_of() {
 }
 
 installed() {
-    [ "$(dpkg-query -W -f '${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+    case $1 in
+        unpack:*) [ -s "$UNPACKED_ROOT/.unpacked/${1#unpack:}" ] ;;
+        *) [ "$(dpkg-query -W -f '${db:Status-Status}' "$1" 2>/dev/null)" = installed ] ;;
+    esac
 }
 
 missing_of() {
@@ -146,11 +169,39 @@ missing_of() {
     done
 }
 
+# unpack PACKAGE...: fetch each package's .deb (the candidate version) and unpack its files under
+# UNPACKED_ROOT, then write its stamp.
+unpack() {
+    local tmp pkg deb rc=0
+    tmp=$(mktemp -d)
+    # apt-get download writes as _apt where it can (otherwise it warns and downloads as root)
+    chown _apt "$tmp" 2>/dev/null || true
+    mkdir -p "$UNPACKED_ROOT/.unpacked"
+    for pkg in "$@"; do
+        rm -f "$tmp"/*.deb
+        if ! (cd "$tmp" && apt-get download -qq "$pkg"); then
+            echo "install-deps.sh: apt-get download $pkg failed" >&2
+            rc=1
+            continue
+        fi
+        deb=$(echo "$tmp"/*.deb)
+        if dpkg-deb -x "$deb" "$UNPACKED_ROOT"; then
+            dpkg-deb -f "$deb" Version > "$UNPACKED_ROOT/.unpacked/$pkg"
+            echo "install-deps.sh: unpacked $pkg $(cat "$UNPACKED_ROOT/.unpacked/$pkg") in $UNPACKED_ROOT" >&2
+        else
+            rc=1
+        fi
+    done
+    rm -rf "$tmp"
+    return $rc
+}
+
 action=install
 update=0
 case ${1:-} in
     --list) action=list; shift ;;
     --missing) action=missing; shift ;;
+    --unpacked-root) echo "$UNPACKED_ROOT"; exit 0 ;;
     --update) update=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
@@ -161,12 +212,20 @@ fi
 for group in "$@"; do
     group_packages "$group" >/dev/null || exit 2
 done
-mapfile -t packages < <(packages_of "$@")
+mapfile -t all < <(packages_of "$@")
+# What apt-get installs, and what is unpacked instead.
+packages=() unpacked=()
+for pkg in "${all[@]}"; do
+    case $pkg in
+        unpack:*) unpacked+=("${pkg#unpack:}") ;;
+        *) packages+=("$pkg") ;;
+    esac
+done
 if [ $action = list ]; then
     printf '%s\n' "${packages[@]}"
     exit 0
 fi
-mapfile -t missing < <(missing_of "${packages[@]}")
+mapfile -t missing < <(missing_of "${all[@]}")
 if [ $action = missing ]; then
     [ ${#missing[@]} -eq 0 ] && exit 0
     printf '%s\n' "${missing[@]}"
@@ -177,10 +236,10 @@ if [ ${#missing[@]} -eq 0 ] && [ "$update" = 0 ]; then
 fi
 if [ "$(id -u)" != 0 ]; then
     echo "install-deps.sh: missing Debian packages: ${missing[*]}" >&2
-    echo "  install them as root: apt-get update && apt-get install -y ${missing[*]}" >&2
+    echo "  install them as root: scripts/install-deps.sh $*" >&2
     exit 1
 fi
-echo "install-deps.sh: apt-get install ${missing[*]:-(all present; --update)}" >&2
+echo "install-deps.sh: installing ${missing[*]:-(all present; --update)}" >&2
 # Debian's vsftpd and tftpd-hpa start their system service (on :21 and :69 of the root
 # namespace) from their postinst. The test bed runs its own servers in namespaces, so nothing
 # should be left running: a temporary policy-rc.d answering 101 ("action forbidden") keeps
@@ -211,7 +270,17 @@ if [ $rc != 0 ]; then
     echo "install-deps.sh: apt-get failed (exit $rc) installing: ${packages[*]}" >&2
     exit $rc
 fi
-mapfile -t still < <(missing_of "${packages[@]}")
+# The unpacked packages: those missing, or all of them with --update (a newer version).
+to_unpack=()
+for pkg in "${unpacked[@]}"; do
+    if [ "$update" = 1 ] || ! installed "unpack:$pkg"; then
+        to_unpack+=("$pkg")
+    fi
+done
+if [ ${#to_unpack[@]} -gt 0 ]; then
+    unpack "${to_unpack[@]}" || { echo "install-deps.sh: unpacking failed: ${to_unpack[*]}" >&2; exit 1; }
+fi
+mapfile -t still < <(missing_of "${all[@]}")
 if [ ${#still[@]} -gt 0 ]; then
     echo "install-deps.sh: still not installed after apt-get: ${still[*]}" >&2
     exit 1

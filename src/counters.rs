@@ -168,6 +168,11 @@ impl Counters {
             PinholeOutcome::Expired => &mut self.pinholes_expired,
             PinholeOutcome::Closed => &mut self.pinholes_closed,
             PinholeOutcome::Refused => &mut self.pinholes_refused,
+            // No pinhole: counted by inspector only.
+            PinholeOutcome::RangeAdmitted => {
+                self.pinholes_by_alg.0[alg as usize][outcome as usize] += 1;
+                return;
+            }
         };
         *total += 1;
         self.pinholes_by_alg.0[alg as usize][outcome as usize] += 1;
@@ -250,16 +255,20 @@ pub enum PinholeOutcome {
     Closed,
     /// Not opened: a table, quota or per-client cap was full.
     Refused,
+    /// Not a pinhole: a connection an FTPS session's passive range admitted
+    /// (`ftps = "allow-passive-range"`).
+    RangeAdmitted,
 }
 
 impl PinholeOutcome {
     /// Every outcome, in index order.
-    pub const ALL: [PinholeOutcome; 5] = [
+    pub const ALL: [PinholeOutcome; 6] = [
         PinholeOutcome::Opened,
         PinholeOutcome::Used,
         PinholeOutcome::Expired,
         PinholeOutcome::Closed,
         PinholeOutcome::Refused,
+        PinholeOutcome::RangeAdmitted,
     ];
 
     /// Stable lower-case name.
@@ -270,6 +279,7 @@ impl PinholeOutcome {
             PinholeOutcome::Expired => "expired",
             PinholeOutcome::Closed => "closed",
             PinholeOutcome::Refused => "refused",
+            PinholeOutcome::RangeAdmitted => "range_admitted",
         }
     }
 }
@@ -337,10 +347,11 @@ impl Serialize for ViolationCounts {
     }
 }
 
-const DIRECTIONS: [TransferDirection; 3] = [
+const DIRECTIONS: [TransferDirection; 4] = [
     TransferDirection::Download,
     TransferDirection::Upload,
     TransferDirection::Listing,
+    TransferDirection::Unknown,
 ];
 const RESULTS: [TransferResult; 4] = [
     TransferResult::Complete,
@@ -354,8 +365,8 @@ const RESULTS: [TransferResult; 4] = [
 /// `{"ftp":{"download":{"complete":N,...,"bytes":B},...},"tftp":{...}}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TransferCounts {
-    count: [[[u64; 4]; 3]; ALGS],
-    bytes: [[u64; 3]; ALGS],
+    count: [[[u64; 4]; 4]; ALGS],
+    bytes: [[u64; 4]; ALGS],
 }
 
 impl TransferCounts {

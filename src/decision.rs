@@ -165,6 +165,13 @@ reasons! {
     FtpPipelineLimit = "ftp_pipeline_limit", "too many FTP commands without replies";
     /// AUTH TLS/SSL on a rule with `ftps = "deny"`.
     FtpTlsDenied = "ftp_tls_denied", "FTP AUTH TLS/SSL refused by policy";
+    /// Bytes on an FTPS control connection that are not TLS records where TLS records must
+    /// be (after the 234 to AUTH TLS, or from the first byte with `implicit_tls`), nor the
+    /// cleartext FTP that follows a CCC: cleartext commands smuggled behind a fake AUTH TLS.
+    FtpTlsInvalid = "ftp_tls_invalid", "FTPS control connection carries bytes that are not TLS records";
+    /// A connection to an FTPS session's passive range while the session already holds
+    /// `ftps_max_connections` through it.
+    FtpsRangeLimit = "ftps_range_limit", "FTPS passive range: the session holds its maximum of connections";
     /// The control connection was blocked after a violation (`on_violation = "drop"`).
     FtpBlocked = "ftp_blocked", "FTP control connection blocked after a violation";
     /// The control stream's reassembly buffer is full; TCP will retransmit.

@@ -133,6 +133,9 @@ pub enum PinholeAction {
     Expire,
     /// Closed unused: its control connection ended, or newer pinholes displaced it.
     Close,
+    /// Not a negotiated pinhole: an FTPS session's passive range admitted a connection
+    /// (`ftps = "allow-passive-range"`; [`PinholeInfo::range`] gives the range).
+    Admit,
 }
 
 impl PinholeAction {
@@ -143,6 +146,7 @@ impl PinholeAction {
             PinholeAction::Use => "use",
             PinholeAction::Expire => "expire",
             PinholeAction::Close => "close",
+            PinholeAction::Admit => "admit",
         }
     }
 }
@@ -162,6 +166,9 @@ pub struct PinholeInfo {
     pub tftp_request: Option<RequestKind>,
     /// How the kernel translates the control flow (or TFTP request) that negotiated it.
     pub parent_nat: Option<Translation>,
+    /// For [`PinholeAction::Admit`]: the FTPS session's passive range (low, high) that
+    /// admitted the connection.
+    pub range: Option<(u16, u16)>,
 }
 
 impl PinholeInfo {
@@ -178,6 +185,7 @@ impl PinholeInfo {
                 .as_ref()
                 .map(|ChildInit::Tftp(init)| init.kind),
             parent_nat,
+            range: None,
         }
     }
 }
@@ -251,6 +259,9 @@ pub enum TransferDirection {
     Upload,
     /// A directory listing (LIST, NLST, MLSD).
     Listing,
+    /// Not known: an FTPS data connection (its command was encrypted) whose bytes were not
+    /// counted.
+    Unknown,
 }
 
 impl TransferDirection {
@@ -260,6 +271,7 @@ impl TransferDirection {
             TransferDirection::Download => "download",
             TransferDirection::Upload => "upload",
             TransferDirection::Listing => "listing",
+            TransferDirection::Unknown => "unknown",
         }
     }
 }

@@ -86,6 +86,10 @@ pub enum Record<'a> {
         /// the addresses its ends use for each other (inline on a NAT router only).
         #[serde(skip_serializing_if = "Option::is_none")]
         parent_nat: Option<Translation>,
+        /// For `admit`: the FTPS session's passive range (low, high) that admitted the
+        /// connection; no pinhole was negotiated for it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ftps_range: Option<[u16; 2]>,
     },
     /// The kernel translates an inspected flow (inline on a NAT router only; once per flow).
     Nat {
@@ -289,6 +293,7 @@ pub fn event_record<'a>(file: &'a str, packet: u64, event: &'a Event) -> Record<
             child: *child,
             sport_range: pinhole.opening.sport.range(),
             parent_nat: pinhole.parent_nat,
+            ftps_range: pinhole.range.map(|(lo, hi)| [lo, hi]),
         },
         Event::Translated { flow, nat } => Record::Nat {
             file,
@@ -447,6 +452,7 @@ pub fn write_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
             packet,
             sport_range,
             parent_nat,
+            ftps_range,
             ..
         } => {
             let sport = match (sport, sport_range) {
@@ -454,9 +460,12 @@ pub fn write_text(out: &mut dyn Write, record: &Record<'_>) -> io::Result<()> {
                 (None, Some([lo, hi])) => format!("{lo}-{hi}"),
                 (None, None) => "*".to_owned(),
             };
-            let nat = parent_nat
+            let mut nat = parent_nat
                 .map(|nat| format!(" (session translated: {nat})"))
                 .unwrap_or_default();
+            if let Some([lo, hi]) = ftps_range {
+                nat = format!("{nat} (FTPS session's passive range {lo}-{hi})");
+            }
             writeln!(
                 out,
                 "#{packet:<6} pinhole {event:<6} {alg} {proto} {} -> {}{nat}",

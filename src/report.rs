@@ -345,21 +345,29 @@ impl SessionReport {
         pinhole: &PinholeInfo,
         child: Option<FlowTuple>,
     ) {
-        if action == PinholeAction::Open {
+        if matches!(action, PinholeAction::Open | PinholeAction::Admit) {
             let Some(s) = self.session_of(pinhole.opening.alg, pinhole.parent, packet) else {
                 return;
             };
             let session = &mut self.sessions[s];
+            let admitted = action == PinholeAction::Admit;
             session.lines.push(Line::Pinhole(PinholeLine {
-                what: negotiated(pinhole, session.flow),
+                what: if admitted {
+                    "ftps range"
+                } else {
+                    negotiated(pinhole, session.flow)
+                },
                 endpoints: endpoints(pinhole),
                 opened: packet,
-                outcome: None,
-                child: None,
+                outcome: admitted.then_some((action, packet)),
+                child,
                 child_end: None,
             }));
-            self.pinholes
-                .insert(pinhole.id.0, (s, session.lines.len() - 1));
+            let line = (s, session.lines.len() - 1);
+            if let Some(child) = child.filter(|_| admitted) {
+                self.children.insert(child, line);
+            }
+            self.pinholes.insert(pinhole.id.0, line);
             self.destinations
                 .insert((pinhole.opening.dst, pinhole.opening.dport), s);
             return;
@@ -516,6 +524,14 @@ fn render_session(session: &Session) -> String {
                             .map(|end| format!(" ({})", end.describe()))
                             .unwrap_or_default();
                         format!("used #{at}{child}{ended}")
+                    }
+                    Some((PinholeAction::Admit, _)) => {
+                        let child = p.child.map(|c| format!(" {c}")).unwrap_or_default();
+                        let ended = p
+                            .child_end
+                            .map(|end| format!(" ({})", end.describe()))
+                            .unwrap_or_default();
+                        format!("admitted{child}{ended}")
                     }
                     Some((PinholeAction::Expire, at)) => format!("expired unused #{at}"),
                     Some((PinholeAction::Close | PinholeAction::Open, at)) => {

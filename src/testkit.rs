@@ -500,6 +500,42 @@ impl Timeline {
     }
 }
 
+/// TLS records as an FTPS control connection carries them (RFC 8446 section 5.1): the
+/// framing pinhole follows; the bodies are filler, nothing is encrypted.
+pub mod tls {
+    /// A record of `content_type` (20-23) with version 3.3 and `body`.
+    pub fn record(content_type: u8, body: &[u8]) -> Vec<u8> {
+        let mut r = vec![content_type, 3, 3];
+        let len = u16::try_from(body.len()).unwrap_or(u16::MAX);
+        r.extend_from_slice(&len.to_be_bytes());
+        r.extend_from_slice(body);
+        r
+    }
+
+    /// A handshake record holding a hello of `kind` (1 ClientHello, 2 ServerHello) of
+    /// `len` body bytes.
+    pub fn hello(kind: u8, len: usize) -> Vec<u8> {
+        let mut body = vec![0x5a; len.max(4)];
+        body[0] = kind;
+        record(22, &body)
+    }
+
+    /// A side's handshake up to its first encrypted record: the hello, a ChangeCipherSpec,
+    /// an encrypted Finished, then an application-data record of `data` bytes.
+    pub fn flight(kind: u8, data: usize) -> Vec<u8> {
+        let mut f = hello(kind, 120);
+        f.extend(record(20, &[1]));
+        f.extend(record(22, &[0x9c; 40]));
+        f.extend(record(23, &vec![0x17; data]));
+        f
+    }
+
+    /// An encrypted alert record (a close_notify as TLS 1.2 sends it).
+    pub fn close_notify() -> Vec<u8> {
+        record(21, &[0x33; 26])
+    }
+}
+
 /// TFTP payloads (RFC 1350 section 5, RFC 2347 section 2), to put in [`udp`] datagrams.
 pub mod tftp {
     use crate::wire::tftp::opcode;

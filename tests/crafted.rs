@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use pinhole::Instant;
-use pinhole::testkit::{self, TcpBuilder, TcpSession, Timeline, addr, flags, sock, tftp};
+use pinhole::testkit::{self, TcpBuilder, TcpSession, Timeline, addr, flags, sock, tftp, tls};
 
 /// 2026-01-01T00:00:00Z, so the captures have believable timestamps.
 const START: u64 = 1_767_225_600;
@@ -752,7 +752,8 @@ fn ftp_line_violations() -> Timeline {
     t
 }
 
-/// AUTH TLS and the encrypted session after 234 (replayed with ftps deny and allow-uninspected).
+/// AUTH TLS and, after the 234, "records" that hold cleartext commands instead of a
+/// ClientHello (replayed with ftps deny, and allow-uninspected: `ftp_tls_invalid`).
 fn ftp_tls() -> Timeline {
     let mut t = timeline();
     let mut s = ftp_login(&mut t, 40130);
@@ -766,6 +767,135 @@ fn ftp_tls() -> Timeline {
         1,
         s.server_data(b"\x16\x03\x03\x00\x2a 227 Entering Passive Mode (192,0,2,10,156,64).\r\n"),
     );
+    t
+}
+
+/// An FTPS session up to the 234 (client port `port`), then the client's TLS bytes in the
+/// segments given.
+fn ftps_session(t: &mut Timeline, port: u16) -> TcpSession {
+    let mut s = TcpSession::new(
+        sock(&format!("198.51.100.10:{port}")),
+        sock("192.0.2.10:21"),
+        1_000_000 + u32::from(port),
+        7_000_000,
+    );
+    t.extend(s.handshake());
+    ftp_reply(t, &mut s, "220 (vsFTPd 3.0.3)");
+    ftp_command(t, &mut s, "AUTH TLS");
+    ftp_reply(t, &mut s, "234 Proceed with negotiation.");
+    s
+}
+
+/// The TLS framing followed through its edge cases (replayed with allow-uninspected): a
+/// ClientHello whose record header is split in two, records split across segments and
+/// several records in one, a maximal record (2^14 + 2048 bytes) over 13 segments; then a CCC
+/// (both sides close their TLS stream) and cleartext PASV, whose pinhole opens and is used.
+fn ftps_framing() -> Timeline {
+    let mut t = timeline();
+    let mut s = ftps_session(&mut t, 40140);
+    let hello = tls::hello(1, 300);
+    for piece in [&hello[..2], &hello[2..7], &hello[7..150], &hello[150..]] {
+        t.push(1, s.client_data(piece));
+    }
+    let mut server = tls::hello(2, 90);
+    server.extend(tls::record(20, &[1]));
+    server.extend(tls::record(23, &vec![0x42; 18432]));
+    for piece in server.chunks(1448) {
+        t.push(1, s.server_data(piece));
+    }
+    t.push(1, s.client_ack());
+    let mut rest = tls::record(20, &[1]);
+    rest.extend(tls::record(23, &[0x17; 33]));
+    rest.extend(tls::record(23, &[0x17; 50]));
+    t.push(1, s.client_data(&rest[..9]));
+    t.push(1, s.client_data(&rest[9..]));
+    t.push(1, s.server_data(&tls::record(23, &[0x17; 64])));
+    // CCC: the close_notify alerts, then cleartext.
+    t.push(1, s.client_data(&tls::close_notify()));
+    t.push(1, s.server_data(&tls::close_notify()));
+    ftp_command(&mut t, &mut s, "PASV");
+    ftp_reply(
+        &mut t,
+        &mut s,
+        "227 Entering Passive Mode (192,0,2,10,156,75).",
+    );
+    data_connection(&mut t, "198.51.100.10:40141", "192.0.2.10:40011");
+    ftp_command(&mut t, &mut s, "QUIT");
+    ftp_reply(&mut t, &mut s, "221 Goodbye.");
+    t
+}
+
+/// What is not TLS where TLS must be (replayed with allow-uninspected), one session each:
+/// cleartext commands right after the 234 (a fake AUTH TLS); a record header with a length
+/// over the limit after the handshake; bytes after the TLS stream that are no FTP command.
+fn ftps_garbage() -> Timeline {
+    let mut t = timeline();
+    let mut s = ftps_session(&mut t, 40150);
+    ftp_command(&mut t, &mut s, "PORT 203,0,113,9,0,25");
+    let mut s = ftps_session(&mut t, 40151);
+    t.push(1, s.client_data(&tls::flight(1, 40)));
+    t.push(1, s.server_data(&tls::flight(2, 40)));
+    t.push(1, s.client_data(&[0x17, 0x03, 0x03, 0x48, 0x01, 0, 0]));
+    let mut s = ftps_session(&mut t, 40152);
+    t.push(1, s.client_data(&tls::flight(1, 40)));
+    t.push(1, s.server_data(&tls::flight(2, 40)));
+    t.push(
+        1,
+        s.client_data(b"\x01\x02\x03\x04\x05 PORT 203,0,113,9,0,25\r\n"),
+    );
+    t
+}
+
+/// The session-bound passive range (replayed with tests/rules/ftps-range.toml: ports
+/// 40000-40100, two connections at a time): before the 234 nothing is admitted; while the
+/// session is encrypted its client's connections to its server's range are (two, the third is
+/// `ftps_range_limit`); another client, another server address and a port outside the range
+/// are not; when a data connection ends its place frees; after the control connection's FIN
+/// nothing more is admitted.
+fn ftps_passive_range() -> Timeline {
+    let mut t = timeline();
+    let syn = |from: &str, to: &str| TcpSession::new(sock(from), sock(to), 77, 0).syn();
+    let mut s = TcpSession::new(
+        sock("198.51.100.10:40160"),
+        sock("192.0.2.10:21"),
+        1_040_160,
+        7_000_000,
+    );
+    t.extend(s.handshake());
+    ftp_reply(&mut t, &mut s, "220 (vsFTPd 3.0.3)");
+    t.push(1, syn("198.51.100.10:40161", "192.0.2.10:40001"));
+    ftp_command(&mut t, &mut s, "AUTH TLS");
+    ftp_reply(&mut t, &mut s, "234 Proceed with negotiation.");
+    t.push(1, s.client_data(&tls::flight(1, 60)));
+    t.push(1, s.server_data(&tls::flight(2, 60)));
+    // The client's PASV and the server's 227, encrypted.
+    t.push(1, s.client_data(&tls::record(23, &[0x17; 30])));
+    t.push(1, s.server_data(&tls::record(23, &[0x17; 70])));
+    let mut data = TcpSession::new(
+        sock("198.51.100.10:40162"),
+        sock("192.0.2.10:40002"),
+        500,
+        900,
+    );
+    t.extend(data.handshake());
+    t.push(1, data.server_data(&[0x17; 1200]));
+    t.push(1, data.client_ack());
+    t.push(1, syn("198.51.100.10:40163", "192.0.2.10:40003"));
+    t.push(1, syn("198.51.100.10:40164", "192.0.2.10:40004"));
+    t.push(1, syn("198.51.100.11:40165", "192.0.2.10:40005"));
+    t.push(1, syn("198.51.100.10:40166", "192.0.2.11:40005"));
+    t.push(1, syn("198.51.100.10:40167", "192.0.2.10:40101"));
+    t.push(1, data.server_fin());
+    t.push(1, data.client_fin());
+    t.push(1, data.server_ack());
+    // The data connection's end is seen after its TIME_WAIT: far later.
+    t.push(130_000, s.client_data(&tls::record(23, &[0x17; 30])));
+    t.push(1, syn("198.51.100.10:40168", "192.0.2.10:40006"));
+    t.push(1, s.client_data(&tls::close_notify()));
+    t.push(1, s.client_fin());
+    t.push(1, s.server_fin());
+    t.push(1, s.client_ack());
+    t.push(1, syn("198.51.100.10:40169", "192.0.2.10:40007"));
     t
 }
 
@@ -1131,6 +1261,9 @@ fn scenarios() -> Vec<(&'static str, Timeline)> {
         ("ftp-telnet-abort", ftp_telnet_abort()),
         ("ftp-line-violations", ftp_line_violations()),
         ("ftp-tls", ftp_tls()),
+        ("ftps-framing", ftps_framing()),
+        ("ftps-garbage", ftps_garbage()),
+        ("ftps-passive-range", ftps_passive_range()),
         ("tftp-third-host", tftp_third_host()),
         ("tftp-tid-range", tftp_tid_range()),
         ("tftp-unsolicited", tftp_unsolicited()),

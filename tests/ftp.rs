@@ -725,7 +725,7 @@ fn auth_tls_is_refused_by_default_with_a_reset() {
 }
 
 #[test]
-fn auth_tls_allowed_uninspected_opens_nothing_afterwards() {
+fn auth_tls_allowed_uninspected_takes_no_cleartext_afterwards() {
     let mut f = Ftp::options("ftps = \"allow-uninspected\"");
     f.client_ok("AUTH TLS");
     let d = f.server("234 Proceed with negotiation.");
@@ -736,9 +736,8 @@ fn auth_tls_allowed_uninspected_opens_nothing_afterwards() {
             ..
         }
     )));
-    // Whatever follows is ciphertext to the inspector, even if it looks like FTP.
-    f.client_ok("PASV");
-    assert!(opened(&f.server("227 Entering Passive Mode (192,0,2,10,156,64).")).is_empty());
+    // TLS records must follow: cleartext commands are refused (tests/ftps.rs has the rest).
+    f.client_rejected("PASV", Reason::FtpTlsInvalid);
 }
 
 // ---- other ports, pickup ---------------------------------------------------------------------------------------

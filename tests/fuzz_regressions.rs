@@ -74,6 +74,11 @@ fn ftp_reply() {
 }
 
 #[test]
+fn tls_framing() {
+    replay("tls_framing", checks::tls_framing);
+}
+
+#[test]
 fn tftp() {
     replay("tftp", checks::tftp);
 }

@@ -1,4 +1,5 @@
-//! The checks of the byte-level fuzz targets (`decode`, `ftp_command`, `ftp_reply`, `tftp`) and
+//! The checks of the byte-level fuzz targets (`decode`, `ftp_command`, `ftp_reply`, `tftp`,
+//! `tls_framing`) and
 //! an engine wrapper that checks the bookkeeping of every verdict.
 //!
 //! Shared by the fuzz targets (through the `pinhole_fuzz` library) and by
@@ -13,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pinhole::alg::ftp::LineAssembler;
+use pinhole::alg::ftp::tls::{Framing, Sender, TlsFollower};
 use pinhole::wire::ftp::{self, Command};
 use pinhole::wire::tftp::{self, Mode, RequestKind, TftpPacket};
 use pinhole::wire::{LinkType, Transport, ip, link, transport};
@@ -562,6 +564,119 @@ pub fn ftp_reply(data: &[u8]) {
     reply_line(strip_eol(data));
     for line in lines_any_segmentation(data) {
         reply_line(&line);
+    }
+}
+
+// ---- FTPS: the TLS record framing --------------------------------------------------------------
+
+/// What a follower made of a whole stream: records (how many headers), the cleartext after a
+/// CCC at an absolute offset, or a violation.
+#[derive(Debug, PartialEq, Eq)]
+enum Followed {
+    Records(u64),
+    Cleartext(usize),
+    Invalid,
+}
+
+/// Follows `stream` pushed in the pieces `cuts` gives, checking what each push returns.
+fn follow(sender: Sender, stream: &[u8], cuts: &[usize]) -> Followed {
+    let mut follower = TlsFollower::new(sender);
+    let mut start = 0;
+    for end in cuts.iter().copied().chain([stream.len()]) {
+        if end <= start {
+            continue;
+        }
+        match follower.push(&stream[start..end]) {
+            Framing::Records => {}
+            Framing::Invalid(detail) => {
+                assert!(!detail.is_empty(), "a violation without a detail");
+                return Followed::Invalid;
+            }
+            Framing::Cleartext { carried, from } => {
+                assert!(from <= end - start, "cleartext starts past the push");
+                let at = (start + from)
+                    .checked_sub(carried.len())
+                    .expect("more bytes carried than pushed before");
+                assert_eq!(
+                    carried,
+                    &stream[at..start + from],
+                    "the bytes carried over are not the stream's"
+                );
+                return Followed::Cleartext(at);
+            }
+        }
+        start = end;
+    }
+    Followed::Records(follower.records())
+}
+
+/// The framing a simple walk over the whole stream finds: the offsets of the record headers
+/// read before `end`, and whether an application-data record came first.
+fn record_walk(stream: &[u8], end: usize) -> (u64, bool) {
+    let (mut at, mut records, mut encrypted) = (0, 0, false);
+    while at + 5 <= end {
+        let header = [
+            stream[at],
+            stream[at + 1],
+            stream[at + 2],
+            stream[at + 3],
+            stream[at + 4],
+        ];
+        let header = pinhole::wire::tls::parse_header(header).expect("a record the follower took");
+        encrypted |= header.content_type == 23;
+        records += 1;
+        at += 5 + usize::from(header.length);
+    }
+    assert_eq!(
+        at, end,
+        "cleartext that does not start at a record boundary"
+    );
+    (records, encrypted)
+}
+
+/// `tls_framing`: the follower of an FTPS control stream gives the same answer however the
+/// stream is cut into segments (whole, byte by byte, at random); cleartext is only ever taken
+/// at a record boundary, after an application-data record, and where an FTP line starts
+/// (a command from the client, a reply from the server); it never panics.
+pub fn tls_framing(data: &[u8]) {
+    for sender in [Sender::Client, Sender::Server] {
+        let whole = follow(sender, data, &[]);
+        let bytewise: Vec<usize> = (1..data.len()).collect();
+        assert_eq!(
+            follow(sender, data, &bytewise),
+            whole,
+            "byte by byte differs"
+        );
+        let random = cuts_from(fnv(data) ^ sender as u64, data.len());
+        assert_eq!(
+            follow(sender, data, &random),
+            whole,
+            "cut at {random:?} differs"
+        );
+        if let Followed::Cleartext(at) = whole {
+            let (records, encrypted) = record_walk(data, at);
+            assert!(
+                records >= 1 && encrypted,
+                "cleartext before the handshake ended"
+            );
+            let rest = &data[at..];
+            let line_start = match sender {
+                Sender::Client => {
+                    let verb = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+                    (3..=4).contains(&verb) && matches!(rest.get(verb), Some(b' ' | b'\r' | b'\n'))
+                }
+                Sender::Server => {
+                    rest.len() >= 4
+                        && rest[..3].iter().all(u8::is_ascii_digit)
+                        && matches!(rest[3], b' ' | b'-')
+                }
+            };
+            assert!(
+                line_start,
+                "cleartext that is no FTP line: {:?}",
+                &rest[..rest.len().min(8)]
+            );
+        }
     }
 }
 

@@ -349,11 +349,18 @@ impl PinholeTable {
         self.pinholes.insert(id, Box::new(pinhole));
     }
 
+    /// A fresh id, unique among this table's pinholes, for a record that is pinhole-like but
+    /// no pinhole (a connection an FTPS session's passive range admitted).
+    pub fn allocate_id(&mut self) -> PinholeId {
+        let id = PinholeId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
     /// Adds a pinhole saved by another engine (a restore), under a new id of this table;
     /// returns the id. Quotas are not applied: the pinhole was admitted under them.
     pub fn adopt(&mut self, spec: PinholeSpec, opened: Instant) -> PinholeId {
-        let id = PinholeId(self.next_id);
-        self.next_id += 1;
+        let id = self.allocate_id();
         self.insert(Pinhole { id, spec, opened });
         id
     }

@@ -9,15 +9,16 @@ use std::time::Duration;
 use crate::alg::{Alg, AlgOutcome, AlgState, AlgVerdict, PinholeRequest};
 use crate::conntrack::{
     Direction, Flow, FlowHandle, FlowOrigin, FlowState, FlowTuple, Opening, ParentRef, Pinhole,
-    PinholeError, PinholeMatch, PinholeSpec,
+    PinholeError, PinholeMatch, PinholeSpec, TcpState,
 };
 use crate::counters::PinholeOutcome;
 use crate::decision::{Decision, Reason};
-use crate::event::{CloseCause, Event, PinholeAction};
+use crate::event::{CloseCause, Event, PinholeAction, TransferResult};
 use crate::policy::Action;
 use crate::time::Instant;
 
 use super::datagram::datagram_timeout;
+use super::ftps_range::RangeAdmission;
 use super::tcp::tcp_timeout;
 use super::{Engine, Packet, PacketInfo, pinhole_event, with_events};
 
@@ -65,6 +66,7 @@ impl Engine {
             dst: packet.dst,
             dport,
         };
+        let mut range = None;
         let found = self.pinholes.match_and_consume(
             packet.proto,
             packet.src,
@@ -75,22 +77,14 @@ impl Engine {
         );
         let (mut flow, pinhole, rule, alg, takeover) = match found {
             PinholeMatch::Hit(pinhole) => {
-                let alg = pinhole
-                    .spec
-                    .child
-                    .as_ref()
-                    .map(|child| AlgState::for_child(child, tuple));
-                let flow = Flow::new(
-                    tuple,
-                    state,
-                    FlowOrigin::Pinhole(pinhole.spec.opening.alg),
-                    alg,
-                    now,
-                );
+                let flow = admitted_by_pinhole(&pinhole, tuple, state, now);
                 (flow, Some(pinhole), None, None, false)
             }
-            miss => match self.admit_without_pinhole(now, info, tuple, state, &miss) {
-                Ok((flow, rule, alg, takeover)) => (flow, None, rule, alg, takeover),
+            miss => match self.admit_on_miss(now, info, tuple, state, &miss) {
+                Ok(((flow, rule, alg, takeover), admission)) => {
+                    range = admission;
+                    (flow, None, rule, alg, takeover)
+                }
                 Err(refused) => return refused,
             },
         };
@@ -112,7 +106,8 @@ impl Engine {
         flow.parent = pinhole
             .as_ref()
             .and_then(|p| p.spec.parent)
-            .map(|p| p.handle);
+            .map(|p| p.handle)
+            .or(range.as_ref().map(|r| r.parent));
         flow.account(Direction::Original, packet.len, now);
         let mut events = Vec::new();
         match self.insert_flow(flow, &mut events) {
@@ -129,11 +124,16 @@ impl Engine {
                     events.extend(other_address_notice(pinhole, tuple));
                     self.adopt(pinhole, handle, tuple);
                 }
+                if let Some(admission) = &range {
+                    self.counters
+                        .pinhole(Alg::Ftp, PinholeOutcome::RangeAdmitted);
+                    events.push(self.admitted_by_range(now, admission, handle, tuple));
+                }
                 events.push(Event::FlowOpened {
                     flow: tuple,
                     rule,
                     alg,
-                    via_pinhole: pinhole.is_some(),
+                    via_pinhole: pinhole.is_some() || range.is_some(),
                     pickup: false,
                     takeover,
                 });
@@ -157,6 +157,33 @@ impl Engine {
                 }
                 with_events(Decision::drop(reason, None), events)
             }
+        }
+    }
+
+    /// A new flow no pinhole admitted: an FTPS session's passive range admits it (returned
+    /// with the flow), or the rules decide. A connection the range would admit but for the
+    /// session's maximum is refused for that (`ftps_range_limit`) unless the rules allow it.
+    fn admit_on_miss(
+        &self,
+        now: Instant,
+        info: &PacketInfo,
+        tuple: FlowTuple,
+        state: FlowState,
+        miss: &PinholeMatch,
+    ) -> Result<(Admitted, Option<RangeAdmission>), Decision> {
+        match self.passive_range_for(&tuple) {
+            Some(Ok(admission)) => {
+                let origin = FlowOrigin::Pinhole(Alg::Ftp);
+                let flow = Flow::new(tuple, state, origin, None, now);
+                Ok(((flow, None, None, false), Some(admission)))
+            }
+            limit => match self.admit_without_pinhole(now, info, tuple, state, miss) {
+                Ok(admitted) => Ok((admitted, None)),
+                Err(refused) => match limit {
+                    Some(Err(reason)) => Err(range_refusal(reason, tuple)),
+                    _ => Err(refused),
+                },
+            },
         }
     }
 
@@ -355,6 +382,7 @@ impl Engine {
             rewrites,
         } = outcome;
         self.complete_transfer_records(now, handle, &mut events);
+        self.sync_passive_range(handle);
         for event in &events {
             if let Event::Transfer(transfer) = event {
                 self.counters.transfer(transfer);
@@ -569,21 +597,42 @@ impl Engine {
         self.close_pinholes_of(handle, events);
         // A data connection leaves its control connection's list of children, which keeps
         // what its transfer record needs.
+        let mut range_record = None;
         if let Some(parent) = flow.parent
             && let Some(Some(AlgState::Ftp(ftp))) =
                 self.flows.get_mut(parent).map(|f| f.alg.as_mut())
         {
             let bytes = data_bytes(flow, ftp.client());
+            // A connection that never got past its SYN moved nothing: no record.
+            let opened = !matches!(&flow.state, FlowState::Tcp(tcp) if matches!(tcp.state(), TcpState::SynSent | TcpState::SynReceived));
+            if ftp.is_range_child(handle) && opened {
+                range_record = Some(ftp.range_transfer(
+                    flow.tuple,
+                    bytes,
+                    (flow.created, flow.last_seen),
+                    flow.offloaded.then_some(handle),
+                    match cause {
+                        CloseCause::Fin => TransferResult::Complete,
+                        CloseCause::Reset => TransferResult::Aborted,
+                        _ => TransferResult::Unfinished,
+                    },
+                ));
+            }
             ftp.forget_child(handle, flow.tuple, bytes);
         }
+        if let Some(AlgState::Ftp(_)) = &flow.alg
+            && !self.ftps_sessions.is_empty()
+        {
+            self.unregister_passive_range((flow.tuple.src, flow.tuple.dst), handle);
+        }
         // A transfer the flow's end leaves unfinished is logged as such.
-        let unfinished = match &flow.alg {
+        let unfinished = range_record.or_else(|| match &flow.alg {
             Some(AlgState::Ftp(ftp)) => ftp.unfinished_transfer(flow.last_seen),
             Some(AlgState::TftpTransfer(transfer)) => {
                 transfer.unfinished(flow.created, flow.last_seen)
             }
             _ => None,
-        };
+        });
         if let Some(Event::Transfer(transfer)) = &unfinished {
             self.counters.transfer(transfer);
         }
@@ -614,6 +663,37 @@ impl Engine {
             _ => {}
         }
     }
+}
+
+/// The flow `pinhole` admits, with the inspector its opener asked for (a TFTP transfer's).
+fn admitted_by_pinhole(
+    pinhole: &Pinhole,
+    tuple: FlowTuple,
+    state: FlowState,
+    now: Instant,
+) -> Flow {
+    let alg = pinhole
+        .spec
+        .child
+        .as_ref()
+        .map(|child| AlgState::for_child(child, tuple));
+    let origin = FlowOrigin::Pinhole(pinhole.spec.opening.alg);
+    Flow::new(tuple, state, origin, alg, now)
+}
+
+/// The refusal of a connection to an FTPS session's passive range while the session holds
+/// its maximum (and no rule allows the connection).
+fn range_refusal(reason: Reason, tuple: FlowTuple) -> Decision {
+    let events = vec![Event::Violation {
+        alg: Alg::Ftp,
+        reason,
+        flow: Some(tuple),
+        detail: format!(
+            "the FTPS session of {} with {} holds its ftps_max_connections through its passive range",
+            tuple.src, tuple.dst
+        ),
+    }];
+    with_events(Decision::drop(reason, None), events)
 }
 
 /// The payload bytes a data connection carried from the session's `client` (up) and to it

@@ -10,6 +10,7 @@
 //! pinholes and child flows) in [`lifecycle`].
 
 mod datagram;
+mod ftps_range;
 mod lifecycle;
 mod nat;
 mod offload;
@@ -128,6 +129,8 @@ pub struct Engine {
     now: Instant,
     /// Client ends (address, port) of live TFTP transfers, to their transfer flows.
     tftp_transfers: HashMap<(IpAddr, u16), FlowHandle, foldhash::fast::RandomState>,
+    /// FTPS control connections whose passive range is open, by (client, server).
+    ftps_sessions: HashMap<(IpAddr, IpAddr), Vec<FlowHandle>, foldhash::fast::RandomState>,
     /// Offload mode: flows that need no more inspection are handed to the kernel.
     offload: bool,
     /// Bytes held by all FTP inspectors (see `limits.max_stream_bytes`).
@@ -156,6 +159,7 @@ impl Engine {
             counters: Counters::default(),
             now: Instant::ZERO,
             tftp_transfers: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            ftps_sessions: HashMap::with_hasher(foldhash::fast::RandomState::default()),
             offload: false,
             stream_bytes: 0,
             policy,

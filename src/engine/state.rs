@@ -117,6 +117,7 @@ impl Engine {
                 Some(AlgState::TftpRequests(_)) | None => {}
             }
         }
+        self.rebuild_passive_ranges();
         for pinhole in state.pinholes {
             let parent = pinhole.spec.parent.map(|parent| {
                 map.get(&parent.handle)

@@ -28,6 +28,9 @@ pub(super) const FTP: Shape = Shape {
         "ftps",
         "on_violation",
         "data_outlives_control",
+        "ftps_passive_ports",
+        "ftps_max_connections",
+        "implicit_tls",
         "allow_commands",
         "deny_commands",
         "allow_users",
@@ -227,8 +230,14 @@ pub(super) fn ftp(
     let choices = [
         ("deny", Ftps::Deny),
         ("allow-uninspected", Ftps::AllowUninspected),
+        ("allow-passive-range", Ftps::AllowPassiveRange),
     ];
-    options.ftps = raw.choice(check, "ftps", &choices).unwrap_or(options.ftps);
+    let ftps = raw.choice(check, "ftps", &choices);
+    // The settings beside `ftps` are checked against it only when the table has no error so
+    // far: a misspelt or wrong `ftps` has its own error, and one mistake gives one error.
+    let ftps_read = check.error_count() == errors_before;
+    options.ftps = ftps.unwrap_or(options.ftps);
+    ftps_options(check, &raw, span.clone(), ftps_read, &mut options);
     let choices = [
         ("reject", ViolationAction::Reject),
         ("drop", ViolationAction::Drop),
@@ -247,6 +256,98 @@ pub(super) fn ftp(
         );
     }
     (check.error_count() == errors_before).then_some(options)
+}
+
+/// The FTPS settings beside `ftps`: the session-bound passive range and implicit TLS.
+fn ftps_options(
+    check: &mut Checker<'_>,
+    raw: &Options<'_, '_>,
+    span: Span,
+    ftps_read: bool,
+    options: &mut FtpOptions,
+) {
+    let label = raw.label;
+    let help = "write the server's passive ports as \"low-high\", as its configuration gives them (vsftpd's pasv_min_port-pasv_max_port): ftps_passive_ports = \"40000-40100\"";
+    options.ftps_passive_ports = port_range(check, raw, "ftps_passive_ports", help);
+    let max = u64::try_from(options.ftps_max_connections).unwrap_or(2);
+    if let Some(n) = raw.number(
+        check,
+        "ftps_max_connections",
+        1..=64,
+        "connections",
+        Scale::Count,
+        max,
+    ) {
+        options.ftps_max_connections = usize::try_from(n).unwrap_or(64);
+    }
+    options.implicit_tls = raw
+        .boolean(check, "implicit_tls")
+        .unwrap_or(options.implicit_tls);
+    if !ftps_read {
+        return;
+    }
+    match (options.ftps, options.ftps_passive_ports) {
+        // (A range written wrong has its own error.)
+        (Ftps::AllowPassiveRange, None) if raw.table.get("ftps_passive_ports").is_none() => check.error(
+            span,
+            format!("{label}: ftp.ftps = \"allow-passive-range\" needs the server's passive ports"),
+            "add ftps_passive_ports = \"40000-40100\" (the server's own passive range) to [rule.ftp]",
+        ),
+        (Ftps::Deny | Ftps::AllowUninspected, Some(_)) => {
+            if let Some(value) = raw.table.get("ftps_passive_ports") {
+                check.error(
+                    value.span(),
+                    format!("{label}: ftp.ftps_passive_ports is used only with ftps = \"allow-passive-range\""),
+                    "write ftps = \"allow-passive-range\" beside it, or remove it",
+                );
+            }
+        }
+        _ => {}
+    }
+    if options.implicit_tls
+        && options.ftps == Ftps::Deny
+        && let Some(value) = raw.table.get("implicit_tls")
+    {
+        check.error(
+            value.span(),
+            format!("{label}: ftp.implicit_tls with ftps = \"deny\" would refuse every connection"),
+            "write ftps = \"allow-passive-range\" (with ftps_passive_ports) or \"allow-uninspected\" beside it",
+        );
+    }
+}
+
+/// A port range written `"low-high"` (or one port), as `key` of `raw`.
+fn port_range(
+    check: &mut Checker<'_>,
+    raw: &Options<'_, '_>,
+    key: &str,
+    help: &str,
+) -> Option<(u16, u16)> {
+    let value = raw.table.get(key)?;
+    let text = check.string(value, &raw.what(key), help)?;
+    let text = text.trim();
+    let parsed = match text.split_once('-') {
+        Some((lo, hi)) => lo
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .zip(hi.trim().parse::<u16>().ok()),
+        None => text.parse::<u16>().ok().map(|p| (p, p)),
+    };
+    match parsed {
+        Some((lo, hi)) if lo >= 1 && lo <= hi => Some((lo, hi)),
+        _ => {
+            check.error(
+                value.span(),
+                format!(
+                    "{}: {}.{key} \"{text}\" is not a port range",
+                    raw.label, raw.alg
+                ),
+                help,
+            );
+            None
+        }
+    }
 }
 
 /// The command, user and path lists of `[rule.ftp]`.
@@ -345,26 +446,8 @@ pub(super) fn tftp(
         options.deny_files = patterns;
     }
     let help = "write the server's TID range as \"low-high\", as tftpd-hpa's --port-range: server_ports = \"30000-30009\"";
-    if let Some(value) = table.get("server_ports")
-        && let Some(text) = check.string(value, &raw.what("server_ports"), help)
-    {
-        let text = text.trim();
-        let parsed = match text.split_once('-') {
-            Some((lo, hi)) => lo
-                .trim()
-                .parse::<u16>()
-                .ok()
-                .zip(hi.trim().parse::<u16>().ok()),
-            None => text.parse::<u16>().ok().map(|p| (p, p)),
-        };
-        match parsed {
-            Some((lo, hi)) if lo >= 1 && lo <= hi => options.server_ports = Some((lo, hi)),
-            _ => check.error(
-                value.span(),
-                format!("{label}: tftp.server_ports \"{text}\" is not a port range"),
-                help,
-            ),
-        }
+    if let Some(range) = port_range(check, &raw, "server_ports", help) {
+        options.server_ports = Some(range);
     }
     if let Some(timeout) = raw.seconds(check, "request_timeout", 300, options.request_timeout) {
         options.request_timeout = timeout;
@@ -515,14 +598,56 @@ mod tests {
                 "r.toml:7:15: error: rule \"f\": ftp.max_pending = 100 is out of range\n  help: rule \"f\": ftp.max_pending is a whole number of pinholes from 1 to 64",
                 "r.toml:8:12: error: rule \"f\": ftp.max_line = 4k is not a number\n  help: ftp.max_line is a bare whole number of bytes: max_line = 4096",
                 "r.toml:9:10: error: rule \"f\": ftp.active must be true or false, not yes\n  help: write active = true or active = false, without quotes",
-                "r.toml:10:8: error: rule \"f\": ftps \"allow\" is not one of \"deny\", \"allow-uninspected\"\n  help: write ftps = \"deny\" or \"allow-uninspected\"",
-                "r.toml:11:1: error: rule \"f\": unknown key \"data_timout\" in [rule.ftp]\n  help: did you mean \"data_timeout\"? [rule.ftp] takes: data_timeout, max_pending, max_line, min_data_port, active, passive, active_from_port_20, open_active_on, passive_address, ftps, on_violation, data_outlives_control, allow_commands, deny_commands, allow_users, deny_users, allow_paths, deny_paths",
+                "r.toml:10:8: error: rule \"f\": ftps \"allow\" is not one of \"deny\", \"allow-uninspected\", \"allow-passive-range\"\n  help: write ftps = \"deny\" or \"allow-uninspected\" or \"allow-passive-range\"",
+                "r.toml:11:1: error: rule \"f\": unknown key \"data_timout\" in [rule.ftp]\n  help: did you mean \"data_timeout\"? [rule.ftp] takes: data_timeout, max_pending, max_line, min_data_port, active, passive, active_from_port_20, open_active_on, passive_address, ftps, on_violation, data_outlives_control, ftps_passive_ports, ftps_max_connections, implicit_tls, allow_commands, deny_commands, allow_users, deny_users, allow_paths, deny_paths",
             ]
         );
         assert_eq!(
             errors(&format!("{rule}active = false\npassive = false\n")),
             vec![
                 "r.toml:5:1: error: rule \"f\": ftp.active and ftp.passive are both false, so no transfer could ever work\n  help: allow at least one mode, or do not inspect (and do not allow) FTP at all"
+            ]
+        );
+    }
+
+    #[test]
+    fn ftps_settings_are_read_and_checked() {
+        use crate::alg::ftp::Ftps;
+        let rule = "[[rule]]\nname = \"f\"\naction = \"allow\"\ninspect = \"ftp\"\n[rule.ftp]\n";
+        let policy = Policy::parse(
+            &format!("{rule}ftps = \"allow-passive-range\"\nftps_passive_ports = \"40000-40100\"\nftps_max_connections = 4\nimplicit_tls = true\n"),
+            "r.toml",
+        )
+        .unwrap();
+        let Some(Inspect::Ftp(options)) = &policy.rules[0].inspect else {
+            panic!("no FTP options")
+        };
+        assert_eq!(options.ftps, Ftps::AllowPassiveRange);
+        assert_eq!(options.ftps_passive_ports, Some((40000, 40100)));
+        assert_eq!(options.ftps_max_connections, 4);
+        assert!(options.implicit_tls);
+        assert_eq!(
+            errors(&format!("{rule}ftps = \"allow-passive-range\"\n")),
+            vec![
+                "r.toml:5:1: error: rule \"f\": ftp.ftps = \"allow-passive-range\" needs the server's passive ports\n  help: add ftps_passive_ports = \"40000-40100\" (the server's own passive range) to [rule.ftp]"
+            ]
+        );
+        assert_eq!(
+            errors(&format!(
+                "{rule}ftps = \"allow-passive-range\"\nftps_passive_ports = \"40100-40000\"\nftps_max_connections = 0\n"
+            )),
+            vec![
+                "r.toml:7:22: error: rule \"f\": ftp.ftps_passive_ports \"40100-40000\" is not a port range\n  help: write the server's passive ports as \"low-high\", as its configuration gives them (vsftpd's pasv_min_port-pasv_max_port): ftps_passive_ports = \"40000-40100\"",
+                "r.toml:8:24: error: rule \"f\": ftp.ftps_max_connections = 0 is out of range\n  help: rule \"f\": ftp.ftps_max_connections is a whole number of connections from 1 to 64",
+            ]
+        );
+        assert_eq!(
+            errors(&format!(
+                "{rule}ftps_passive_ports = \"40000-40100\"\nimplicit_tls = true\n"
+            )),
+            vec![
+                "r.toml:6:22: error: rule \"f\": ftp.ftps_passive_ports is used only with ftps = \"allow-passive-range\"\n  help: write ftps = \"allow-passive-range\" beside it, or remove it",
+                "r.toml:7:16: error: rule \"f\": ftp.implicit_tls with ftps = \"deny\" would refuse every connection\n  help: write ftps = \"allow-passive-range\" (with ftps_passive_ports) or \"allow-uninspected\" beside it",
             ]
         );
     }

@@ -516,7 +516,7 @@ mod tests {
             one_error(
                 "[[rule]]\nname = \"f\"\ninspect = \"ftp\"\n[rule.ftp]\ndata_timeout = 30\naction = \"allow\"\n"
             ),
-            "r.toml:6:1: error: rule \"f\": unknown key \"action\" in [rule.ftp]\n  help: \"action\" belongs in a [[rule]], above its [rule.ftp] or [rule.tftp] table; [rule.ftp] takes: data_timeout, max_pending, max_line, min_data_port, active, passive, active_from_port_20, open_active_on, passive_address, ftps, on_violation, data_outlives_control, allow_commands, deny_commands, allow_users, deny_users, allow_paths, deny_paths"
+            "r.toml:6:1: error: rule \"f\": unknown key \"action\" in [rule.ftp]\n  help: \"action\" belongs in a [[rule]], above its [rule.ftp] or [rule.tftp] table; [rule.ftp] takes: data_timeout, max_pending, max_line, min_data_port, active, passive, active_from_port_20, open_active_on, passive_address, ftps, on_violation, data_outlives_control, ftps_passive_ports, ftps_max_connections, implicit_tls, allow_commands, deny_commands, allow_users, deny_users, allow_paths, deny_paths"
         );
     }
 

@@ -17,6 +17,7 @@ pub mod icmp;
 pub mod ip;
 pub mod link;
 pub mod tftp;
+pub mod tls;
 pub mod transport;
 
 pub use ip::{FragmentInfo, IpPacket};

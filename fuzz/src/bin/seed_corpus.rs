@@ -4,6 +4,8 @@
 //!   byte that selects its link type (at most 200 frames per capture);
 //! - `ftp_command`, `ftp_reply`: the payloads of TCP segments to and from port 21, whole and
 //!   line by line;
+//! - `tls_framing`: the payloads of TCP segments to and from port 21 that start with a TLS
+//!   record header's content type (20-23);
 //! - `tftp`: UDP payloads that parse as TFTP or involve port 69 (at most 32 DATA and ACK per
 //!   capture);
 //! - every target: the files under `fuzz/regressions/<target>/` (for `engine_sequence`, JSON
@@ -27,11 +29,12 @@ use pinhole::io::pcap::read_capture;
 use pinhole::wire::{Transport, ip, link, tftp, transport};
 use pinhole_fuzz::checks::{fnv, link_selector};
 
-const TARGETS: [&str; 5] = [
+const TARGETS: [&str; 6] = [
     "decode",
     "ftp_command",
     "ftp_reply",
     "tftp",
+    "tls_framing",
     "engine_sequence",
 ];
 const MAX_FRAMES: usize = 200;
@@ -89,6 +92,9 @@ fn payloads(
                 _ => return Ok(()),
             };
             corpus.put(target, seg.payload)?;
+            if (20..=23).contains(&seg.payload[0]) {
+                corpus.put("tls_framing", seg.payload)?;
+            }
             for line in seg.payload.split_inclusive(|b| *b == b'\n') {
                 corpus.put(target, line)?;
             }

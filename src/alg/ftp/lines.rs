@@ -95,6 +95,21 @@ impl LineAssembler {
         }
     }
 
+    /// An assembler for a stream whose first `offset` bytes were not lines (the TLS stream
+    /// before a CCC): the next byte starts a line, at that stream offset.
+    pub fn at_offset(max: usize, offset: u64) -> Self {
+        LineAssembler {
+            consumed: offset,
+            raw_start: offset,
+            ..LineAssembler::new(max)
+        }
+    }
+
+    /// Stream bytes taken so far (the offset of the next byte).
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
     /// Bytes of the line being assembled.
     pub fn partial(&self) -> &[u8] {
         &self.line

@@ -15,6 +15,7 @@
 mod lines;
 pub mod policy;
 mod session;
+pub mod tls;
 
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -25,6 +26,8 @@ use std::time::Duration;
 pub use lines::{LineAssembler, LineStart};
 pub use policy::Verb;
 use session::{Session, TransferStart};
+pub use tls::TlsFollower;
+use tls::{Framing, Sender};
 
 use crate::alg::stream::{HalfStream, StreamError, StreamLimits};
 use crate::alg::{Alg, AlgOutcome, AlgVerdict, PinholeRequest};
@@ -55,8 +58,15 @@ pub enum PassiveAddress {
 pub enum Ftps {
     /// Refuse AUTH: a violation (with `reject`, the client sees its connection reset).
     Deny,
-    /// Let the session go on encrypted, uninspected: no data pinholes can be opened for it.
+    /// Let the session go on encrypted: its TLS framing is followed ([`tls`]), and if the
+    /// client clears the control channel (CCC, RFC 4217 section 12.3) inspection resumes.
+    /// No data connection opens while the negotiation is encrypted.
     AllowUninspected,
+    /// As `AllowUninspected`, and while the session is encrypted it admits TCP connections
+    /// from its client to its server's ports in [`FtpOptions::ftps_passive_ports`], at most
+    /// [`FtpOptions::ftps_max_connections`] at a time: the server's passive range, bound to
+    /// one session.
+    AllowPassiveRange,
 }
 
 /// When the pinhole for an active-mode data connection opens.
@@ -105,6 +115,16 @@ pub struct FtpOptions {
     pub on_violation: ViolationAction,
     /// Data connections stay when their control connection ends.
     pub data_outlives_control: bool,
+    /// The server's passive ports an encrypted session may connect to
+    /// (`ftps = "allow-passive-range"`), low and high.
+    #[serde(default)]
+    pub ftps_passive_ports: Option<(u16, u16)>,
+    /// Connections one encrypted session may hold open through its range at a time.
+    #[serde(default = "default_ftps_max_connections")]
+    pub ftps_max_connections: usize,
+    /// TLS from the first byte (implicit FTPS, port 990): no AUTH, no cleartext before.
+    #[serde(default)]
+    pub implicit_tls: bool,
     /// Verbs allowed (upper case); empty allows every verb not denied.
     #[serde(default)]
     pub allow_commands: Vec<String>,
@@ -141,6 +161,9 @@ impl Default for FtpOptions {
             ftps: Ftps::Deny,
             on_violation: ViolationAction::Reject,
             data_outlives_control: true,
+            ftps_passive_ports: None,
+            ftps_max_connections: default_ftps_max_connections(),
+            implicit_tls: false,
             allow_commands: Vec::new(),
             deny_commands: Vec::new(),
             allow_users: Vec::new(),
@@ -149,6 +172,12 @@ impl Default for FtpOptions {
             deny_paths: Vec::new(),
         }
     }
+}
+
+/// Connections an encrypted session may hold through its passive range by default: a client
+/// lists and transfers one at a time, so two leave room for a listing beside a transfer.
+const fn default_ftps_max_connections() -> usize {
+    2
 }
 
 /// Commands pipelined without replies that are tracked; more is a violation.
@@ -212,8 +241,18 @@ pub struct FtpControl {
     lines: [LineAssembler; 2],
     pending: VecDeque<Pending>,
     reply: Reply,
-    /// A 234 reply started TLS: nothing more can be read.
+    /// TLS started (a 234 reply, or `implicit_tls`) and was not cleared by a CCC.
     tls: bool,
+    /// While `tls`: the record framing followed per direction (client, server); a direction
+    /// is `None` once a CCC cleared it. `None` as a whole with `tls`: the framing cannot be
+    /// followed (a state file from before it was, an implicit-TLS connection joined
+    /// mid-stream), and the bytes pass unread as they did.
+    #[serde(default)]
+    framing: Option<Box<[Option<TlsFollower>; 2]>>,
+    /// Connections admitted through the session's passive range (`ftps =
+    /// "allow-passive-range"`) that are still open.
+    #[serde(default)]
+    range_children: Vec<crate::conntrack::FlowHandle>,
     /// A direction blocked after a violation with `on_violation = "drop"`.
     blocked: [bool; 2],
     /// Delivered bytes waiting to be cut into lines (reused across segments).
@@ -256,6 +295,7 @@ impl FtpControl {
     /// Starts inspecting the control connection `flow` (client first).
     pub fn new(options: std::sync::Arc<FtpOptions>, flow: FlowTuple) -> Self {
         let max_line = options.max_line;
+        let implicit = options.implicit_tls;
         FtpControl {
             options,
             flow,
@@ -263,7 +303,9 @@ impl FtpControl {
             lines: [LineAssembler::new(max_line), LineAssembler::new(max_line)],
             pending: VecDeque::new(),
             reply: Reply::default(),
-            tls: false,
+            tls: implicit,
+            framing: implicit.then(|| Box::new(following())),
+            range_children: Vec::new(),
             blocked: [false; 2],
             scratch: Vec::new(),
             children: Vec::new(),
@@ -289,6 +331,9 @@ impl FtpControl {
                 LineAssembler::resynchronizing(max_line, LineStart::Reply),
             ],
             midstream: true,
+            // Record boundaries cannot be found mid-stream: an implicit-TLS connection joined
+            // so passes unread (and keeps its passive range).
+            framing: None,
             ..FtpControl::for_rule(options, rule, flow)
         }
     }
@@ -309,9 +354,43 @@ impl FtpControl {
         &self.options
     }
 
-    /// True once TLS started and the connection is no longer readable.
+    /// True while TLS hides the client's commands (from the 234 or the first byte of an
+    /// implicit-TLS connection until a CCC).
     pub fn is_encrypted(&self) -> bool {
         self.tls
+            && self
+                .framing
+                .as_ref()
+                .is_none_or(|f| f[Direction::Original.index()].is_some())
+    }
+
+    /// The server ports this session admits connections to while it is encrypted (`ftps =
+    /// "allow-passive-range"`), or `None`.
+    pub fn passive_range(&self) -> Option<(u16, u16)> {
+        if self.options.ftps != Ftps::AllowPassiveRange || !self.is_encrypted() {
+            return None;
+        }
+        self.options.ftps_passive_ports
+    }
+
+    /// Whether the session's passive range admits a connection from its client to its server's
+    /// `port` now: `Ok`, `Err(None)` when the port is not the range's (or the range is
+    /// closed), `Err(Some(reason))` when the session holds its maximum.
+    pub fn range_admits(&self, port: u16) -> Result<(u16, u16), Option<Reason>> {
+        let (lo, hi) = self.passive_range().ok_or(None)?;
+        if !(lo..=hi).contains(&port) {
+            return Err(None);
+        }
+        if self.range_children.len() >= self.options.ftps_max_connections {
+            return Err(Some(Reason::FtpsRangeLimit));
+        }
+        Ok((lo, hi))
+    }
+
+    /// Remembers a connection the passive range admitted (until it ends).
+    pub fn add_range_child(&mut self, child: crate::conntrack::FlowHandle) {
+        self.range_children.push(child);
+        self.children.push(child);
     }
 
     /// Remembers a data connection admitted through one of this connection's pinholes (until
@@ -336,7 +415,32 @@ impl FtpControl {
         bytes: Option<(u64, u64)>,
     ) {
         self.children.retain(|&c| c != child);
+        let before = self.range_children.len();
+        self.range_children.retain(|&c| c != child);
+        if self.range_children.len() < before {
+            return;
+        }
         self.session.data_ended(child, tuple, bytes);
+    }
+
+    /// The transfer record of the data connection `data` the passive range admitted, which
+    /// ended (see `Session::range_transfer`): `closed_by_fin` tells a clean end from a reset
+    /// or a time-out.
+    pub fn range_transfer(
+        &self,
+        data: FlowTuple,
+        bytes: Option<(u64, u64)>,
+        span: (crate::time::Instant, crate::time::Instant),
+        offloaded: Option<crate::conntrack::FlowHandle>,
+        result: crate::event::TransferResult,
+    ) -> Event {
+        self.session
+            .range_transfer(&self.flow, data, bytes, span, offloaded, result)
+    }
+
+    /// Whether `child` was admitted by the session's passive range.
+    pub fn is_range_child(&self, child: crate::conntrack::FlowHandle) -> bool {
+        self.range_children.contains(&child)
     }
 
     /// The transfer in progress when the connection ends (timed out, reset, closed), as an
@@ -384,6 +488,7 @@ impl FtpControl {
         map: impl Fn(crate::conntrack::FlowHandle) -> Option<crate::conntrack::FlowHandle>,
     ) {
         self.children = self.children.iter().filter_map(|&h| map(h)).collect();
+        self.range_children = self.range_children.iter().filter_map(|&h| map(h)).collect();
     }
 
     /// Inspects a segment the TCP tracker accepted, sent from `dir` (original = client).
@@ -405,7 +510,7 @@ impl FtpControl {
                     .defanged_acknowledged(other.acknowledged_offset());
             }
         }
-        if seg.payload.is_empty() || self.tls {
+        if seg.payload.is_empty() || (self.tls && self.framing.is_none()) {
             return out;
         }
         let d = dir.index();
@@ -423,7 +528,8 @@ impl FtpControl {
         });
         match pushed {
             Ok(()) => {
-                self.read_lines(dir, &delivered, &mut out);
+                let offset = self.streams[d].delivered() - delivered.len() as u64;
+                self.read(dir, &delivered, offset, &mut out);
                 if dir == Direction::Original {
                     let start = self.streams[d].offset_of(seg.seq);
                     self.defang(start, seg.payload, &mut out);
@@ -447,16 +553,91 @@ impl FtpControl {
         out
     }
 
-    fn read_lines(&mut self, dir: Direction, bytes: &[u8], out: &mut AlgOutcome) {
+    /// Reads bytes delivered in order from `dir`, which start at stream offset `offset`: TLS
+    /// records while the direction is encrypted, lines otherwise.
+    fn read(&mut self, dir: Direction, bytes: &[u8], offset: u64, out: &mut AlgOutcome) {
+        let d = dir.index();
+        let Some(follower) = self.framing.as_mut().and_then(|f| f[d].as_mut()) else {
+            let used = self.read_lines(dir, bytes, out);
+            // TLS started after a line of these bytes (the 234): the rest are records.
+            if self.framed(dir) && used < bytes.len() && out.verdict == AlgVerdict::Pass {
+                self.read(dir, &bytes[used..], offset + used as u64, out);
+            }
+            return;
+        };
+        match follower.push(bytes) {
+            Framing::Records => {}
+            Framing::Invalid(detail) => {
+                let detail = format!("from the {}: {detail}", sender_name(dir));
+                self.violate(dir, Reason::FtpTlsInvalid, detail, out);
+            }
+            Framing::Cleartext { carried, from } => {
+                let start = offset + from as u64 - carried.len() as u64;
+                self.cleared(dir, start, out);
+                let mut clear = carried;
+                clear.extend_from_slice(&bytes[from..]);
+                self.read(dir, &clear, start, out);
+            }
+        }
+    }
+
+    /// True when `dir` carries TLS records whose framing is followed.
+    fn framed(&self, dir: Direction) -> bool {
+        self.framing
+            .as_ref()
+            .is_some_and(|f| f[dir.index()].is_some())
+    }
+
+    /// A direction's TLS stream ended and cleartext FTP follows at stream offset `start`: the
+    /// control channel was cleared (CCC, RFC 4217 section 12.3). Whatever was negotiated under
+    /// TLS is unknown, so the command queue starts empty; lines are read again from `start`.
+    fn cleared(&mut self, dir: Direction, start: u64, out: &mut AlgOutcome) {
+        let d = dir.index();
+        let Some(framing) = self.framing.as_mut() else {
+            return;
+        };
+        let records = framing[d].as_ref().map_or(0, TlsFollower::records);
+        framing[d] = None;
+        let both = framing.iter().all(Option::is_none);
+        self.lines[d] = LineAssembler::at_offset(self.options.max_line, start);
+        if dir == Direction::Original {
+            self.pending.clear();
+            self.reply = Reply::default();
+            self.epsv_all = false;
+        }
+        if both {
+            self.tls = false;
+            self.framing = None;
+        }
+        out.events.push(Event::Notice {
+            alg: Alg::Ftp,
+            flow: Some(self.flow),
+            kind: "tls_cleared",
+            detail: format!(
+                "the {} ended its TLS stream after {records} record(s) and continues in cleartext (CCC): {}",
+                sender_name(dir),
+                if dir == Direction::Original {
+                    "its commands are inspected again"
+                } else {
+                    "its replies are inspected again"
+                }
+            ),
+        });
+    }
+
+    /// Cuts delivered bytes from `dir` into lines and handles them; returns how many bytes
+    /// it took (all of them, unless TLS started after one of the lines).
+    fn read_lines(&mut self, dir: Direction, bytes: &[u8], out: &mut AlgOutcome) -> usize {
         let d = dir.index();
         let mut assembler = std::mem::replace(&mut self.lines[d], LineAssembler::new(0));
+        let before = assembler.consumed();
         let result = assembler.push_lines(bytes, |line, offset| {
             match dir {
                 Direction::Original => self.client_line(line, offset, out),
                 Direction::Reply => self.server_line(line, out),
             }
-            // Stop at a violation, or when TLS starts (the rest is ciphertext).
-            out.verdict == AlgVerdict::Pass && !self.tls
+            // Stop at a violation, or when TLS starts (the rest is records).
+            out.verdict == AlgVerdict::Pass && !self.framed(dir)
         });
         if let Err(reason) = result {
             let detail = match reason {
@@ -471,7 +652,9 @@ impl FtpControl {
             };
             self.violate(dir, reason, detail, out);
         }
+        let used = usize::try_from(assembler.consumed() - before).unwrap_or(bytes.len());
         self.lines[d] = assembler;
+        used
     }
 
     /// Records a violation found in a segment from `dir` and sets the verdict.
@@ -751,12 +934,26 @@ impl FtpControl {
                 self.open_passive(code, text, addr, out);
             }
             Some(Pending::Auth) if code == 234 => {
+                // RFC 4217 section 4: TLS negotiation starts right after the 234.
                 self.tls = true;
+                self.framing = Some(Box::new(following()));
+                let detail = match self.passive_range() {
+                    Some((lo, hi)) => format!(
+                        "AUTH accepted (234): the control connection is encrypted from here; its TLS framing is followed, commands and user policy cannot apply, and until a CCC or its end the session admits up to {} connection(s) from {} to {} ports {lo}-{hi} (ftps = \"allow-passive-range\")",
+                        self.options.ftps_max_connections, self.flow.src, self.flow.dst
+                    ),
+                    None => "AUTH accepted (234): the control connection is encrypted from here; its TLS framing is followed, commands and user policy cannot apply, and no data connection can be opened until a CCC clears it".to_owned(),
+                };
+                let kind = if self.passive_range().is_some() {
+                    "tls_started"
+                } else {
+                    "tls_uninspected"
+                };
                 out.events.push(Event::Notice {
                     alg: Alg::Ftp,
                     flow: Some(self.flow),
-                    kind: "tls_uninspected",
-                    detail: "AUTH accepted (234): the control connection is encrypted from here; no data connections can be opened for it".to_owned(),
+                    kind,
+                    detail,
                 });
             }
             Some(Pending::EpsvAll) if (200..300).contains(&code) => self.epsv_all = true,
@@ -887,6 +1084,22 @@ impl FtpControl {
             per_peer: None,
             child: None,
         }
+    }
+}
+
+/// Followers of both directions from the start of their TLS streams.
+fn following() -> [Option<TlsFollower>; 2] {
+    [
+        Some(TlsFollower::new(Sender::Client)),
+        Some(TlsFollower::new(Sender::Server)),
+    ]
+}
+
+/// Who sends in `dir`, for details.
+fn sender_name(dir: Direction) -> &'static str {
+    match dir {
+        Direction::Original => "client",
+        Direction::Reply => "server",
     }
 }
 

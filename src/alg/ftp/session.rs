@@ -231,6 +231,56 @@ impl Session {
         }))
     }
 
+    /// The transfer record of a data connection an FTPS session's passive range admitted:
+    /// the command, file and replies were encrypted, so it holds the session, the data
+    /// connection, its bytes (`None` when the kernel carried it: `offloaded` names it then)
+    /// and how it ended. The direction is the way most bytes went.
+    pub(super) fn range_transfer(
+        &self,
+        session: &FlowTuple,
+        data: FlowTuple,
+        bytes: Option<(u64, u64)>,
+        (started, ended): (Instant, Instant),
+        offloaded: Option<FlowHandle>,
+        result: TransferResult,
+    ) -> Event {
+        let direction = match bytes {
+            Some((up, down)) if up > down => TransferDirection::Upload,
+            Some(_) => TransferDirection::Download,
+            None => TransferDirection::Unknown,
+        };
+        Event::Transfer(Box::new(Transfer {
+            alg: Alg::Ftp,
+            session: *session,
+            user: self.user.clone(),
+            command: "FTPS",
+            path: None,
+            path_guessed: false,
+            direction,
+            opened: None,
+            closed: None,
+            mode: None,
+            options: Vec::new(),
+            blocks: None,
+            data: Some(data),
+            data_handle: None,
+            data_headers: None,
+            data_offloaded: offloaded.is_some(),
+            data_nat: None,
+            bytes_up: bytes.map(|b| b.0),
+            bytes_down: bytes.map(|b| b.1),
+            bytes_source: if bytes.is_some() {
+                BytesSource::Pinhole
+            } else {
+                BytesSource::None
+            },
+            started,
+            ended,
+            result,
+            detail: "a data connection of an encrypted session, admitted by its passive range: the command, file name and replies were encrypted".to_owned(),
+        }))
+    }
+
     /// Notes a refused command whose verb (`len` bytes) starts at stream offset `offset`, to
     /// be overwritten; `Err` (with `detail` extended) when too many are in flight.
     pub(super) fn refuse(&mut self, offset: u64, len: usize, detail: &str) -> Result<(), String> {

@@ -1,0 +1,154 @@
+//! The session-bound passive range of FTPS (`ftps = "allow-passive-range"`).
+//!
+//! An encrypted control connection hides its PASV replies, so no exact pinhole can be opened
+//! for its data connections. Instead, while it is encrypted, the session itself admits new TCP
+//! connections from its client address to its server address, on the ports of the server's
+//! passive range, at most `ftps_max_connections` at a time, and none once its connection
+//! starts to close. An index of the control connections whose range is open, by (client,
+//! server), makes the check a hash lookup; it is kept in step with the control connections:
+//! registered when a range opens (the 234, the handshake of an implicit-TLS connection),
+//! unregistered when the range closes (a CCC) or the connection leaves the table.
+
+use std::net::IpAddr;
+
+use crate::alg::{Alg, AlgState};
+use crate::conntrack::{FlowHandle, FlowState, FlowTuple, Opening, PortMatch, TcpState};
+use crate::decision::Reason;
+use crate::event::{Event, PinholeAction, PinholeInfo};
+use crate::time::Instant;
+use crate::wire::transport::proto;
+
+use super::Engine;
+
+/// The control connection whose passive range admits a new connection, and the range.
+pub(super) struct RangeAdmission {
+    /// The control connection.
+    pub parent: FlowHandle,
+    /// Its tuple.
+    pub parent_tuple: FlowTuple,
+    /// The range's ports.
+    pub ports: (u16, u16),
+}
+
+impl Engine {
+    /// Keeps the index in step with the passive range of the FTP control connection `handle`
+    /// after one of its segments.
+    pub(super) fn sync_passive_range(&mut self, handle: FlowHandle) {
+        let Some(flow) = self.flows.get(handle) else {
+            return;
+        };
+        let Some(AlgState::Ftp(ftp)) = &flow.alg else {
+            return;
+        };
+        let key = (flow.tuple.src, flow.tuple.dst);
+        if ftp.passive_range().is_some() {
+            let sessions = self.ftps_sessions.entry(key).or_default();
+            if !sessions.contains(&handle) {
+                sessions.push(handle);
+            }
+        } else if !self.ftps_sessions.is_empty() {
+            self.unregister_passive_range(key, handle);
+        }
+    }
+
+    /// Drops `handle` from the index (its range closed, or it left the table).
+    pub(super) fn unregister_passive_range(&mut self, key: (IpAddr, IpAddr), handle: FlowHandle) {
+        if let Some(sessions) = self.ftps_sessions.get_mut(&key) {
+            sessions.retain(|&h| h != handle);
+            if sessions.is_empty() {
+                self.ftps_sessions.remove(&key);
+            }
+        }
+    }
+
+    /// The FTPS session whose passive range admits the new TCP connection `tuple`: `None`
+    /// when none does, `Some(Err(reason))` when one would but holds its maximum.
+    pub(super) fn passive_range_for(
+        &self,
+        tuple: &FlowTuple,
+    ) -> Option<Result<RangeAdmission, Reason>> {
+        if tuple.proto != proto::TCP || self.ftps_sessions.is_empty() {
+            return None;
+        }
+        let sessions = self.ftps_sessions.get(&(tuple.src, tuple.dst))?;
+        let mut refusal = None;
+        for &parent in sessions {
+            let Some(flow) = self.flows.get(parent) else {
+                continue;
+            };
+            let Some(AlgState::Ftp(ftp)) = &flow.alg else {
+                continue;
+            };
+            // None after the control connection starts to end (a FIN or RST seen).
+            let open =
+                matches!(&flow.state, FlowState::Tcp(tcp) if tcp.state() == TcpState::Established);
+            if !open {
+                continue;
+            }
+            match ftp.range_admits(tuple.dport) {
+                Ok(ports) => {
+                    return Some(Ok(RangeAdmission {
+                        parent,
+                        parent_tuple: flow.tuple,
+                        ports,
+                    }));
+                }
+                Err(Some(reason)) => refusal = Some(reason),
+                Err(None) => {}
+            }
+        }
+        refusal.map(Err)
+    }
+
+    /// Records the connection `child` (`tuple`) as admitted by `admission`'s range and
+    /// returns its event: a pinhole record with the action `admit`, a fresh id and the range.
+    pub(super) fn admitted_by_range(
+        &mut self,
+        now: Instant,
+        admission: &RangeAdmission,
+        child: FlowHandle,
+        tuple: FlowTuple,
+    ) -> Event {
+        let parent_nat = self.flows.get_mut(admission.parent).and_then(|flow| {
+            if let Some(AlgState::Ftp(ftp)) = &mut flow.alg {
+                ftp.add_range_child(child);
+            }
+            flow.nat.as_deref().copied()
+        });
+        Event::Pinhole {
+            action: PinholeAction::Admit,
+            pinhole: PinholeInfo {
+                id: self.pinholes.allocate_id(),
+                opening: Opening {
+                    alg: Alg::Ftp,
+                    proto: proto::TCP,
+                    src: tuple.src,
+                    sport: PortMatch::Any,
+                    dst: tuple.dst,
+                    dport: tuple.dport,
+                },
+                parent: Some(admission.parent_tuple),
+                expires: now,
+                tftp_request: None,
+                parent_nat,
+                range: Some(admission.ports),
+            },
+            child: Some(tuple),
+        }
+    }
+
+    /// Rebuilds the index from the restored control connections.
+    pub(super) fn rebuild_passive_ranges(&mut self) {
+        let handles: Vec<FlowHandle> = self
+            .flows
+            .iter()
+            .filter(|(_, flow)| {
+                matches!(&flow.alg, Some(AlgState::Ftp(ftp)) if ftp.passive_range().is_some())
+            })
+            .map(|(handle, _)| handle)
+            .collect();
+        for handle in handles {
+            self.sync_passive_range(handle);
+        }
+    }
+}
