@@ -346,3 +346,39 @@ fn the_passive_range_needs_its_ports() {
         "{err}"
     );
 }
+
+#[test]
+fn an_offloaded_range_connection_is_logged_when_the_kernel_ends_it() {
+    let mut f = Ftps::explicit(RANGE);
+    f.h.engine.set_offload(true);
+    f.handshake();
+    let mut data = TcpSession::new(sock("198.51.100.10:41001"), sock("192.0.2.10:40010"), 5, 9);
+    let d = f.h.send(&data.syn());
+    assert_eq!(admitted(&d).len(), 1);
+    assert!(
+        d.offload,
+        "a range connection goes to the kernel at its SYN: {d:?}"
+    );
+    let tuple = d.flow.unwrap();
+    let events =
+        f.h.engine
+            .kernel_ended(f.h.now, &tuple, pinhole::event::CloseCause::Fin);
+    let transfer = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Transfer(t) => Some(t.clone()),
+            _ => None,
+        })
+        .expect("a transfer record");
+    // The adapter fills its bytes from the destroy event's counts, sized by the SYN.
+    assert!(transfer.data_offloaded);
+    assert_eq!(transfer.data, Some(tuple));
+    assert_eq!(transfer.data_headers.unwrap().ip, 20);
+    assert_eq!(transfer.direction, TransferDirection::Unknown);
+    assert_eq!(transfer.bytes_source, pinhole::event::BytesSource::None);
+    // Its place is free.
+    assert_eq!(
+        f.connect("198.51.100.10:41002", "192.0.2.10:40011").verdict,
+        Verdict::Accept
+    );
+}

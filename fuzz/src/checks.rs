@@ -666,9 +666,10 @@ pub fn tls_framing(data: &[u8]) {
                     (3..=4).contains(&verb) && matches!(rest.get(verb), Some(b' ' | b'\r' | b'\n'))
                 }
                 Sender::Server => {
+                    // A code alone (`200\r\n`) is a reply line too.
                     rest.len() >= 4
                         && rest[..3].iter().all(u8::is_ascii_digit)
-                        && matches!(rest[3], b' ' | b'-')
+                        && matches!(rest[3], b' ' | b'-' | b'\r' | b'\n')
                 }
             };
             assert!(

@@ -67,6 +67,11 @@ ports = [21]
 action = "allow"
 inspect = "ftp"
 
+[rule.ftp]
+ftps = "allow-passive-range"
+ftps_passive_ports = "40000-40003"
+ftps_max_connections = 1
+
 [[rule]]
 name = "tftp"
 proto = "udp"
@@ -417,6 +422,22 @@ pub enum FtpReply {
     },
 }
 
+/// A TLS record as an FTPS control connection carries it after the 234 (`testkit::tls`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(test), derive(arbitrary::Arbitrary))]
+pub enum TlsRecord {
+    /// The side's hello: a ClientHello from the client, a ServerHello from the server.
+    Hello,
+    /// A whole handshake: hello, ChangeCipherSpec, Finished, application data.
+    Flight,
+    /// Application data of this many bytes.
+    Data(u8),
+    /// An encrypted alert (close_notify before a CCC's cleartext).
+    CloseNotify,
+    /// Any five bytes where a record header belongs.
+    Header([u8; 5]),
+}
+
 /// How a payload is cut into TCP segments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(not(test), derive(arbitrary::Arbitrary))]
@@ -645,6 +666,17 @@ pub enum Op {
         from_client: bool,
         /// The payload.
         bytes: Vec<u8>,
+        /// How it is segmented.
+        delivery: Delivery,
+    },
+    /// A TLS record (FTPS) from either side.
+    Tls {
+        /// Which conversation.
+        slot: u8,
+        /// From the client, else from the server.
+        from_client: bool,
+        /// The record.
+        record: TlsRecord,
         /// How it is segmented.
         delivery: Delivery,
     },
@@ -1135,6 +1167,24 @@ impl Harness {
                 if !bytes.is_empty() {
                     self.payload(*slot, *from_client, &bytes, *delivery);
                 }
+            }
+            Op::Tls {
+                slot,
+                from_client,
+                record,
+                delivery,
+            } => {
+                let hello = if *from_client { 1 } else { 2 };
+                let bytes = match record {
+                    TlsRecord::Hello => testkit::tls::hello(hello, 64),
+                    TlsRecord::Flight => testkit::tls::flight(hello, 48),
+                    TlsRecord::Data(len) => {
+                        testkit::tls::record(23, &vec![0x17; usize::from(*len)])
+                    }
+                    TlsRecord::CloseNotify => testkit::tls::close_notify(),
+                    TlsRecord::Header(header) => header.to_vec(),
+                };
+                self.payload(*slot, *from_client, &bytes, *delivery);
             }
             Op::Segment {
                 slot,

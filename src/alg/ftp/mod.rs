@@ -230,6 +230,14 @@ impl Reply {
     }
 }
 
+/// A connection an FTPS session's passive range admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct RangeChild {
+    handle: crate::conntrack::FlowHandle,
+    /// Its SYN's headers, to turn the kernel's counts into payload bytes (offload mode).
+    headers: Option<crate::wire::transport::SynHeaders>,
+}
+
 /// State of one FTP control connection.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FtpControl {
@@ -250,9 +258,9 @@ pub struct FtpControl {
     #[serde(default)]
     framing: Option<Box<[Option<TlsFollower>; 2]>>,
     /// Connections admitted through the session's passive range (`ftps =
-    /// "allow-passive-range"`) that are still open.
+    /// "allow-passive-range"`) that are still open, with the shape of their SYN.
     #[serde(default)]
-    range_children: Vec<crate::conntrack::FlowHandle>,
+    range_children: Vec<RangeChild>,
     /// A direction blocked after a violation with `on_violation = "drop"`.
     blocked: [bool; 2],
     /// Delivered bytes waiting to be cut into lines (reused across segments).
@@ -389,7 +397,10 @@ impl FtpControl {
 
     /// Remembers a connection the passive range admitted (until it ends).
     pub fn add_range_child(&mut self, child: crate::conntrack::FlowHandle) {
-        self.range_children.push(child);
+        self.range_children.push(RangeChild {
+            handle: child,
+            headers: None,
+        });
         self.children.push(child);
     }
 
@@ -401,9 +412,16 @@ impl FtpControl {
         self.session.data_admitted(child);
     }
 
-    /// The data connection admitted last opened with a SYN of this shape.
-    pub fn data_syn(&mut self, headers: crate::wire::transport::SynHeaders) {
-        self.session.data_syn(headers);
+    /// The data connection `child`, admitted last, opened with a SYN of this shape.
+    pub fn data_syn(
+        &mut self,
+        child: crate::conntrack::FlowHandle,
+        headers: crate::wire::transport::SynHeaders,
+    ) {
+        match self.range_children.iter_mut().find(|c| c.handle == child) {
+            Some(range_child) => range_child.headers = Some(headers),
+            None => self.session.data_syn(headers),
+        }
     }
 
     /// Forgets a data connection that ended, keeping what the transfer log needs of it: its
@@ -416,7 +434,7 @@ impl FtpControl {
     ) {
         self.children.retain(|&c| c != child);
         let before = self.range_children.len();
-        self.range_children.retain(|&c| c != child);
+        self.range_children.retain(|c| c.handle != child);
         if self.range_children.len() < before {
             return;
         }
@@ -434,13 +452,19 @@ impl FtpControl {
         offloaded: Option<crate::conntrack::FlowHandle>,
         result: crate::event::TransferResult,
     ) -> Event {
+        let headers = offloaded.and_then(|child| {
+            self.range_children
+                .iter()
+                .find(|c| c.handle == child)
+                .and_then(|c| c.headers)
+        });
         self.session
-            .range_transfer(&self.flow, data, bytes, span, offloaded, result)
+            .range_transfer(&self.flow, data, bytes, span, headers, result)
     }
 
     /// Whether `child` was admitted by the session's passive range.
     pub fn is_range_child(&self, child: crate::conntrack::FlowHandle) -> bool {
-        self.range_children.contains(&child)
+        self.range_children.iter().any(|c| c.handle == child)
     }
 
     /// The transfer in progress when the connection ends (timed out, reset, closed), as an
@@ -488,7 +512,16 @@ impl FtpControl {
         map: impl Fn(crate::conntrack::FlowHandle) -> Option<crate::conntrack::FlowHandle>,
     ) {
         self.children = self.children.iter().filter_map(|&h| map(h)).collect();
-        self.range_children = self.range_children.iter().filter_map(|&h| map(h)).collect();
+        self.range_children = self
+            .range_children
+            .iter()
+            .filter_map(|c| {
+                Some(RangeChild {
+                    handle: map(c.handle)?,
+                    ..*c
+                })
+            })
+            .collect();
     }
 
     /// Inspects a segment the TCP tracker accepted, sent from `dir` (original = client).
