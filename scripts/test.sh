@@ -49,6 +49,8 @@ scripts/fuzz-smoke.sh 30
 if [ $ROOT = 1 ]; then
     echo "== end-to-end: pinhole run inline between real servers and clients in network namespaces"
     tests/e2e/nfqueue.sh
+    echo "== end-to-end: FTPS through pinhole inline (explicit and implicit TLS, the session's passive range, CCC, a fake 234, ftps = deny)"
+    tests/e2e/ftps.sh
     echo "== end-to-end: a NAT router (DNAT'd server, masqueraded inside device): the kernel's helpers alone, then pinhole in both modes"
     tests/e2e/nat.sh
     echo "== end-to-end: a failover pair (keepalived, conntrackd): transfers and sessions survive the active router's failure and the failback"

@@ -411,3 +411,49 @@ fn corrupt_and_incompatible_state_files_are_refused_with_a_clear_error() {
     // The good one still reads.
     assert_eq!(StateFile::read(&path).unwrap().workers.len(), 1);
 }
+
+/// An FTPS session whose passive range is open, mid-handshake on one side and with one range
+/// connection open, survives a restart: the framing goes on where it was, the range still
+/// admits its client (up to its maximum, counting the restored connection) and no one else.
+#[test]
+fn an_ftps_sessions_passive_range_survives_a_restart() {
+    use pinhole::testkit::tls;
+    let options = "[rule.ftp]\nftps = \"allow-passive-range\"\nftps_passive_ports = \"40000-40100\"\nftps_max_connections = 2";
+    let mut h = Harness::new(&policy(options));
+    let mut control = TcpSession::new(sock(CLIENT), sock(SERVER), 1_000, 9_000);
+    for frame in control.handshake() {
+        h.accept(&frame);
+    }
+    h.accept(&control.server_data(b"220 ready\r\n"));
+    h.accept(&control.client_data(b"AUTH TLS\r\n"));
+    h.accept(&control.server_data(b"234 Proceed.\r\n"));
+    h.accept(&control.client_data(&tls::flight(1, 40)));
+    let server = tls::flight(2, 40);
+    h.accept(&control.server_data(&server[..7]));
+    let mut data = TcpSession::new(sock("198.51.100.10:41001"), sock("192.0.2.10:40010"), 5, 9);
+    for frame in data.handshake() {
+        h.accept(&frame);
+    }
+    let saved = h.engine.save_state();
+    h.engine = engine(options);
+    let summary = h.engine.restore_state(saved);
+    assert_eq!(summary.flows, 2, "{summary:?}");
+    // The server's flight goes on from its eighth byte.
+    h.accept(&control.server_data(&server[7..]));
+    let syn = |from: &str, to: &str| TcpSession::new(sock(from), sock(to), 1, 0).syn();
+    h.drop(
+        &syn("198.51.100.11:41002", "192.0.2.10:40011"),
+        Reason::DefaultDeny,
+    );
+    h.accept(&syn("198.51.100.10:41003", "192.0.2.10:40011"));
+    h.drop(
+        &syn("198.51.100.10:41004", "192.0.2.10:40012"),
+        Reason::FtpsRangeLimit,
+    );
+    // The client's side ended its handshake before the restart: cleartext after it is a
+    // CCC's, inspected again (a bounce refused).
+    h.reject(
+        &control.client_data(b"PORT 203,0,113,9,0,25\r\n"),
+        Reason::FtpBounce,
+    );
+}

@@ -309,19 +309,9 @@ impl Worker {
                 continue;
             }
             self.counters.conntrack_destroy_events += 1;
-            let mut events = self.engine.kernel_ended(now, &conn.tuple(), conn.cause());
+            let events = self.engine.kernel_ended(now, &conn.tuple(), conn.cause());
             if events.is_empty() {
                 continue;
-            }
-            if let Some(reader) = self.transfer_bytes.as_mut() {
-                reader.fill_ended(&mut events, conn);
-                for event in &events {
-                    if let Event::Transfer(t) = event
-                        && t.bytes_source == BytesSource::Kernel
-                    {
-                        self.engine.count_kernel_transfer_bytes(t);
-                    }
-                }
             }
             self.conntrack.forget(&events);
             log_events(&events);

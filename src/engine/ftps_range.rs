@@ -85,7 +85,7 @@ impl Engine {
             if !open {
                 continue;
             }
-            match ftp.range_admits(tuple.dport) {
+            match ftp.range_admits(tuple.dport, self.open_range_children(ftp)) {
                 Ok(ports) => {
                     return Some(Ok(RangeAdmission {
                         parent,
@@ -98,6 +98,33 @@ impl Engine {
             }
         }
         refusal.map(Err)
+    }
+
+    /// How many of the connections `ftp`'s range admitted are open: handshaking or
+    /// established, not closing. (They are never offloaded, so their FINs are seen.)
+    fn open_range_children(&self, ftp: &crate::alg::ftp::FtpControl) -> usize {
+        ftp.range_children()
+            .iter()
+            .filter(|&&child| {
+                self.flows.get(child).is_some_and(|flow| {
+                    matches!(&flow.state, FlowState::Tcp(tcp) if matches!(tcp.state(), TcpState::SynSent | TcpState::SynReceived | TcpState::Established))
+                })
+            })
+            .count()
+    }
+
+    /// Whether `handle` is a connection an FTPS session's passive range admitted, while that
+    /// session lives: it stays with pinhole in offload mode, so that its end is seen when it
+    /// happens and frees its place in the session's maximum at once (the kernel's destroy
+    /// event would come only after `TIME_WAIT`).
+    pub(super) fn is_live_range_child(
+        &self,
+        handle: FlowHandle,
+        parent: Option<FlowHandle>,
+    ) -> bool {
+        parent.and_then(|p| self.flows.get(p)).is_some_and(
+            |p| matches!(&p.alg, Some(AlgState::Ftp(ftp)) if ftp.is_range_child(handle)),
+        )
     }
 
     /// Records the connection `child` (`tuple`) as admitted by `admission`'s range and

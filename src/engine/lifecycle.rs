@@ -610,7 +610,6 @@ impl Engine {
                     flow.tuple,
                     bytes,
                     (flow.created, flow.last_seen),
-                    flow.offloaded.then_some(handle),
                     match cause {
                         CloseCause::Fin => TransferResult::Complete,
                         CloseCause::Reset => TransferResult::Aborted,

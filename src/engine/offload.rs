@@ -57,6 +57,9 @@ impl Engine {
         if flow.offloaded || flow.alg.is_some() || !(confirmed || opening_child) {
             return;
         }
+        if self.is_live_range_child(handle, flow.parent) {
+            return;
+        }
         let parent_lets_go = flow.parent.is_none_or(|parent| {
             match self.flows.get(parent).and_then(|p| p.alg.as_ref()) {
                 Some(AlgState::Ftp(ftp)) => ftp.options().data_outlives_control,

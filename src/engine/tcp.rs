@@ -85,7 +85,7 @@ impl Engine {
                 syn_data,
             );
             let via_pinhole = decision.events.iter().any(|e| {
-                matches!(e, Event::Pinhole { action: PinholeAction::Use | PinholeAction::Admit, pinhole, .. } if pinhole.opening.alg == Alg::Ftp)
+                matches!(e, Event::Pinhole { action: PinholeAction::Use, pinhole, .. } if pinhole.opening.alg == Alg::Ftp)
             });
             if via_pinhole {
                 self.note_data_syn(packet, seg);
@@ -179,15 +179,16 @@ impl Engine {
             (packet.src, seg.sport),
             (packet.dst, seg.dport),
         );
-        let Some((child, parent)) = self
+        let Some(parent) = self
             .flows
             .lookup(&key)
-            .and_then(|h| Some((h, self.flows.get(h)?.parent?)))
+            .and_then(|h| self.flows.get(h))
+            .and_then(|f| f.parent)
         else {
             return;
         };
         if let Some(Some(AlgState::Ftp(ftp))) = self.flows.get_mut(parent).map(|f| f.alg.as_mut()) {
-            ftp.data_syn(child, transport::syn_headers(packet.src.is_ipv6(), seg));
+            ftp.data_syn(transport::syn_headers(packet.src.is_ipv6(), seg));
         }
     }
 

@@ -64,9 +64,6 @@ pub struct DestroyedConn {
     pub tcp_state: Option<u8>,
     /// A program deleted it (the header names its netlink port), not the kernel's timers.
     pub deleted: bool,
-    /// `CTA_COUNTERS_ORIG`, `CTA_COUNTERS_REPLY`: its accounting, when
-    /// `nf_conntrack_acct` is on.
-    pub counters: Option<[crate::io::ctnetlink::Counter; 2]>,
 }
 
 impl DestroyedConn {
@@ -151,7 +148,6 @@ fn parse_destroyed(attrs: &[u8], deleted: bool) -> Option<DestroyedConn> {
         mark,
         tcp_state,
         deleted,
-        counters: facts.counters,
     })
 }
 

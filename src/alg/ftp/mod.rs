@@ -230,14 +230,6 @@ impl Reply {
     }
 }
 
-/// A connection an FTPS session's passive range admitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct RangeChild {
-    handle: crate::conntrack::FlowHandle,
-    /// Its SYN's headers, to turn the kernel's counts into payload bytes (offload mode).
-    headers: Option<crate::wire::transport::SynHeaders>,
-}
-
 /// State of one FTP control connection.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FtpControl {
@@ -258,9 +250,9 @@ pub struct FtpControl {
     #[serde(default)]
     framing: Option<Box<[Option<TlsFollower>; 2]>>,
     /// Connections admitted through the session's passive range (`ftps =
-    /// "allow-passive-range"`) that are still open, with the shape of their SYN.
+    /// "allow-passive-range"`) that are still open.
     #[serde(default)]
-    range_children: Vec<RangeChild>,
+    range_children: Vec<crate::conntrack::FlowHandle>,
     /// A direction blocked after a violation with `on_violation = "drop"`.
     blocked: [bool; 2],
     /// Delivered bytes waiting to be cut into lines (reused across segments).
@@ -382,25 +374,28 @@ impl FtpControl {
     }
 
     /// Whether the session's passive range admits a connection from its client to its server's
-    /// `port` now: `Ok`, `Err(None)` when the port is not the range's (or the range is
-    /// closed), `Err(Some(reason))` when the session holds its maximum.
-    pub fn range_admits(&self, port: u16) -> Result<(u16, u16), Option<Reason>> {
+    /// `port` now, while `open` of the connections it admitted are still open (not closing:
+    /// the engine knows their TCP state): `Ok`, `Err(None)` when the port is not the range's
+    /// (or the range is closed), `Err(Some(reason))` when the session holds its maximum.
+    pub fn range_admits(&self, port: u16, open: usize) -> Result<(u16, u16), Option<Reason>> {
         let (lo, hi) = self.passive_range().ok_or(None)?;
         if !(lo..=hi).contains(&port) {
             return Err(None);
         }
-        if self.range_children.len() >= self.options.ftps_max_connections {
+        if open >= self.options.ftps_max_connections {
             return Err(Some(Reason::FtpsRangeLimit));
         }
         Ok((lo, hi))
     }
 
+    /// The connections the passive range admitted that are still in the flow table.
+    pub fn range_children(&self) -> &[crate::conntrack::FlowHandle] {
+        &self.range_children
+    }
+
     /// Remembers a connection the passive range admitted (until it ends).
     pub fn add_range_child(&mut self, child: crate::conntrack::FlowHandle) {
-        self.range_children.push(RangeChild {
-            handle: child,
-            headers: None,
-        });
+        self.range_children.push(child);
         self.children.push(child);
     }
 
@@ -412,16 +407,9 @@ impl FtpControl {
         self.session.data_admitted(child);
     }
 
-    /// The data connection `child`, admitted last, opened with a SYN of this shape.
-    pub fn data_syn(
-        &mut self,
-        child: crate::conntrack::FlowHandle,
-        headers: crate::wire::transport::SynHeaders,
-    ) {
-        match self.range_children.iter_mut().find(|c| c.handle == child) {
-            Some(range_child) => range_child.headers = Some(headers),
-            None => self.session.data_syn(headers),
-        }
+    /// The data connection admitted last opened with a SYN of this shape.
+    pub fn data_syn(&mut self, headers: crate::wire::transport::SynHeaders) {
+        self.session.data_syn(headers);
     }
 
     /// Forgets a data connection that ended, keeping what the transfer log needs of it: its
@@ -434,7 +422,7 @@ impl FtpControl {
     ) {
         self.children.retain(|&c| c != child);
         let before = self.range_children.len();
-        self.range_children.retain(|c| c.handle != child);
+        self.range_children.retain(|&c| c != child);
         if self.range_children.len() < before {
             return;
         }
@@ -449,22 +437,15 @@ impl FtpControl {
         data: FlowTuple,
         bytes: Option<(u64, u64)>,
         span: (crate::time::Instant, crate::time::Instant),
-        offloaded: Option<crate::conntrack::FlowHandle>,
         result: crate::event::TransferResult,
     ) -> Event {
-        let headers = offloaded.and_then(|child| {
-            self.range_children
-                .iter()
-                .find(|c| c.handle == child)
-                .and_then(|c| c.headers)
-        });
         self.session
-            .range_transfer(&self.flow, data, bytes, span, headers, result)
+            .range_transfer(&self.flow, data, bytes, span, result)
     }
 
     /// Whether `child` was admitted by the session's passive range.
     pub fn is_range_child(&self, child: crate::conntrack::FlowHandle) -> bool {
-        self.range_children.iter().any(|c| c.handle == child)
+        self.range_children.contains(&child)
     }
 
     /// The transfer in progress when the connection ends (timed out, reset, closed), as an
@@ -512,16 +493,7 @@ impl FtpControl {
         map: impl Fn(crate::conntrack::FlowHandle) -> Option<crate::conntrack::FlowHandle>,
     ) {
         self.children = self.children.iter().filter_map(|&h| map(h)).collect();
-        self.range_children = self
-            .range_children
-            .iter()
-            .filter_map(|c| {
-                Some(RangeChild {
-                    handle: map(c.handle)?,
-                    ..*c
-                })
-            })
-            .collect();
+        self.range_children = self.range_children.iter().filter_map(|&h| map(h)).collect();
     }
 
     /// Inspects a segment the TCP tracker accepted, sent from `dir` (original = client).

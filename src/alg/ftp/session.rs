@@ -233,15 +233,13 @@ impl Session {
 
     /// The transfer record of a data connection an FTPS session's passive range admitted:
     /// the command, file and replies were encrypted, so it holds the session, the data
-    /// connection, its bytes (`None` when the kernel carried it: `offloaded` holds its SYN's
-    /// headers then, for the adapter that reads the kernel's counts) and how it ended. The direction is the way most bytes went.
+    /// connection, its bytes and how it ended. The direction is the way most bytes went.
     pub(super) fn range_transfer(
         &self,
         session: &FlowTuple,
         data: FlowTuple,
         bytes: Option<(u64, u64)>,
         (started, ended): (Instant, Instant),
-        offloaded: Option<SynHeaders>,
         result: TransferResult,
     ) -> Event {
         let direction = match bytes {
@@ -264,8 +262,8 @@ impl Session {
             blocks: None,
             data: Some(data),
             data_handle: None,
-            data_headers: offloaded,
-            data_offloaded: offloaded.is_some(),
+            data_headers: None,
+            data_offloaded: false,
             data_nat: None,
             bytes_up: bytes.map(|b| b.0),
             bytes_down: bytes.map(|b| b.1),
