@@ -20,9 +20,10 @@
 #   fuzz      build + the C++ compiler libFuzzer needs: scripts/fuzz-smoke.sh
 #   testbed   python + build + network namespaces with real servers and clients: demo.sh, tests/e2e,
 #             the benches
+#   ftps      testbed + proftpd (unpacked, see below): tests/e2e/ftps.sh
 #   ha        testbed + keepalived and conntrackd: tests/e2e/ha.sh
 #   package   build + what scripts/build-deb.sh calls to build the Debian package
-#   test      testbed + ha + package + fuzz + what scripts/test.sh itself runs: the dependency check,
+#   test      testbed + ftps + ha + package + fuzz + what scripts/test.sh itself runs: the dependency check,
 #             the systemd unit, man page and package checks
 #   record    testbed + Wireshark's tools and atftp: scripts/record-pcaps.sh
 #   bench     testbed + kmod (the kernel helpers' modules): benches/live.sh
@@ -76,16 +77,6 @@ group_packages() {
             # the servers: vsftpd (FTP, FTPS), tftpd-hpa (in.tftpd)
             echo vsftpd
             echo tftpd-hpa
-            # proftpd with mod_tls (proftpd-mod-crypto): the FTPS server that implements CCC
-            # (RFC 4217 section 12.3), which vsftpd does not (tests/e2e/ftps.sh). It Conflicts:
-            # ftp-server like vsftpd, so it is unpacked (see above), and the libraries it links
-            # that a Debian base lacks are installed
-            echo unpack:proftpd-core
-            echo unpack:proftpd-mod-crypto
-            echo libhiredis0.14
-            echo libmemcached11
-            echo libmemcachedutil2
-            echo libpcre2-posix3
             # the clients: tftp (tftp-hpa's, whose options the tests use), curl, lftp
             echo tftp-hpa
             echo curl
@@ -104,6 +95,7 @@ group_packages() {
             ;;
         test)
             group_packages testbed
+            group_packages ftps
             group_packages ha
             group_packages package
             group_packages fuzz
@@ -129,6 +121,19 @@ group_packages() {
             # atftp: a second TFTP client for the captures
             echo atftp
             ;;
+        ftps)
+            group_packages testbed
+            # proftpd with mod_tls (proftpd-mod-crypto): the FTPS server that implements CCC
+            # (RFC 4217 section 12.3), which vsftpd does not (tests/e2e/ftps.sh). It Conflicts:
+            # ftp-server like vsftpd, so it is unpacked (see above), and the libraries it links
+            # that a Debian base lacks are installed
+            echo unpack:proftpd-core
+            echo unpack:proftpd-mod-crypto
+            echo libhiredis0.14
+            echo libmemcached11
+            echo libmemcachedutil2
+            echo libpcre2-posix3
+            ;;
         ha)
             group_packages testbed
             # keepalived (VRRP) and conntrackd (connection tracking sync): the failover pair of
@@ -142,7 +147,7 @@ group_packages() {
             echo kmod
             ;;
         *)
-            echo "install-deps.sh: unknown group '$1' (python, build, fuzz, testbed, ha, package, test, record, bench)" >&2
+            echo "install-deps.sh: unknown group '$1' (python, build, fuzz, testbed, ftps, ha, package, test, record, bench)" >&2
             return 1
             ;;
     esac
@@ -206,7 +211,7 @@ case ${1:-} in
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 if [ $# -eq 0 ]; then
-    echo "usage: install-deps.sh [--update|--list|--missing] GROUP... (python, build, fuzz, testbed, ha, package, test, record, bench)" >&2
+    echo "usage: install-deps.sh [--update|--list|--missing] GROUP... (python, build, fuzz, testbed, ftps, ha, package, test, record, bench)" >&2
     exit 2
 fi
 for group in "$@"; do

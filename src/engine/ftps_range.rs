@@ -12,9 +12,9 @@
 use std::net::IpAddr;
 
 use crate::alg::{Alg, AlgState};
-use crate::conntrack::{FlowHandle, FlowState, FlowTuple, Opening, PortMatch, TcpState};
+use crate::conntrack::{Flow, FlowHandle, FlowState, FlowTuple, Opening, PortMatch, TcpState};
 use crate::decision::Reason;
-use crate::event::{Event, PinholeAction, PinholeInfo};
+use crate::event::{Event, PinholeAction, PinholeInfo, TransferResult};
 use crate::time::Instant;
 use crate::wire::transport::proto;
 
@@ -162,6 +162,39 @@ impl Engine {
             },
             child: Some(tuple),
         }
+    }
+
+    /// The transfer record of `handle` (`flow`), if it is a connection an FTPS session's range
+    /// admitted, which ended with `result`: when its FINs or RST are seen, or when it leaves
+    /// the table still listed. It leaves its session's lists then (so it is logged once and
+    /// counts no more); a connection that never got past its SYN moved nothing and has no
+    /// record.
+    pub(super) fn range_child_ended(
+        &mut self,
+        handle: FlowHandle,
+        flow: &Flow,
+        result: TransferResult,
+    ) -> Option<Event> {
+        let parent = flow.parent?;
+        let Some(AlgState::Ftp(ftp)) = self.flows.get_mut(parent)?.alg.as_mut() else {
+            return None;
+        };
+        if !ftp.is_range_child(handle) {
+            return None;
+        }
+        let bytes = super::lifecycle::data_bytes(flow, ftp.client());
+        ftp.forget_child(handle, flow.tuple, bytes);
+        let FlowState::Tcp(tcp) = &flow.state else {
+            return None;
+        };
+        if matches!(tcp.state(), TcpState::SynSent | TcpState::SynReceived) {
+            return None;
+        }
+        let record = ftp.range_transfer(flow.tuple, bytes, (flow.created, flow.last_seen), result);
+        if let Event::Transfer(transfer) = &record {
+            self.counters.transfer(transfer);
+        }
+        Some(record)
     }
 
     /// Rebuilds the index from the restored control connections.

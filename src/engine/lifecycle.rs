@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::alg::{Alg, AlgOutcome, AlgState, AlgVerdict, PinholeRequest};
 use crate::conntrack::{
     Direction, Flow, FlowHandle, FlowOrigin, FlowState, FlowTuple, Opening, ParentRef, Pinhole,
-    PinholeError, PinholeMatch, PinholeSpec, TcpState,
+    PinholeError, PinholeMatch, PinholeSpec,
 };
 use crate::counters::PinholeOutcome;
 use crate::decision::{Decision, Reason};
@@ -597,26 +597,20 @@ impl Engine {
         self.close_pinholes_of(handle, events);
         // A data connection leaves its control connection's list of children, which keeps
         // what its transfer record needs.
-        let mut range_record = None;
+        let range_record = self.range_child_ended(
+            handle,
+            flow,
+            match cause {
+                CloseCause::Fin => TransferResult::Complete,
+                CloseCause::Reset => TransferResult::Aborted,
+                _ => TransferResult::Unfinished,
+            },
+        );
         if let Some(parent) = flow.parent
             && let Some(Some(AlgState::Ftp(ftp))) =
                 self.flows.get_mut(parent).map(|f| f.alg.as_mut())
         {
             let bytes = data_bytes(flow, ftp.client());
-            // A connection that never got past its SYN moved nothing: no record.
-            let opened = !matches!(&flow.state, FlowState::Tcp(tcp) if matches!(tcp.state(), TcpState::SynSent | TcpState::SynReceived));
-            if ftp.is_range_child(handle) && opened {
-                range_record = Some(ftp.range_transfer(
-                    flow.tuple,
-                    bytes,
-                    (flow.created, flow.last_seen),
-                    match cause {
-                        CloseCause::Fin => TransferResult::Complete,
-                        CloseCause::Reset => TransferResult::Aborted,
-                        _ => TransferResult::Unfinished,
-                    },
-                ));
-            }
             ftp.forget_child(handle, flow.tuple, bytes);
         }
         if let Some(AlgState::Ftp(_)) = &flow.alg
@@ -698,7 +692,7 @@ fn range_refusal(reason: Reason, tuple: FlowTuple) -> Decision {
 /// The payload bytes a data connection carried from the session's `client` (up) and to it
 /// (down), from its TCP sequence numbers; `None` when pinhole did not follow them (the kernel
 /// carried the connection, or it was picked up mid-stream).
-fn data_bytes(flow: &Flow, client: IpAddr) -> Option<(u64, u64)> {
+pub(super) fn data_bytes(flow: &Flow, client: IpAddr) -> Option<(u64, u64)> {
     let FlowState::Tcp(tracker) = &flow.state else {
         return None;
     };

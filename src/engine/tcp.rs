@@ -8,7 +8,7 @@ use crate::conntrack::{
     TcpVerdict,
 };
 use crate::decision::{Decision, Reason};
-use crate::event::{CloseCause, Event, PinholeAction};
+use crate::event::{CloseCause, Event, PinholeAction, TransferResult};
 use crate::policy::Action;
 use crate::time::Instant;
 use crate::wire::{TcpFlags, TcpSegment, transport};
@@ -125,6 +125,7 @@ impl Engine {
         let FlowState::Tcp(tracker) = &mut flow.state else {
             return Some(Decision::drop(Reason::TcpNoHandshake, Some(tuple)));
         };
+        let was = tracker.state();
         match tracker.on_segment(dir, seg) {
             TcpVerdict::Accept => {}
             TcpVerdict::Drop(reason) => return Some(Decision::drop(reason, Some(tuple))),
@@ -166,6 +167,25 @@ impl Engine {
             || decision.verdict == crate::Verdict::Reject
         {
             self.close_pinholes_of(handle, &mut decision.events);
+        }
+        // A connection an FTPS session's range admitted is logged when it closes, not after
+        // its TIME_WAIT.
+        if state != was
+            && matches!(state, TcpState::Closed | TcpState::TimeWait)
+            && let Some(flow) = self
+                .flows
+                .get(handle)
+                .filter(|f| f.parent.is_some())
+                .cloned()
+        {
+            let result = if state == TcpState::TimeWait {
+                TransferResult::Complete
+            } else {
+                TransferResult::Aborted
+            };
+            decision
+                .events
+                .extend(self.range_child_ended(handle, &flow, result));
         }
         Some(decision)
     }

@@ -108,13 +108,13 @@ PH_PASV_MAX=40099
 # shellcheck source=scripts/netns-lib.sh
 . "$REPO_DIR/scripts/netns-lib.sh"
 
-ph_ensure_tools testbed || { echo "Bail out! missing tools could not be installed"; exit 1; }
+ph_ensure_tools ftps || { echo "Bail out! missing tools could not be installed"; exit 1; }
 
 # proftpd (the FTPS server with CCC) cannot be installed beside vsftpd (both Conflict:
-# ftp-server): scripts/install-deps.sh unpacks it (testbed group) under this directory.
+# ftp-server): scripts/install-deps.sh unpacks it (ftps group) under this directory.
 UNPACKED=$("$REPO_DIR/scripts/install-deps.sh" --unpacked-root)
 PROFTPD=$UNPACKED/usr/sbin/proftpd
-[ -x "$PROFTPD" ] || { echo "Bail out! no $PROFTPD (scripts/install-deps.sh testbed unpacks it)"; exit 1; }
+[ -x "$PROFTPD" ] || { echo "Bail out! no $PROFTPD (scripts/install-deps.sh ftps unpacks it)"; exit 1; }
 
 if [ "$NEED_PINHOLE" = 1 ]; then
     ph_pinhole_bin run || exit 1
@@ -327,6 +327,7 @@ events_grown() {
 # Records of one control connection to the server's PORT.
 flow_to() { echo "(r.get('flow') or '').endswith('$SV4:$1')"; }
 parent_to() { echo "(r.get('parent') or '').endswith('$SV4:$1')"; }
+flow_session() { echo "(r.get('session') or '').endswith('$SV4:$1')"; }
 admit_to() {
     echo "r['type'] == 'pinhole' and r['event'] == 'admit' and $(parent_to "$1") \
         and (r.get('child') or '').startswith('tcp $CV4:')"
@@ -619,6 +620,23 @@ check_admits_vsftpd() {
     ! events_match "r['type'] == 'pinhole' and r['event'] == 'open' and $(parent_to 21)"
 }
 
+# The transfer log records what it can of the encrypted sessions: one FTPS record per data
+# connection the range admitted, with its bytes; curl's download of medium.bin and its upload of
+# upload-1m.bin are there with the files' sizes (PROT P: TLS records add to them, so at least
+# the size and less than 2 % more), and no name.
+check_transfers_vsftpd() {
+    local down up
+    down=$(stat -c %s "$PH_WORKDIR/ftp/medium.bin")
+    up=$(stat -c %s "$PH_WORKDIR/client/upload-1m.bin")
+    local ftps="r['type'] == 'transfer' and r['command'] == 'FTPS' and $(flow_session 21) \
+        and r['path'] is None and r['bytes_source'] == 'pinhole'"
+    events_has "$ftps and r['direction'] == 'download' \
+        and $down <= r['bytes_down'] < $down * 1.02" || return 1
+    events_has "$ftps and r['direction'] == 'upload' \
+        and $up <= r['bytes_up'] < $up * 1.02" || return 1
+    events_match "$ftps" | tail -n 2
+}
+
 # --------------------------------------------------------------------------
 # 2. Connections into the range while an FTPS session is held
 # --------------------------------------------------------------------------
@@ -866,6 +884,8 @@ run_mode() {
         ftps_put "ftp://$SV4" upload-1m.bin "curl-$MODE.bin" --ssl-reqd
     with_pinhole && check "event log: tls_started; an admit for each of the 6 data connections, into 40000-40100; no pinhole opened" \
         check_admits_vsftpd
+    with_pinhole && check "transfer log: FTPS records for curl's download and upload, with their sizes and no names" \
+        check_transfers_vsftpd
 
     # 2. The range is the held session's only. A fresh session for the limit (its first two
     # connections are the ones held open), another one for the rest.

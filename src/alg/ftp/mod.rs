@@ -420,7 +420,12 @@ impl FtpControl {
         tuple: FlowTuple,
         bytes: Option<(u64, u64)>,
     ) {
+        let known = self.children.contains(&child);
         self.children.retain(|&c| c != child);
+        if !known {
+            // Forgotten already (a range connection logged when it closed).
+            return;
+        }
         let before = self.range_children.len();
         self.range_children.retain(|&c| c != child);
         if self.range_children.len() < before {

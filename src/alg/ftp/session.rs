@@ -275,7 +275,16 @@ impl Session {
             started,
             ended,
             result,
-            detail: "a data connection of an encrypted session, admitted by its passive range: the command, file name and replies were encrypted".to_owned(),
+            detail: format!(
+                "a data connection of an encrypted session, admitted by its passive range (the command, file name and replies were encrypted): {}",
+                match result {
+                    TransferResult::Complete => "it ended with FINs",
+                    TransferResult::Aborted => {
+                        "it ended with a reset, which some servers send after a complete transfer too (vsftpd after a TLS upload); only the encrypted final reply would tell"
+                    }
+                    _ => "it timed out, or its session ended first",
+                }
+            ),
         }))
     }
 
