@@ -850,8 +850,8 @@ fn ftps_garbage() -> Timeline {
 /// 40000-40100, two connections at a time): before the 234 nothing is admitted; while the
 /// session is encrypted its client's connections to its server's range are (two, the third is
 /// `ftps_range_limit`); another client, another server address and a port outside the range
-/// are not; when a data connection ends its place frees; after the control connection's FIN
-/// nothing more is admitted.
+/// are not; when a data connection closes it is logged (an `FTPS` transfer record) and its
+/// place frees; after the control connection's FIN nothing more is admitted.
 fn ftps_passive_range() -> Timeline {
     let mut t = timeline();
     let syn = |from: &str, to: &str| TcpSession::new(sock(from), sock(to), 77, 0).syn();
@@ -888,7 +888,7 @@ fn ftps_passive_range() -> Timeline {
     t.push(1, data.server_fin());
     t.push(1, data.client_fin());
     t.push(1, data.server_ack());
-    // The data connection's end is seen after its TIME_WAIT: far later.
+    // Later, in the same session.
     t.push(130_000, s.client_data(&tls::record(23, &[0x17; 30])));
     t.push(1, syn("198.51.100.10:40168", "192.0.2.10:40006"));
     t.push(1, s.client_data(&tls::close_notify()));
