@@ -113,18 +113,19 @@ impl Engine {
             .count()
     }
 
-    /// Whether `handle` is a connection an FTPS session's passive range admitted, while that
-    /// session lives: it stays with pinhole in offload mode, so that its end is seen when it
-    /// happens and frees its place in the session's maximum at once (the kernel's destroy
-    /// event would come only after `TIME_WAIT`).
+    /// Whether `handle` is a connection an FTPS session's passive range admitted, while some
+    /// session's range is open: it stays with pinhole in offload mode, so that its end is seen
+    /// when it happens and frees its place in the session's maximum at once (the kernel's
+    /// destroy event would come only after `TIME_WAIT`).
     pub(super) fn is_live_range_child(
         &self,
         handle: FlowHandle,
         parent: Option<FlowHandle>,
     ) -> bool {
-        parent.and_then(|p| self.flows.get(p)).is_some_and(
-            |p| matches!(&p.alg, Some(AlgState::Ftp(ftp)) if ftp.is_range_child(handle)),
-        )
+        !self.ftps_sessions.is_empty()
+            && parent.and_then(|p| self.flows.get(p)).is_some_and(
+                |p| matches!(&p.alg, Some(AlgState::Ftp(ftp)) if ftp.is_range_child(handle)),
+            )
     }
 
     /// Records the connection `child` (`tuple`) as admitted by `admission`'s range and
@@ -164,37 +165,37 @@ impl Engine {
         }
     }
 
-    /// The transfer record of `handle` (`flow`), if it is a connection an FTPS session's range
-    /// admitted, which ended with `result`: when its FINs or RST are seen, or when it leaves
-    /// the table still listed. It leaves its session's lists then (so it is logged once and
-    /// counts no more); a connection that never got past its SYN moved nothing and has no
-    /// record.
-    pub(super) fn range_child_ended(
+    /// A connection an FTPS session's range admitted closed (`result`: its FINs or RST seen):
+    /// its record now, not after its `TIME_WAIT`, and its place in the session's maximum
+    /// freed. Only while some session's range is open; otherwise it is logged when it leaves
+    /// the table.
+    pub(super) fn range_child_closed(
         &mut self,
         handle: FlowHandle,
-        flow: &Flow,
         result: TransferResult,
-    ) -> Option<Event> {
-        let parent = flow.parent?;
-        let Some(AlgState::Ftp(ftp)) = self.flows.get_mut(parent)?.alg.as_mut() else {
-            return None;
+        events: &mut Vec<Event>,
+    ) {
+        if self.ftps_sessions.is_empty() {
+            return;
+        }
+        let Some(parent) = self.flows.get(handle).and_then(|f| f.parent) else {
+            return;
         };
-        if !ftp.is_range_child(handle) {
-            return None;
-        }
-        let bytes = super::lifecycle::data_bytes(flow, ftp.client());
-        ftp.forget_child(handle, flow.tuple, bytes);
-        let FlowState::Tcp(tcp) = &flow.state else {
-            return None;
+        let is_range_child = matches!(
+            self.flows.get(parent).and_then(|p| p.alg.as_ref()),
+            Some(AlgState::Ftp(ftp)) if ftp.is_range_child(handle)
+        );
+        let Some(flow) = self.flows.get(handle).filter(|_| is_range_child).cloned() else {
+            return;
         };
-        if matches!(tcp.state(), TcpState::SynSent | TcpState::SynReceived) {
-            return None;
+        if let Some(Some(AlgState::Ftp(ftp))) = self.flows.get_mut(parent).map(|p| p.alg.as_mut())
+            && let Some(record) = range_record(ftp, handle, &flow, result)
+        {
+            if let Event::Transfer(transfer) = &record {
+                self.counters.transfer(transfer);
+            }
+            events.push(record);
         }
-        let record = ftp.range_transfer(flow.tuple, bytes, (flow.created, flow.last_seen), result);
-        if let Event::Transfer(transfer) = &record {
-            self.counters.transfer(transfer);
-        }
-        Some(record)
     }
 
     /// Rebuilds the index from the restored control connections.
@@ -211,4 +212,27 @@ impl Engine {
             self.sync_passive_range(handle);
         }
     }
+}
+
+/// The transfer record of `handle` (`flow`), if `ftp`'s range admitted it, which ended with
+/// `result`; it leaves the session's lists then (logged once, counted no more). A connection
+/// that never got past its SYN moved nothing and has no record.
+pub(super) fn range_record(
+    ftp: &mut crate::alg::ftp::FtpControl,
+    handle: FlowHandle,
+    flow: &Flow,
+    result: TransferResult,
+) -> Option<Event> {
+    if !ftp.is_range_child(handle) {
+        return None;
+    }
+    let bytes = super::lifecycle::data_bytes(flow, ftp.client());
+    ftp.forget_child(handle, flow.tuple, bytes);
+    let FlowState::Tcp(tcp) = &flow.state else {
+        return None;
+    };
+    if matches!(tcp.state(), TcpState::SynSent | TcpState::SynReceived) {
+        return None;
+    }
+    Some(ftp.range_transfer(flow.tuple, bytes, (flow.created, flow.last_seen), result))
 }

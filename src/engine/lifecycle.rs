@@ -597,19 +597,17 @@ impl Engine {
         self.close_pinholes_of(handle, events);
         // A data connection leaves its control connection's list of children, which keeps
         // what its transfer record needs.
-        let range_record = self.range_child_ended(
-            handle,
-            flow,
-            match cause {
-                CloseCause::Fin => TransferResult::Complete,
-                CloseCause::Reset => TransferResult::Aborted,
-                _ => TransferResult::Unfinished,
-            },
-        );
+        let mut range_record = None;
         if let Some(parent) = flow.parent
             && let Some(Some(AlgState::Ftp(ftp))) =
                 self.flows.get_mut(parent).map(|f| f.alg.as_mut())
         {
+            let result = match cause {
+                CloseCause::Fin => TransferResult::Complete,
+                CloseCause::Reset => TransferResult::Aborted,
+                _ => TransferResult::Unfinished,
+            };
+            range_record = super::ftps_range::range_record(ftp, handle, flow, result);
             let bytes = data_bytes(flow, ftp.client());
             ftp.forget_child(handle, flow.tuple, bytes);
         }

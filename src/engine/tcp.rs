@@ -170,22 +170,13 @@ impl Engine {
         }
         // A connection an FTPS session's range admitted is logged when it closes, not after
         // its TIME_WAIT.
-        if state != was
-            && matches!(state, TcpState::Closed | TcpState::TimeWait)
-            && let Some(flow) = self
-                .flows
-                .get(handle)
-                .filter(|f| f.parent.is_some())
-                .cloned()
-        {
+        if state != was && matches!(state, TcpState::Closed | TcpState::TimeWait) {
             let result = if state == TcpState::TimeWait {
                 TransferResult::Complete
             } else {
                 TransferResult::Aborted
             };
-            decision
-                .events
-                .extend(self.range_child_ended(handle, &flow, result));
+            self.range_child_closed(handle, result, &mut decision.events);
         }
         Some(decision)
     }

@@ -142,9 +142,9 @@ BLOCKED_WAIT=3
 # --------------------------------------------------------------------------
 # shellcheck source=tests/e2e/tap.sh
 . "$E2E_DIR/tap.sh"
+# shellcheck source=tests/e2e/inline-lib.sh
+. "$E2E_DIR/inline-lib.sh"
 MODE=setup
-tap_label() { echo "$MODE"; }
-tap_on_failure() { snapshot_stats "$1"; }
 
 with_pinhole() { [ "$MODE" != bare ]; }
 
@@ -159,14 +159,6 @@ PINHOLE_PID=""
 PINHOLE_LOG=""
 PINHOLE_STARTS=0
 EXIT_STATUS=""
-
-ctl() { timeout 5 "$PINHOLE_BIN" "$@" --control "$CTL"; }
-pstatus() { ctl status --json | python3 "$PJ" "g('$1', None)"; }
-
-pinhole_alive() {
-    [ -n "$PINHOLE_PID" ] && kill -0 "$PINHOLE_PID" 2>/dev/null &&
-        [ "$(ps -o stat= -p "$PINHOLE_PID" 2>/dev/null | cut -c1)" != Z ]
-}
 
 snapshot_stats() {
     pinhole_alive || return 0
@@ -188,61 +180,7 @@ pinhole_start() {
         --install-rules --control "$CTL" --state-file "$STATE" --events "$EVENTS" -v \
         "${mode_args[@]}"
     PINHOLE_PID=$PH_LAST_PID
-    local i
-    for ((i = 0; i < 100; i++)); do
-        if ! pinhole_alive; then
-            echo "pinhole exited during start-up:"
-            tail -n 20 "$PINHOLE_LOG"
-            return 1
-        fi
-        if ctl status >/dev/null 2>&1; then
-            echo "ready after $((i / 10)).$((i % 10)) s"
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "pinhole did not answer 'status' within 10 s:"
-    tail -n 20 "$PINHOLE_LOG"
-    return 1
-}
-
-wait_exit() {
-    local pid=$1
-    ph_wait_gone "$pid" "$2" || return 1
-    wait "$pid" 2>/dev/null
-    EXIT_STATUS=$?
-}
-
-pinhole_signal_exit() {
-    kill "-$1" "$PINHOLE_PID" || return 1
-    if ! wait_exit "$PINHOLE_PID" 10; then
-        echo "pinhole still running 10 s after SIG$1"
-        return 1
-    fi
-    echo "pinhole exited after SIG$1 with status $EXIT_STATUS"
-    ph_stop pinhole
-    PINHOLE_PID=""
-}
-
-fw_save() { ph_in_fw iptables-save; ph_in_fw ip6tables-save; }
-jumps_to_pinhole() { ph_in_fw "$1" -S FORWARD | grep -cE -- '-j PINHOLE( |$)'; }
-
-chain_installed() {
-    local fam first n rc=0
-    for fam in iptables ip6tables; do
-        first=$(ph_in_fw "$fam" -S FORWARD | sed -n 2p)
-        n=$(jumps_to_pinhole "$fam")
-        echo "$fam: first FORWARD rule: $first; jumps to PINHOLE: $n"
-        [[ $first == *"-j PINHOLE"* ]] && [ "$n" = 1 ] || rc=1
-    done
-    return $rc
-}
-
-purge_leftover_rules() {
-    local fam
-    for fam in iptables ip6tables; do
-        ph_in_fw "$fam-save" | grep -vi pinhole | ph_in_fw "$fam-restore" || return 1
-    done
+    wait_ready
 }
 
 check_started() {
@@ -258,22 +196,6 @@ check_clean_stop() {
         return 1
     fi
     echo "no PINHOLE chain or rule left (v4, v6)"
-}
-
-status_at_least() { local v; v=$(pstatus "$1") && [ "$v" -ge "$2" ]; }
-
-# reload_with FILE: install FILE as the rules file and SIGHUP; wait for the reload.
-reload_with() {
-    local r0
-    r0=$(pstatus reloads) || return 1
-    cp "$1" "$RULES"
-    kill -HUP "$PINHOLE_PID"
-    if ! ph_wait_for "reload of $1" 10 status_at_least reloads $((r0 + 1)); then
-        echo "no reload within 10 s; status:"
-        ctl status
-        return 1
-    fi
-    echo "reloaded $(basename "$1"): reloads $r0 -> $(pstatus reloads)"
 }
 
 # --------------------------------------------------------------------------
@@ -295,8 +217,6 @@ if hits:
 sys.exit(0 if hits else 1)
 PY
 }
-# events_has EXPR: retried for 5 s (the writer flushes every 200 ms).
-events_has() { ph_wait_for "event log record" 5 events_match "$1" || events_match "$1"; }
 
 # events_count EXPR: how many records match.
 events_count() {
@@ -528,7 +448,6 @@ ftps_max_connections = 2'
 # --------------------------------------------------------------------------
 # Clients
 # --------------------------------------------------------------------------
-client() { (cd "$PH_WORKDIR/client" && ph_in_client "$@"); }
 
 # lftp_ftps NAME COMMANDS...: one lftp session over FTPS to vsftpd.
 lftp_ftps() {
@@ -628,7 +547,8 @@ check_transfers_vsftpd() {
     local down up
     down=$(stat -c %s "$PH_WORKDIR/ftp/medium.bin")
     up=$(stat -c %s "$PH_WORKDIR/client/upload-1m.bin")
-    local ftps="r['type'] == 'transfer' and r['command'] == 'FTPS' and $(flow_session 21) \
+    local ftps
+    ftps="r['type'] == 'transfer' and r['command'] == 'FTPS' and $(flow_session 21) \
         and r['path'] is None and r['bytes_source'] == 'pinhole'"
     events_has "$ftps and r['direction'] == 'download' \
         and $down <= r['bytes_down'] < $down * 1.02" || return 1

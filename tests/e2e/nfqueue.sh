@@ -86,11 +86,11 @@ BLOCKED_WAIT=5
 # --------------------------------------------------------------------------
 # shellcheck source=tests/e2e/tap.sh
 . "$E2E_DIR/tap.sh"
+# shellcheck source=tests/e2e/inline-lib.sh
+. "$E2E_DIR/inline-lib.sh"
 # shellcheck source=tests/e2e/nfqueue-policy.sh
 . "$E2E_DIR/nfqueue-policy.sh"
 MODE=setup
-tap_label() { echo "$MODE"; }
-tap_on_failure() { snapshot_stats "$1"; }
 
 # --------------------------------------------------------------------------
 # pinhole: start, stop, query
@@ -103,18 +103,8 @@ PINHOLE_LOG=""
 PINHOLE_STARTS=0
 EXIT_STATUS=""
 
-# ctl COMMAND [ARGS]: query the running daemon (bounded: a stopped daemon
-# must not hang the test).
-ctl() { timeout 5 "$PINHOLE_BIN" "$@" --control "$CTL"; }
-
 pstat()   { ctl stats --json | python3 "$PJ" "g('$1')"; }    # a stats counter (0 if absent)
-pstatus() { ctl status --json | python3 "$PJ" "g('$1', None)"; }
 drops()   { pstat "engine.drops.$1"; }
-
-pinhole_alive() {
-    [ -n "$PINHOLE_PID" ] && kill -0 "$PINHOLE_PID" 2>/dev/null &&
-        [ "$(ps -o stat= -p "$PINHOLE_PID" 2>/dev/null | cut -c1)" != Z ]
-}
 
 snapshot_stats() {
     pinhole_alive || return 0
@@ -142,59 +132,7 @@ pinhole_start() {
         --events "$EVENTS" --dump-drops "$DROPS" --metrics "$METRICS_ADDR" -v \
         "${mode_args[@]}" "$@"
     PINHOLE_PID=$PH_LAST_PID
-    local i
-    for ((i = 0; i < 100; i++)); do
-        if ! pinhole_alive; then
-            echo "pinhole exited during start-up:"
-            tail -n 20 "$PINHOLE_LOG"
-            return 1
-        fi
-        if ctl status >/dev/null 2>&1; then
-            echo "ready after $((i / 10)).$((i % 10)) s"
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "pinhole did not answer 'status' within 10 s:"
-    tail -n 20 "$PINHOLE_LOG"
-    return 1
-}
-
-# wait_exit PID SECONDS: wait for a child to exit; its status in EXIT_STATUS.
-wait_exit() {
-    local pid=$1
-    ph_wait_gone "$pid" "$2" || return 1
-    wait "$pid" 2>/dev/null
-    EXIT_STATUS=$?
-}
-
-# pinhole_signal_exit SIGNAL: send SIGNAL, wait for the exit, forget the pid.
-pinhole_signal_exit() {
-    kill "-$1" "$PINHOLE_PID" || return 1
-    if ! wait_exit "$PINHOLE_PID" 10; then
-        echo "pinhole still running 10 s after SIG$1"
-        return 1
-    fi
-    echo "pinhole exited after SIG$1 with status $EXIT_STATUS"
-    ph_stop pinhole
-    PINHOLE_PID=""
-}
-
-# Kernel rules in the fw namespace.
-fw_save() { ph_in_fw iptables-save; ph_in_fw ip6tables-save; }
-# jumps_to_pinhole iptables|ip6tables: how many FORWARD rules jump to PINHOLE.
-jumps_to_pinhole() { ph_in_fw "$1" -S FORWARD | grep -cE -- '-j PINHOLE( |$)'; }
-
-# The chain is in place, for IPv4 and IPv6, first in FORWARD, exactly once.
-chain_installed() {
-    local fam first n rc=0
-    for fam in iptables ip6tables; do
-        first=$(ph_in_fw "$fam" -S FORWARD | sed -n 2p)
-        n=$(jumps_to_pinhole "$fam")
-        echo "$fam: first FORWARD rule: $first; jumps to PINHOLE: $n"
-        [[ $first == *"-j PINHOLE"* ]] && [ "$n" = 1 ] || rc=1
-    done
-    return $rc
+    wait_ready
 }
 
 no_pinhole_rules() {
@@ -203,14 +141,6 @@ no_pinhole_rules() {
         return 1
     fi
     echo "no PINHOLE chain or rule left (v4, v6)"
-}
-
-# Remove what a killed daemon left: every rule and chain naming PINHOLE.
-purge_leftover_rules() {
-    local fam
-    for fam in iptables ip6tables; do
-        ph_in_fw "$fam-save" | grep -vi pinhole | ph_in_fw "$fam-restore" || return 1
-    done
 }
 
 # counter_at_least PATH N: the stats counter PATH is >= N.
@@ -228,29 +158,9 @@ expect_grown() {
     return 1
 }
 
-# status_at_least FIELD N
-status_at_least() { local v; v=$(pstatus "$1") && [ "$v" -ge "$2" ]; }
-
-# reload_with FILE: install FILE as the rules file and SIGHUP; wait for the
-# reload (status "reloads" grows).
-reload_with() {
-    local r0
-    r0=$(pstatus reloads) || return 1
-    cp "$1" "$RULES"
-    kill -HUP "$PINHOLE_PID"
-    if ! ph_wait_for "reload of $1" 10 status_at_least reloads $((r0 + 1)); then
-        echo "no reload within 10 s; status:"
-        ctl status
-        return 1
-    fi
-    echo "reloaded $(basename "$1"): reloads $r0 -> $(pstatus reloads)"
-}
-
 # --------------------------------------------------------------------------
 # Clients
 # --------------------------------------------------------------------------
-# Run in the client namespace, in the client work dir.
-client() { (cd "$PH_WORKDIR/client" && ph_in_client "$@"); }
 
 # ftp_get HOST FILE [CURL_OPTIONS...]: download FILE, compare with the original.
 ftp_get() {
@@ -679,7 +589,6 @@ if hits:
 sys.exit(0 if hits else 1)
 PY
 }
-events_has() { ph_wait_for "event log record" 5 events_match "$1" || events_match "$1"; }
 
 check_event_log() {
     local third=${PH_THIRD_V4//./,}
