@@ -390,3 +390,155 @@ fn in_offload_mode_range_connections_stay_with_pinhole_while_their_session_lives
     assert_eq!(transfer.bytes_down, Some(700));
     assert_eq!(transfer.bytes_source, pinhole::event::BytesSource::Pinhole);
 }
+
+// ---- review findings: the edges of the range and the framing ---------------------------------
+
+fn transfers(d: &Decision) -> Vec<pinhole::event::Transfer> {
+    d.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Transfer(t) => Some((**t).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_half_closed_connection_still_counts() {
+    let mut f = Ftps::explicit(&format!("{RANGE}\nftps_max_connections = 1"));
+    f.handshake();
+    let mut data = TcpSession::new(sock("198.51.100.10:41001"), sock("192.0.2.10:40010"), 5, 9);
+    for frame in data.handshake() {
+        f.h.accept(&frame);
+    }
+    // The client closes its side; the server can still send.
+    f.h.accept(&data.client_fin());
+    f.h.accept(&data.server_data(&[1; 100]));
+    assert_eq!(
+        f.connect("198.51.100.10:41002", "192.0.2.10:40011").reason,
+        Some(Reason::FtpsRangeLimit)
+    );
+}
+
+#[test]
+fn a_blocked_session_admits_nothing() {
+    let mut f = Ftps::explicit(&format!("{RANGE}\non_violation = \"drop\""));
+    f.handshake();
+    let frame = f.s.client_data(&[0x16, 0x03, 0x03, 0xff, 0xff]);
+    f.h.drop(&frame, Reason::FtpTlsInvalid);
+    assert_eq!(
+        f.connect("198.51.100.10:41001", "192.0.2.10:40010").reason,
+        Some(Reason::DefaultDeny)
+    );
+}
+
+#[test]
+fn the_range_opens_with_the_handshake_not_before() {
+    let options = format!("{RANGE}\nimplicit_tls = true");
+    let mut f = Ftps::with(&options, "192.0.2.10:990");
+    assert_eq!(
+        f.connect("198.51.100.10:41001", "192.0.2.10:40010").reason,
+        Some(Reason::DefaultDeny),
+        "an implicit-TLS connection that sent nothing yet"
+    );
+    f.client(&tls::hello(1, 100));
+    assert_eq!(
+        f.connect("198.51.100.10:41002", "192.0.2.10:40010").reason,
+        Some(Reason::DefaultDeny),
+        "the server has not answered"
+    );
+    f.server(&tls::hello(2, 100));
+    assert_eq!(
+        f.connect("198.51.100.10:41003", "192.0.2.10:40010").verdict,
+        Verdict::Accept
+    );
+}
+
+#[test]
+fn a_refused_data_connection_has_no_record_and_frees_its_place() {
+    let mut f = Ftps::explicit(&format!("{RANGE}\nftps_max_connections = 1"));
+    f.handshake();
+    let mut data = TcpSession::new(sock("198.51.100.10:41001"), sock("192.0.2.10:40010"), 5, 9);
+    f.h.accept(&data.syn());
+    let rst = pinhole::testkit::TcpBuilder::new(
+        sock("192.0.2.10:40010"),
+        sock("198.51.100.10:41001"),
+        pinhole::testkit::flags::RST | pinhole::testkit::flags::ACK,
+        0,
+        data.client_next(),
+        0,
+    )
+    .build(b"");
+    let d = f.h.send(&rst);
+    assert!(transfers(&d).is_empty(), "{d:?}");
+    assert_eq!(
+        f.connect("198.51.100.10:41002", "192.0.2.10:40011").verdict,
+        Verdict::Accept
+    );
+    assert!(
+        transfers(&Decision {
+            events: f.h.advance(600).events,
+            ..Decision::accept(None)
+        })
+        .iter()
+        .all(|t| t.data.unwrap().sport != 41001)
+    );
+}
+
+#[test]
+fn open_range_connections_are_logged_when_their_session_ends_first() {
+    let mut f = Ftps::explicit(RANGE);
+    f.handshake();
+    let mut data = TcpSession::new(sock("198.51.100.10:41001"), sock("192.0.2.10:40010"), 5, 9);
+    for frame in data.handshake() {
+        f.h.accept(&frame);
+    }
+    f.h.accept(&data.server_data(&[3; 300]));
+    f.h.send(&f.s.client_rst());
+    // The reset control connection leaves the table at its closed timeout.
+    let d = Decision {
+        events: f.h.advance(60).events,
+        ..Decision::accept(None)
+    };
+    let records = transfers(&d);
+    assert_eq!(records.len(), 1, "{d:?}");
+    assert_eq!(records[0].result, TransferResult::Unfinished);
+    assert_eq!(records[0].bytes_down, Some(300));
+    // Logged once: not again when the orphan ends.
+    f.h.accept(&data.server_fin());
+    f.h.accept(&data.client_fin());
+    let d = f.h.accept(&data.server_ack());
+    assert!(transfers(&d).is_empty(), "{d:?}");
+    assert!(
+        f.h.advance(600)
+            .events
+            .iter()
+            .all(|e| !matches!(e, Event::Transfer(_)))
+    );
+}
+
+#[test]
+fn commands_pipelined_behind_auth_are_not_answered_in_the_clear() {
+    let mut f = Ftps::with("ftps = \"allow-uninspected\"", SERVER);
+    f.server(b"220 ready\r\n");
+    f.client(b"AUTH TLS\r\nPASV\r\n");
+    f.server(b"234 Proceed.\r\n");
+    // A 227 in the clear now answers nothing: the server must speak TLS.
+    let frame =
+        f.s.server_data(b"227 Entering Passive Mode (192,0,2,10,156,65).\r\n");
+    let d = f.h.reject(&frame, Reason::FtpTlsInvalid);
+    assert!(opened(&d).is_empty());
+}
+
+#[test]
+fn after_the_server_cleared_the_client_may_send_no_more_records() {
+    let mut f = Ftps::explicit("ftps = \"allow-uninspected\"");
+    f.handshake();
+    f.server(&tls::close_notify());
+    // The server goes cleartext first (a spontaneous reply)...
+    f.server(b"421 Timeout.\r\n");
+    // ...so a "record" from the client is cleartext to it, which pinhole would skip.
+    let mut smuggled = vec![0x17, 0x03, 0x03, 0x00, 0x0c];
+    smuggled.extend_from_slice(b"\r\nDELE /x\r\n\r\n");
+    f.client_rejected(&smuggled[..17], Reason::FtpTlsInvalid);
+}

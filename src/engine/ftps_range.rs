@@ -100,32 +100,32 @@ impl Engine {
         refusal.map(Err)
     }
 
-    /// How many of the connections `ftp`'s range admitted are open: handshaking or
-    /// established, not closing. (They are never offloaded, so their FINs are seen.)
+    /// How many of the connections `ftp`'s range admitted are open: every state but
+    /// `TIME_WAIT` and closed (a half-closed connection still carries data one way). They stay
+    /// with pinhole, so their FINs are seen.
     fn open_range_children(&self, ftp: &crate::alg::ftp::FtpControl) -> usize {
         ftp.range_children()
             .iter()
             .filter(|&&child| {
                 self.flows.get(child).is_some_and(|flow| {
-                    matches!(&flow.state, FlowState::Tcp(tcp) if matches!(tcp.state(), TcpState::SynSent | TcpState::SynReceived | TcpState::Established))
+                    matches!(&flow.state, FlowState::Tcp(tcp) if !matches!(tcp.state(), TcpState::TimeWait | TcpState::Closed))
                 })
             })
             .count()
     }
 
-    /// Whether `handle` is a connection an FTPS session's passive range admitted, while some
-    /// session's range is open: it stays with pinhole in offload mode, so that its end is seen
-    /// when it happens and frees its place in the session's maximum at once (the kernel's
-    /// destroy event would come only after `TIME_WAIT`).
+    /// Whether `handle` is a connection an FTPS session's passive range admitted, while that
+    /// session lives: it stays with pinhole in offload mode, so that its end is seen when it
+    /// happens, frees its place in the session's maximum at once (the kernel's destroy event
+    /// would come only after `TIME_WAIT`) and its bytes are counted.
     pub(super) fn is_live_range_child(
         &self,
         handle: FlowHandle,
         parent: Option<FlowHandle>,
     ) -> bool {
-        !self.ftps_sessions.is_empty()
-            && parent.and_then(|p| self.flows.get(p)).is_some_and(
-                |p| matches!(&p.alg, Some(AlgState::Ftp(ftp)) if ftp.is_range_child(handle)),
-            )
+        parent.and_then(|p| self.flows.get(p)).is_some_and(
+            |p| matches!(&p.alg, Some(AlgState::Ftp(ftp)) if ftp.is_range_child(handle)),
+        )
     }
 
     /// Records the connection `child` (`tuple`) as admitted by `admission`'s range and
@@ -166,18 +166,13 @@ impl Engine {
     }
 
     /// A connection an FTPS session's range admitted closed (`result`: its FINs or RST seen):
-    /// its record now, not after its `TIME_WAIT`, and its place in the session's maximum
-    /// freed. Only while some session's range is open; otherwise it is logged when it leaves
-    /// the table.
+    /// its record now, not after its `TIME_WAIT`.
     pub(super) fn range_child_closed(
         &mut self,
         handle: FlowHandle,
-        result: TransferResult,
+        (was, result): (TcpState, TransferResult),
         events: &mut Vec<Event>,
     ) {
-        if self.ftps_sessions.is_empty() {
-            return;
-        }
         let Some(parent) = self.flows.get(handle).and_then(|f| f.parent) else {
             return;
         };
@@ -189,7 +184,7 @@ impl Engine {
             return;
         };
         if let Some(Some(AlgState::Ftp(ftp))) = self.flows.get_mut(parent).map(|p| p.alg.as_mut())
-            && let Some(record) = range_record(ftp, handle, &flow, result)
+            && let Some(record) = range_record(ftp, handle, &flow, result, opened(was))
         {
             if let Event::Transfer(transfer) = &record {
                 self.counters.transfer(transfer);
@@ -222,17 +217,52 @@ pub(super) fn range_record(
     handle: FlowHandle,
     flow: &Flow,
     result: TransferResult,
+    opened: bool,
 ) -> Option<Event> {
     if !ftp.is_range_child(handle) {
         return None;
     }
     let bytes = super::lifecycle::data_bytes(flow, ftp.client());
     ftp.forget_child(handle, flow.tuple, bytes);
-    let FlowState::Tcp(tcp) = &flow.state else {
-        return None;
-    };
-    if matches!(tcp.state(), TcpState::SynSent | TcpState::SynReceived) {
-        return None;
+    opened.then(|| ftp.range_transfer(flow.tuple, bytes, (flow.created, flow.last_seen), result))
+}
+
+/// Whether a connection in (or coming from) TCP state `state` got past its handshake: one
+/// refused or never answered moved nothing and has no record.
+pub(super) fn opened(state: TcpState) -> bool {
+    !matches!(state, TcpState::SynSent | TcpState::SynReceived)
+}
+
+/// The TCP state of `flow`, for [`opened`].
+pub(super) fn tcp_state(flow: &Flow) -> Option<TcpState> {
+    match &flow.state {
+        FlowState::Tcp(tcp) => Some(tcp.state()),
+        FlowState::Datagram { .. } => None,
     }
-    Some(ftp.range_transfer(flow.tuple, bytes, (flow.created, flow.last_seen), result))
+}
+
+/// The records of the connections `ftp`'s range admitted that are still open when its
+/// control connection leaves the table (`unfinished`: the session ended first, with the
+/// bytes so far). They stay in the table (or go with it, `data_outlives_control = false`) as
+/// orphans, which nothing logs again.
+pub(super) fn orphaned_range_records(
+    ftp: &crate::alg::ftp::FtpControl,
+    flows: &crate::conntrack::FlowTable,
+) -> Vec<Event> {
+    ftp.range_children()
+        .iter()
+        .filter_map(|&child| {
+            let flow = flows.get(child)?;
+            if !opened(tcp_state(flow)?) {
+                return None;
+            }
+            let bytes = super::lifecycle::data_bytes(flow, ftp.client());
+            Some(ftp.range_transfer(
+                flow.tuple,
+                bytes,
+                (flow.created, flow.last_seen),
+                TransferResult::Unfinished,
+            ))
+        })
+        .collect()
 }

@@ -607,7 +607,8 @@ impl Engine {
                 CloseCause::Reset => TransferResult::Aborted,
                 _ => TransferResult::Unfinished,
             };
-            range_record = super::ftps_range::range_record(ftp, handle, flow, result);
+            let opened = super::ftps_range::tcp_state(flow).is_some_and(super::ftps_range::opened);
+            range_record = super::ftps_range::range_record(ftp, handle, flow, result, opened);
             let bytes = data_bytes(flow, ftp.client());
             ftp.forget_child(handle, flow.tuple, bytes);
         }
@@ -628,6 +629,16 @@ impl Engine {
             self.counters.transfer(transfer);
         }
         events.extend(unfinished);
+        if let Some(AlgState::Ftp(ftp)) = &flow.alg
+            && !ftp.range_children().is_empty()
+        {
+            for record in super::ftps_range::orphaned_range_records(ftp, &self.flows) {
+                if let Event::Transfer(transfer) = &record {
+                    self.counters.transfer(transfer);
+                }
+                events.push(record);
+            }
+        }
         events.push(Event::FlowClosed {
             flow: flow.tuple,
             cause,

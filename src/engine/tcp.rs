@@ -176,7 +176,7 @@ impl Engine {
             } else {
                 TransferResult::Aborted
             };
-            self.range_child_closed(handle, result, &mut decision.events);
+            self.range_child_closed(handle, (was, result), &mut decision.events);
         }
         Some(decision)
     }

@@ -364,13 +364,24 @@ impl FtpControl {
                 .is_none_or(|f| f[Direction::Original.index()].is_some())
     }
 
-    /// The server ports this session admits connections to while it is encrypted (`ftps =
-    /// "allow-passive-range"`), or `None`.
+    /// The server ports this session admits connections to (`ftps = "allow-passive-range"`),
+    /// or `None`: from the start of the TLS handshake (both sides sent a record: the hellos)
+    /// until the client's side is cleared (a CCC). Never after a violation blocked a direction
+    /// (`on_violation = "drop"`).
     pub fn passive_range(&self) -> Option<(u16, u16)> {
-        if self.options.ftps != Ftps::AllowPassiveRange || !self.is_encrypted() {
+        if self.options.ftps != Ftps::AllowPassiveRange
+            || !self.is_encrypted()
+            || self.blocked.iter().any(|&b| b)
+        {
             return None;
         }
-        self.options.ftps_passive_ports
+        // A connection joined mid-stream after its TLS started has no followers: its
+        // handshake is taken as done.
+        let handshake_started = self.framing.as_ref().is_none_or(|f| {
+            f.iter()
+                .all(|side| side.as_ref().is_some_and(|t| t.records() > 0))
+        });
+        handshake_started.then_some(self.options.ftps_passive_ports)?
     }
 
     /// Whether the session's passive range admits a connection from its client to its server's
@@ -608,6 +619,13 @@ impl FtpControl {
         };
         let records = framing[d].as_ref().map_or(0, TlsFollower::records);
         framing[d] = None;
+        if dir == Direction::Reply
+            && let Some(client) = framing[Direction::Original.index()].as_mut()
+        {
+            // The server reads the clear now: a "record" from the client would reach it as
+            // cleartext that pinhole skipped.
+            client.expect_cleartext();
+        }
         let both = framing.iter().all(Option::is_none);
         self.lines[d] = LineAssembler::at_offset(self.options.max_line, start);
         if dir == Direction::Original {
@@ -944,17 +962,24 @@ impl FtpControl {
                 self.open_passive(code, text, addr, out);
             }
             Some(Pending::Auth) if code == 234 => {
-                // RFC 4217 section 4: TLS negotiation starts right after the 234.
+                // RFC 4217 section 4: TLS negotiation starts right after the 234. Commands
+                // pipelined behind the AUTH are the TLS stream's now: none is answered in the
+                // clear.
                 self.tls = true;
                 self.framing = Some(Box::new(following()));
-                let detail = match self.passive_range() {
+                self.pending.clear();
+                let range = match self.options.ftps {
+                    Ftps::AllowPassiveRange => self.options.ftps_passive_ports,
+                    _ => None,
+                };
+                let detail = match range {
                     Some((lo, hi)) => format!(
                         "AUTH accepted (234): the control connection is encrypted from here; its TLS framing is followed, commands and user policy cannot apply, and until a CCC or its end the session admits up to {} connection(s) from {} to {} ports {lo}-{hi} (ftps = \"allow-passive-range\")",
                         self.options.ftps_max_connections, self.flow.src, self.flow.dst
                     ),
                     None => "AUTH accepted (234): the control connection is encrypted from here; its TLS framing is followed, commands and user policy cannot apply, and no data connection can be opened until a CCC clears it".to_owned(),
                 };
-                let kind = if self.passive_range().is_some() {
+                let kind = if range.is_some() {
                     "tls_started"
                 } else {
                     "tls_uninspected"

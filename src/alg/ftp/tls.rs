@@ -62,6 +62,9 @@ pub struct TlsFollower {
     expect_hello: Option<u8>,
     /// This direction has sent an application-data record: the handshake is over.
     encrypted: bool,
+    /// The other side went cleartext first: no more records may come from this one.
+    #[serde(default)]
+    cleartext_due: bool,
 }
 
 impl TlsFollower {
@@ -75,7 +78,14 @@ impl TlsFollower {
             records: 0,
             expect_hello: None,
             encrypted: false,
+            cleartext_due: false,
         }
+    }
+
+    /// The other side (the server) went cleartext: the next bytes of this one must be
+    /// cleartext too, since the other end reads them so. A record header is a violation.
+    pub fn expect_cleartext(&mut self) {
+        self.cleartext_due = true;
     }
 
     /// Records whose header was read.
@@ -115,6 +125,12 @@ impl TlsFollower {
             }
             self.have = 0;
             match tls::parse_header(self.header) {
+                Ok(_) if self.cleartext_due => {
+                    return Framing::Invalid(format!(
+                        "a TLS record ({}) after the other side cleared the control channel, which reads it as cleartext",
+                        super::shown(&self.header)
+                    ));
+                }
                 Ok(header) => {
                     if let Err(detail) = self.check_order(header) {
                         return Framing::Invalid(detail);
@@ -127,7 +143,7 @@ impl TlsFollower {
                     // `start`, or partly in earlier ones.
                     let start = at.saturating_sub(HEADER_LEN);
                     let carried_len = HEADER_LEN - (at - start);
-                    if self.encrypted && self.starts_line(&self.header) {
+                    if (self.encrypted || self.cleartext_due) && self.starts_line(&self.header) {
                         return Framing::Cleartext {
                             carried: self.header[..carried_len].to_vec(),
                             from: start,
