@@ -150,7 +150,9 @@ fn out_of_window() -> Timeline {
     t
 }
 
-/// A blind RST is dropped; the server's own RST closes the connection; nothing follows it.
+/// A blind RST is dropped; the server's own RST closes the connection; after it only what
+/// fits the windows passes (a segment in flight, RFC 5961's challenge ACK), the rest is
+/// refused.
 fn rst_injection() -> Timeline {
     let mut t = timeline();
     let mut s = established(&mut t);
@@ -161,6 +163,7 @@ fn rst_injection() -> Timeline {
     t.push(1, s.client_data(b"USER anonymous\r\n"));
     t.push(1, s.server_raw(flags::RST | flags::ACK, 0, b""));
     t.push(1, s.client_data(b"PASS x\r\n"));
+    t.push(1, s.client_raw(flags::ACK, 5_000_000, b"PASS y\r\n"));
     t
 }
 

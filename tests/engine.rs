@@ -183,7 +183,13 @@ fn rst_must_be_in_window() {
     );
     h.accept(&s.client_data(b"NOOP\r\n"));
     h.accept(&s.client_rst());
-    h.drop(&s.server_data(b"200 ok\r\n"), Reason::TcpAfterReset);
+    // The server's answers still pass the windows (RFC 5961: a challenge ACK, a segment in
+    // flight); the flow stays closed. Outside the windows nothing passes.
+    h.accept(&s.server_data(b"200 ok\r\n"));
+    h.drop(
+        &s.server_raw(flags::ACK, 10_000_000, b"x"),
+        Reason::TcpOutOfWindow,
+    );
     let expired = h.advance(11);
     assert!(matches!(
         expired.events.as_slice(),

@@ -114,6 +114,9 @@ pub struct TcpTracker {
     loose: bool,
     /// For a picked-up flow: the other side answered with a plausible acknowledgement.
     confirmed: bool,
+    /// Closed by a RST one end sent (not by an inspector's rejection): see `on_segment`.
+    #[serde(default)]
+    reset_seen: bool,
 }
 
 /// `a < b` in sequence space (RFC 9293 section 3.4).
@@ -156,6 +159,7 @@ impl TcpTracker {
             scaled: false,
             loose: false,
             confirmed: true,
+            reset_seen: false,
         };
         tracker.init_syn(Direction::Original, seg);
         tracker
@@ -171,6 +175,7 @@ impl TcpTracker {
             scaled: false,
             loose: true,
             confirmed: false,
+            reset_seen: false,
         };
         tracker.init_loose(dir, seg);
         if seg.flags.fin() {
@@ -250,9 +255,10 @@ impl TcpTracker {
         }
     }
 
-    /// Ends the connection as a RST would (an inspector rejected it).
+    /// Ends the connection as a RST would (an inspector rejected it): nothing more passes.
     pub fn reset(&mut self) {
         self.state = TcpState::Closed;
+        self.reset_seen = false;
     }
 
     /// Follows a FIN or RST of a connection the kernel carries (offload mode). The data in
@@ -296,6 +302,17 @@ impl TcpTracker {
             TcpState::Closed => {
                 if flags.syn() && !flags.ack() {
                     TcpVerdict::Reopen
+                } else if self.reset_seen && !flags.syn() {
+                    // RFC 5961 section 3.2: a receiver takes a RST only at exactly the
+                    // sequence number it expects. One that arrives ahead of the data or FIN
+                    // before it (reordered after this firewall) is answered with a challenge
+                    // ACK, and the peer, whose socket is gone, answers that with an exact RST.
+                    // Both must pass, or the receiver retransmits into a dead connection until
+                    // it gives up. So segments that fit the windows still pass; the flow stays
+                    // closed and leaves at the closed timeout.
+                    let verdict = self.track(dir, seg);
+                    self.state = TcpState::Closed;
+                    verdict
                 } else {
                     TcpVerdict::Drop(Reason::TcpAfterReset)
                 }
@@ -541,6 +558,7 @@ impl TcpTracker {
         }
         if flags.rst() {
             self.state = TcpState::Closed;
+            self.reset_seen = true;
         } else if self.state != TcpState::SynReceived {
             self.state = self.closing_state();
         }
@@ -617,6 +635,49 @@ mod tests {
 
     fn drop(reason: Reason) -> TcpVerdict {
         TcpVerdict::Drop(reason)
+    }
+
+    #[test]
+    fn after_a_rst_the_challenge_ack_and_the_exact_rst_pass() {
+        // The client sent data and its FIN, then a RST; a reordering link behind the firewall
+        // delivers the RST ahead of the FIN, so the server answers with a challenge ACK
+        // (RFC 5961 section 3.2) and goes on retransmitting its own data.
+        let mut t = established();
+        let data = seg(A | TcpFlags::PSH, ISN_O + 1, ISN_R + 1, b"0123456789");
+        assert_eq!(t.on_segment(O, &data), TcpVerdict::Accept);
+        let fin = seg(A | TcpFlags::FIN, ISN_O + 11, ISN_R + 1, b"");
+        assert_eq!(t.on_segment(O, &fin), TcpVerdict::Accept);
+        let reply = seg(A | TcpFlags::PSH, ISN_R + 1, ISN_O + 12, b"ticket");
+        assert_eq!(t.on_segment(R, &reply), TcpVerdict::Accept);
+        assert_eq!(
+            t.on_segment(O, &seg(TcpFlags::RST, ISN_O + 12, 0, b"")),
+            TcpVerdict::Accept
+        );
+        assert_eq!(t.state(), TcpState::Closed);
+        // The challenge ACK, and the retransmission, fit the windows: they pass.
+        assert_eq!(
+            t.on_segment(R, &seg(A, ISN_R + 7, ISN_O + 11, b"")),
+            TcpVerdict::Accept
+        );
+        assert_eq!(t.on_segment(R, &reply), TcpVerdict::Accept);
+        // The client's answer, an exact RST, passes too; the flow stays closed.
+        assert_eq!(
+            t.on_segment(O, &seg(TcpFlags::RST, ISN_O + 12, 0, b"")),
+            TcpVerdict::Accept
+        );
+        assert_eq!(t.state(), TcpState::Closed);
+        // What does not fit the windows is still refused.
+        assert_eq!(
+            t.on_segment(R, &seg(A, ISN_R + 900_000, ISN_O + 12, b"x")),
+            drop(Reason::TcpOutOfWindow)
+        );
+        // A connection an inspector rejected lets nothing more through.
+        let mut t = established();
+        t.reset();
+        assert_eq!(
+            t.on_segment(R, &seg(A, ISN_R + 1, ISN_O + 1, b"")),
+            drop(Reason::TcpAfterReset)
+        );
     }
 
     // ---- handshake -------------------------------------------------------------------------
@@ -880,17 +941,26 @@ mod tests {
     }
 
     #[test]
-    fn rst_in_window_closes_and_later_segments_are_refused() {
+    fn rst_in_window_closes_and_later_only_what_fits_the_windows_passes() {
         let mut t = established();
         assert_eq!(
             t.on_segment(R, &seg(RST | A, ISN_R + 1, ISN_O + 1, b"")),
             TcpVerdict::Accept
         );
         assert_eq!(t.state(), TcpState::Closed);
+        // What fits (a challenge ACK, a segment that was in flight) passes; the flow stays
+        // closed (see after_a_rst_the_challenge_ack_and_the_exact_rst_pass).
         assert_eq!(
             t.on_segment(O, &seg(A, ISN_O + 1, ISN_R + 1, b"x")),
-            drop(Reason::TcpAfterReset)
+            TcpVerdict::Accept
         );
+        assert_eq!(t.state(), TcpState::Closed);
+        assert_eq!(
+            t.on_segment(O, &seg(A, ISN_O + 5_000_000, ISN_R + 1, b"x")),
+            drop(Reason::TcpOutOfWindow)
+        );
+        // A new connection on the tuple.
+        assert_eq!(t.on_segment(O, &syn()), TcpVerdict::Reopen);
     }
 
     #[test]
