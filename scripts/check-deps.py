@@ -111,6 +111,21 @@ def word_literal(word: dict) -> str | None:
     return "".join(out)
 
 
+def word_head(word: dict) -> str:
+    """The literal text at the start of a word (`PATH="$DIR:$PATH"` -> "PATH=")."""
+    out = []
+    for part in word.get("Parts", []):
+        kind = part.get("Type")
+        if kind in ("Lit", "SglQuoted"):
+            out.append(part["Value"])
+        elif kind == "DblQuoted":
+            out.append(word_head(part))
+            break
+        else:
+            break
+    return "".join(out)
+
+
 def word_tail(word: dict) -> str | None:
     """The literal text at the end of a word ("$REPO/scripts/x.sh" -> "/scripts/x.sh")."""
     parts = word.get("Parts", [])
@@ -173,7 +188,8 @@ def wrapped_command(name: str, args: list) -> int | None:
             args, 1, {"-n", "--reuid", "--regid", "--groups", "-u", "--bounding-set", "--inh-caps"}
         )
         if name == "env":
-            while i < len(args) and "=" in (texts[i] or ""):
+            # NAME=VALUE words, whatever their value expands to.
+            while i < len(args) and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", word_head(args[i])):
                 i += 1
         return i
     if name == "command":
@@ -608,7 +624,7 @@ def self_test() -> None:
 
     def provider(groups):
         if groups is None:
-            return {"grep", "sed", "awk", "sleep", "dirname", "timeout"}
+            return {"grep", "sed", "awk", "sleep", "dirname", "timeout", "env"}
         return set().union(*(fake_groups.get((g,), set()) for g in groups))
 
     with tempfile.TemporaryDirectory() as root:
@@ -628,7 +644,8 @@ def self_test() -> None:
             "systemctl stop x  # check-deps: optional (test)\n"
             "python3 tests/e2e/helper.py\n",
             "tests/e2e/helper.py": "import subprocess\nsubprocess.run(['fake-conntrack', '-L'])\n",
-            "scripts/b.sh": "sleep 1\nfake-ftpd conf\nip netns exec x fake-ftp-client -c quit\n",
+            "scripts/b.sh": "sleep 1\nfake-ftpd conf\nip netns exec x fake-ftp-client -c quit\n"
+            'env PATH="$DIR/sbin:$PATH" fake-unpacked -n\n',
         }
         for name, text in files.items():
             with open(os.path.join(root, name), "w", encoding="utf-8") as f:
@@ -648,6 +665,7 @@ def self_test() -> None:
         ("scripts/b.sh", "fake-ftpd"),
         ("scripts/b.sh", "ip"),
         ("scripts/b.sh", "fake-ftp-client"),
+        ("scripts/b.sh", "fake-unpacked"),
     }
     if found != expected:
         print("check-deps self-test FAILED", file=sys.stderr)

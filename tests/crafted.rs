@@ -430,8 +430,9 @@ fn syn_flood() -> Timeline {
 
 // ---- FTP ----------------------------------------------------------------------------------------
 
-/// An FTP control connection from the client's port `port`, through the banner and login.
-fn ftp_login(t: &mut Timeline, port: u16) -> TcpSession {
+/// An FTP control connection from the client's port `port`, through the handshake and the
+/// banner.
+fn ftp_banner(t: &mut Timeline, port: u16) -> TcpSession {
     let mut s = TcpSession::new(
         sock(&format!("198.51.100.10:{port}")),
         sock("192.0.2.10:21"),
@@ -440,6 +441,12 @@ fn ftp_login(t: &mut Timeline, port: u16) -> TcpSession {
     );
     t.extend(s.handshake());
     ftp_reply(t, &mut s, "220 (vsFTPd 3.0.3)");
+    s
+}
+
+/// An FTP control connection from the client's port `port`, through the banner and login.
+fn ftp_login(t: &mut Timeline, port: u16) -> TcpSession {
+    let mut s = ftp_banner(t, port);
     ftp_command(t, &mut s, "USER anonymous");
     ftp_reply(t, &mut s, "331 Please specify the password.");
     ftp_command(t, &mut s, "PASS guest");
@@ -776,14 +783,7 @@ fn ftp_tls() -> Timeline {
 /// An FTPS session up to the 234 (client port `port`), then the client's TLS bytes in the
 /// segments given.
 fn ftps_session(t: &mut Timeline, port: u16) -> TcpSession {
-    let mut s = TcpSession::new(
-        sock(&format!("198.51.100.10:{port}")),
-        sock("192.0.2.10:21"),
-        1_000_000 + u32::from(port),
-        7_000_000,
-    );
-    t.extend(s.handshake());
-    ftp_reply(t, &mut s, "220 (vsFTPd 3.0.3)");
+    let mut s = ftp_banner(t, port);
     ftp_command(t, &mut s, "AUTH TLS");
     ftp_reply(t, &mut s, "234 Proceed with negotiation.");
     s
@@ -858,14 +858,7 @@ fn ftps_garbage() -> Timeline {
 fn ftps_passive_range() -> Timeline {
     let mut t = timeline();
     let syn = |from: &str, to: &str| TcpSession::new(sock(from), sock(to), 77, 0).syn();
-    let mut s = TcpSession::new(
-        sock("198.51.100.10:40160"),
-        sock("192.0.2.10:21"),
-        1_040_160,
-        7_000_000,
-    );
-    t.extend(s.handshake());
-    ftp_reply(&mut t, &mut s, "220 (vsFTPd 3.0.3)");
+    let mut s = ftp_banner(&mut t, 40160);
     t.push(1, syn("198.51.100.10:40161", "192.0.2.10:40001"));
     ftp_command(&mut t, &mut s, "AUTH TLS");
     ftp_reply(&mut t, &mut s, "234 Proceed with negotiation.");

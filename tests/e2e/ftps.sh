@@ -334,8 +334,11 @@ EOF
 start_proftpd() {
     local conf=$PH_WORKDIR/proftpd.conf
     write_proftpd_conf "$conf"
-    ph_in_server "$PROFTPD" -t -c "$conf" || return 1
-    ph_start_bg proftpd "$PH_NS_SERVER" "$PH_WORKDIR/proftpd.out" "$PROFTPD" -n -c "$conf"
+    # Called by name, from the unpacked tree first on PATH (so scripts/check-deps.py sees the
+    # call and checks that the install step provides it).
+    ph_in_server env PATH="$UNPACKED/usr/sbin:$PATH" proftpd -t -c "$conf" || return 1
+    ph_start_bg proftpd "$PH_NS_SERVER" "$PH_WORKDIR/proftpd.out" \
+        env PATH="$UNPACKED/usr/sbin:$PATH" proftpd -n -c "$conf"
     ph_wait_listen "$PH_NS_SERVER" tcp "$PORT_CCC" ||
         { cat "$PH_WORKDIR/proftpd.out" "$PH_WORKDIR/proftpd-system.log"; return 1; }
 }
@@ -913,30 +916,7 @@ main() {
         run_mode "$m"
     done
 
-    MODE=end
-    if [ "$FAIL" -gt 0 ]; then
-        note "--- pinhole stats at the failures"
-        sed 's/^/# /' "$PH_WORKDIR/failure-stats.txt" 2>/dev/null
-        local log
-        for log in "$PH_WORKDIR"/pinhole-*.log; do
-            [ -e "$log" ] || continue
-            note "--- $(basename "$log") (last 40 lines)"
-            tail -n 40 "$log" | sed 's/^/# /'
-        done
-        for log in "$PH_WORKDIR"/events-*.jsonl; do
-            [ -e "$log" ] || continue
-            note "--- $(basename "$log") (last 20 records)"
-            tail -n 20 "$log" | sed 's/^/# /'
-        done
-    fi
-    note "total: $((SECONDS - t0)) s"
-    local warnings
-    warnings=$(mktemp)
-    ph_cleanup 2>"$warnings"
-    sed 's/^/# cleanup: /' "$warnings"
-    rm -f "$warnings"
-    echo "e2e: $PASS passed, $FAIL failed"
-    [ "$FAIL" -eq 0 ]
+    finish_run "$t0" 40 20
 }
 
 main

@@ -108,3 +108,34 @@ wait_ready() {
     tail -n 20 "$PINHOLE_LOG"
     return 1
 }
+
+# finish_run START LOG_LINES EVENT_LINES: the end of a run. After failures, the stats the checks
+# saved and the tails of pinhole's logs and event logs; then the clean-up, so that the summary
+# is the last line (its warnings are expected: vsftpd session processes run in their own
+# session, and those whose client pinhole reset are still open); status 0 when nothing failed.
+finish_run() {
+    local t0=$1 log_lines=$2 event_lines=$3 log warnings
+    MODE=end
+    if [ "$FAIL" -gt 0 ]; then
+        note "--- pinhole stats at the failures"
+        sed 's/^/# /' "$PH_WORKDIR/failure-stats.txt" 2>/dev/null
+        for log in "$PH_WORKDIR"/pinhole-*.log; do
+            [ -e "$log" ] || continue
+            note "--- $(basename "$log") (last $log_lines lines)"
+            tail -n "$log_lines" "$log" | sed 's/^/# /'
+        done
+        for log in "$PH_WORKDIR"/events-*.jsonl; do
+            if [ "$event_lines" -gt 0 ] && [ -e "$log" ]; then
+                note "--- $(basename "$log") (last $event_lines records)"
+                tail -n "$event_lines" "$log" | sed 's/^/# /'
+            fi
+        done
+    fi
+    note "total: $((SECONDS - t0)) s"
+    warnings=$(mktemp)
+    ph_cleanup 2>"$warnings"
+    sed 's/^/# cleanup: /' "$warnings"
+    rm -f "$warnings"
+    echo "e2e: $PASS passed, $FAIL failed"
+    [ "$FAIL" -eq 0 ]
+}

@@ -1296,28 +1296,7 @@ main() {
         run_mode "$m"
     done
 
-    MODE=end
-    if [ "$FAIL" -gt 0 ]; then
-        note "--- pinhole stats at the failures"
-        sed 's/^/# /' "$PH_WORKDIR/failure-stats.txt" 2>/dev/null
-        local log
-        for log in "$PH_WORKDIR"/pinhole-*.log; do
-            [ -e "$log" ] || continue
-            note "--- $(basename "$log") (last 60 lines)"
-            tail -n 60 "$log" | sed 's/^/# /'
-        done
-    fi
-    note "total: $((SECONDS - t0)) s"
-    # Clean up now, so that the summary is the last line. (Its warnings are
-    # expected: vsftpd session processes run in their own session, and the
-    # ones whose client pinhole reset -- the bounce -- are still open.)
-    local warnings
-    warnings=$(mktemp)
-    ph_cleanup 2>"$warnings"
-    sed 's/^/# cleanup: /' "$warnings"
-    rm -f "$warnings"
-    echo "e2e: $PASS passed, $FAIL failed"
-    [ "$FAIL" -eq 0 ]
+    finish_run "$t0" 60 0
 }
 
 setup_testbed() {

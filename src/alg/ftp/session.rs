@@ -219,11 +219,7 @@ impl Session {
             data_nat: None,
             bytes_up: bytes.map(|b| b.0),
             bytes_down: bytes.map(|b| b.1),
-            bytes_source: if bytes.is_some() {
-                BytesSource::Pinhole
-            } else {
-                BytesSource::None
-            },
+            bytes_source: counted_by(bytes),
             started: start.started,
             ended: now,
             result,
@@ -267,11 +263,7 @@ impl Session {
             data_nat: None,
             bytes_up: bytes.map(|b| b.0),
             bytes_down: bytes.map(|b| b.1),
-            bytes_source: if bytes.is_some() {
-                BytesSource::Pinhole
-            } else {
-                BytesSource::None
-            },
+            bytes_source: counted_by(bytes),
             started,
             ended,
             result,
@@ -354,5 +346,15 @@ impl Session {
     pub(super) fn defanged_acknowledged(&mut self, offset: u64) {
         self.defanged
             .retain(|v| v.fresh || v.offset + u64::from(v.len) > offset);
+    }
+}
+
+/// Where a record's bytes (up, down) come from: pinhole's own count of the data connection,
+/// or nowhere yet (an adapter may fill them from the kernel's).
+fn counted_by(bytes: Option<(u64, u64)>) -> BytesSource {
+    if bytes.is_some() {
+        BytesSource::Pinhole
+    } else {
+        BytesSource::None
     }
 }
